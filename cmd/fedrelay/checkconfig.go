@@ -1,0 +1,37 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func newCheckConfigCmd() *cobra.Command {
+	var cf configFlags
+	cmd := &cobra.Command{
+		Use:   "check-config",
+		Short: "Validate the configuration and print the effective settings (secrets redacted)",
+		Long: "check-config loads the configuration exactly as run would (file, then FEDRELAY_* environment,\n" +
+			"then flags), prints the effective settings as YAML with secrets redacted, and exits 0.\n" +
+			"A bad configuration exits 2 with one line per problem naming the key.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := cf.load()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			src := cfg.Source
+			if src == "" {
+				src = "(embedded defaults)"
+			}
+			fmt.Fprintf(out, "# effective configuration from %s\n", src)
+			for _, w := range cfg.Warnings {
+				fmt.Fprintf(out, "# warning: %s\n", w)
+			}
+			return cfg.WriteYAML(out)
+		},
+	}
+	cf.register(cmd.Flags())
+	return cmd
+}

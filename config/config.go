@@ -1,0 +1,218 @@
+package config
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"time"
+)
+
+// Config is the whole validated configuration of one relay instance. Load
+// fills every field: defaults are applied, durations parsed, addresses and
+// domain names checked. A Config is a plain value; nothing in it refers back to
+// files, the environment or flags.
+type Config struct {
+	Log        Log        `mapstructure:"log"`
+	Federation Federation `mapstructure:"federation"`
+	Internal   Internal   `mapstructure:"internal"`
+	Domains    []Domain   `mapstructure:"domains"`
+	Dialback   Dialback   `mapstructure:"dialback"`
+	TLS        TLS        `mapstructure:"tls"`
+	DNS        DNS        `mapstructure:"dns"`
+	Limits     Limits     `mapstructure:"limits"`
+	Breaker    Breaker    `mapstructure:"breaker"`
+	Policy     Policy     `mapstructure:"policy"`
+	Admin      Admin      `mapstructure:"admin"`
+
+	// Source is the file the configuration was read from ("" for the
+	// embedded defaults only).
+	Source string `mapstructure:"-"`
+	// Warnings are conditions worth a log line at start that do not stop the
+	// relay (a generated dialback secret, a short idle timeout). Config does
+	// not log; the caller does.
+	Warnings []string `mapstructure:"-"`
+}
+
+// Log selects the log/slog handler.
+type Log struct {
+	// Level is the minimum level logged: debug, info, warn or error.
+	Level slog.Level `mapstructure:"level"`
+	// Format is "text" (slog.TextHandler) or "json" (slog.JSONHandler).
+	Format string `mapstructure:"format"`
+}
+
+// Federation is the public face: where the federation's S2S streams arrive.
+type Federation struct {
+	// Listen are host:port addresses for STARTTLS streams (RFC 6120, port
+	// 5269 style).
+	Listen []string `mapstructure:"listen"`
+	// ListenTLS are host:port addresses for direct TLS streams (XEP-0368,
+	// ALPN xmpp-server).
+	ListenTLS []string `mapstructure:"listen_tls"`
+}
+
+// Internal is the face toward the organisation's own servers.
+type Internal struct {
+	// Listen are host:port addresses where internal servers open their S2S
+	// streams to any remote domain.
+	Listen []string `mapstructure:"listen"`
+	// DNSListen, when not empty, is the host:port of a DNS responder that
+	// answers _xmpp-server._tcp SRV queries for remote domains with the
+	// internal face's address.
+	DNSListen string `mapstructure:"dns_listen"`
+}
+
+// Domain is one internal domain the relay fronts.
+type Domain struct {
+	// Name is the XMPP domain (lower-case ASCII form).
+	Name string `mapstructure:"name"`
+	// Route is host:port of the internal server that hosts Name. Stanzas
+	// from the federation to Name are delivered there, and dialback checks of
+	// Name go there, never through public DNS.
+	Route string `mapstructure:"route"`
+	// CertFile and KeyFile are a PEM certificate chain and key for Name.
+	// Both empty: a self-signed certificate is generated at start.
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+// Dialback holds the Server Dialback (XEP-0185) secret shared by every
+// instance of the relay.
+type Dialback struct {
+	// Secret is the key secret, from dialback.secret or read from
+	// dialback.secret_file. When neither is set Load generates a random one
+	// (and adds a warning): keys then verify only on this instance.
+	Secret Secret `mapstructure:"secret"`
+	// SecretFile is the file the secret was read from, if any.
+	SecretFile string `mapstructure:"secret_file"`
+}
+
+// TLS configures stream encryption and peer certificate checks.
+type TLS struct {
+	// Required refuses streams (with policy-violation) that do not negotiate
+	// TLS.
+	Required bool `mapstructure:"required"`
+	// CAFile is a PEM bundle trusted in addition to the system roots.
+	CAFile string `mapstructure:"ca_file"`
+	// VerifyPeers checks peer certificates per RFC 6125/XEP-0178. When false
+	// every peer falls back to dialback.
+	VerifyPeers bool `mapstructure:"verify_peers"`
+	// MinVersion is tls.VersionTLS12 or tls.VersionTLS13 (config: "1.2" or
+	// "1.3").
+	MinVersion uint16 `mapstructure:"min_version"`
+}
+
+// DNS configures SRV resolution of remote domains.
+type DNS struct {
+	// Servers are host:port nameservers; empty means /etc/resolv.conf.
+	Servers []string `mapstructure:"servers"`
+	// Timeout bounds one query to one server.
+	Timeout time.Duration `mapstructure:"timeout"`
+	// Retries is how many more times a query is sent after a timeout.
+	Retries int `mapstructure:"retries"`
+	// CacheSize is the number of entries in the answer cache.
+	CacheSize int `mapstructure:"cache_size"`
+	// MinTTL and MaxTTL clamp the TTL of cached answers, positive and
+	// negative.
+	MinTTL time.Duration `mapstructure:"min_ttl"`
+	MaxTTL time.Duration `mapstructure:"max_ttl"`
+	// Overrides maps a domain to fixed targets that bypass DNS. Each target
+	// is "host:port" (STARTTLS) or "tls://host:port" (direct TLS).
+	Overrides map[string][]string `mapstructure:"overrides"`
+}
+
+// Limits bound what one stream or one peer may cost.
+type Limits struct {
+	// MaxStanzaBytes is the largest top-level element accepted on an
+	// authenticated stream (policy-violation beyond it).
+	MaxStanzaBytes int `mapstructure:"max_stanza_bytes"`
+	// MaxPreauthBytes is the largest element accepted before the stream is
+	// authenticated.
+	MaxPreauthBytes int `mapstructure:"max_preauth_bytes"`
+	// QueueStanzas and QueueBytes bound the stanzas held for one domain pair
+	// while its outbound stream is being set up; beyond them stanzas bounce
+	// with resource-constraint.
+	QueueStanzas int `mapstructure:"queue_stanzas"`
+	QueueBytes   int `mapstructure:"queue_bytes"`
+	// IdleTimeout closes a stream that carried nothing, not even whitespace,
+	// for this long.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// ConnectTimeout bounds resolving and connecting to a remote domain,
+	// all candidates together.
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	// NegotiationTimeout bounds TLS and authentication of a new stream.
+	NegotiationTimeout time.Duration `mapstructure:"negotiation_timeout"`
+}
+
+// Breaker configures the circuit breaker kept per remote domain.
+type Breaker struct {
+	// Failures is the number of consecutive connection or authentication
+	// failures that open the breaker.
+	Failures int `mapstructure:"failures"`
+	// OpenFor is how long the breaker stays open before one probe.
+	OpenFor time.Duration `mapstructure:"open_for"`
+	// MaxOpenFor caps the open period, which doubles on each failed probe.
+	MaxOpenFor time.Duration `mapstructure:"max_open_for"`
+}
+
+// Policy decides which remote domains the organisation federates with.
+type Policy struct {
+	// Default is "allow" or "deny": the decision for a domain no list names.
+	Default string `mapstructure:"default"`
+	// Allow and Deny are domain patterns: "example.org" matches exactly,
+	// "*.example.org" every subdomain of example.org (not example.org
+	// itself). Deny wins over Allow.
+	Allow []string `mapstructure:"allow"`
+	Deny  []string `mapstructure:"deny"`
+	// Rules refine what allowed domains may send; the first rule whose Match
+	// names the remote domain applies.
+	Rules []Rule `mapstructure:"rules"`
+	// AuditLog is a file path, "-" for standard output, or "" for none: one
+	// JSON line per refusal and per stream-level decision.
+	AuditLog string `mapstructure:"audit_log"`
+}
+
+// Rule is a per-remote-domain refinement of the policy.
+type Rule struct {
+	// Match are domain patterns, as in Policy.Allow.
+	Match []string `mapstructure:"match"`
+	// Kinds are the stanza kinds that may cross: message, presence, iq.
+	// Empty means all.
+	Kinds []string `mapstructure:"kinds"`
+	// Subscriptions is "allow" or "deny" for presence subscription stanzas
+	// (subscribe, subscribed, unsubscribe, unsubscribed) in both directions;
+	// SubscriptionsIn and SubscriptionsOut override it for one direction
+	// (in: from the remote domain to ours). Empty means allow.
+	Subscriptions    string `mapstructure:"subscriptions"`
+	SubscriptionsIn  string `mapstructure:"subscriptions_in"`
+	SubscriptionsOut string `mapstructure:"subscriptions_out"`
+	// RequireAuth lists the authentication methods accepted for the remote
+	// domain: "external" (SASL EXTERNAL, a verified certificate) and/or
+	// "dialback". Empty accepts either.
+	RequireAuth []string `mapstructure:"require_auth"`
+	// RequireTLS refuses streams with the remote domain that are not
+	// encrypted, whatever tls.required says.
+	RequireTLS bool `mapstructure:"require_tls"`
+	// MaxStanzaBytes, when not zero, lowers limits.max_stanza_bytes for the
+	// remote domain.
+	MaxStanzaBytes int `mapstructure:"max_stanza_bytes"`
+	// Rate (stanzas per second) and Burst set a token bucket per remote
+	// domain; zero Rate means unlimited.
+	Rate  float64 `mapstructure:"rate"`
+	Burst int     `mapstructure:"burst"`
+}
+
+// Admin configures the HTTP endpoint for metrics and health.
+type Admin struct {
+	// Listen is host:port; empty disables the endpoint.
+	Listen string `mapstructure:"listen"`
+}
+
+// TLSVersionName returns "1.2" or "1.3" for a MinVersion value.
+func TLSVersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS13:
+		return "1.3"
+	default:
+		return "1.2"
+	}
+}

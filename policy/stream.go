@@ -1,0 +1,91 @@
+package policy
+
+import "mellium.im/xmpp/stream"
+
+// StreamState is what a stream has established about the remote domain.
+type StreamState struct {
+	// Face is the face the stream is on. The zero Face counts as
+	// Federation, the stricter.
+	Face Face
+	// Dir is the direction the stream's stanzas travel; it is recorded,
+	// not judged.
+	Dir Direction
+	// Remote is the remote domain: the peer on the federation face, the
+	// domain the relay stands in for on the internal face.
+	Remote string
+	// TLS reports whether the stream is encrypted.
+	TLS bool
+	// Auth is how the remote domain authenticated on a federation stream:
+	// AuthExternal if its certificate was verified, AuthDialback if it was
+	// verified by dialback, AuthNone if neither has happened yet.
+	Auth Auth
+}
+
+// StreamDecision is the verdict on a stream, or on one remote domain of a
+// multiplexed stream.
+type StreamDecision struct {
+	// Allowed reports whether the stream may go on.
+	Allowed bool
+	// Reason is what decided; for an allowed stream, ReasonAllowList or
+	// ReasonDefault.
+	Reason Reason
+	// Rule names the configuration entry that decided ("deny[0]
+	// evil.example", "tls.required", "rules[1].require_auth").
+	Rule string
+	// Condition is the stream error to close with when refused:
+	// policy-violation for the deny list and TLS, not-authorized for an
+	// authentication method the rule does not accept. Zero when allowed.
+	//
+	// To refuse just one dialback pair on a stream that carries others,
+	// answer its db:result with type='error' and the same condition name
+	// (both are XEP-0220 dialback error conditions) instead of closing.
+	Condition stream.Error
+}
+
+// Domain decides a remote domain alone: the deny and allow lists and the
+// default, deny winning. Call it as soon as the remote domain is known (the
+// stream header's from on the federation face, its to on the internal
+// face, a new dialback pair, an SRV query on the internal DNS responder),
+// before TLS or dialback cost anything.
+//
+// remote should be the normalised form (config.NormalizeDomain: lower-case
+// ASCII, IDNA A-labels). Domain folds ASCII case and drops a trailing dot
+// itself, and refuses a name with non-ASCII bytes (ReasonDomain) rather
+// than risk comparing a U-label that a deny entry names as an A-label.
+func (p *Policy) Domain(remote string) StreamDecision {
+	r := resolve(p, remote)
+	if !r.allowed {
+		return StreamDecision{Reason: r.reason, Rule: r.label, Condition: stream.PolicyViolation}
+	}
+	return StreamDecision{Allowed: true, Reason: r.reason, Rule: r.label}
+}
+
+// Stream decides a stream once its security is known: Domain first, then
+// TLS (tls.required on every stream; the first matching rule's require_tls
+// on federation streams), then authentication (the rule's require_auth on
+// federation streams, judged only once st.Auth is not AuthNone). On the
+// internal face the peer is one of our own servers, so the remote domain's
+// TLS and authentication requirements do not apply there.
+//
+// Call it after TLS and again after authentication; and after a reload,
+// call it on the new Policy with each open stream's state to find the
+// streams the new policy refuses, and close those with d.Condition.
+func (p *Policy) Stream(st StreamState) StreamDecision {
+	r := resolve(p, st.Remote)
+	if !r.allowed {
+		return StreamDecision{Reason: r.reason, Rule: r.label, Condition: stream.PolicyViolation}
+	}
+	federation := st.Face != Internal
+	if !st.TLS {
+		if p.requireTLS {
+			return StreamDecision{Reason: ReasonTLS, Rule: labelTLSRequired, Condition: stream.PolicyViolation}
+		}
+		if federation && r.rule != nil && r.rule.requireTLS {
+			return StreamDecision{Reason: ReasonTLS, Rule: r.rule.tlsLabel, Condition: stream.PolicyViolation}
+		}
+	}
+	if federation && r.rule != nil && r.rule.auth != 0 && st.Auth != AuthNone && r.rule.auth&st.Auth.bit() == 0 {
+		return StreamDecision{Reason: ReasonAuth, Rule: r.rule.authLabel, Condition: stream.NotAuthorized}
+	}
+	return StreamDecision{Allowed: true, Reason: r.reason, Rule: r.label}
+}

@@ -217,7 +217,8 @@ func (o Outcome) Bounce() (stanza.Error, bool) {
 }
 
 // Decision is what a Stream asks the connection owner to do. Only the fields
-// its Action names are set.
+// its Action names are set. Decisions are not meant to be compared with ==
+// (Close may hold a stream.Error, which is not comparable).
 type Decision struct {
 	Action Action
 
@@ -522,7 +523,7 @@ func (s *Stream) receiveResult(e Element) Decision {
 	case !s.cfg.Serves(p.To):
 		// Not a stream error: other pairs may be using the stream.
 		return reply(e.ErrorResponse(stanza.ItemNotFound))
-	case s.pairs[p]&grantRecv != 0:
+	case s.MayReceive(p.From, p.To):
 		// Proven on this stream already; a new key adds nothing.
 		return reply(e.Response(TypeValid))
 	}
@@ -561,6 +562,7 @@ func (s *Stream) settleResult(e Element) Decision {
 		return ignore(ErrUnsolicited)
 	}
 	delete(s.results, p)
+	e.Key = ""
 	d := Decision{Action: Settle, Pair: p, Answer: e}
 	switch e.Type {
 	case TypeValid:

@@ -78,6 +78,12 @@ func mint(name string, issuer *tls.Certificate, now time.Time, validity time.Dur
 
 	parent, signer := tmpl, crypto.Signer(key)
 	if issuer != nil {
+		if !now.Before(issuer.Leaf.NotAfter) {
+			// Every certificate it signed would be born expired, and
+			// replaced at every handshake.
+			return nil, fmt.Errorf("the issuer %s expired on %s", issuer.Leaf.Subject,
+				issuer.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
 		parent, signer = issuer.Leaf, issuer.PrivateKey.(crypto.Signer)
 		if issuer.Leaf.NotAfter.Before(notAfter) {
 			notAfter = issuer.Leaf.NotAfter
@@ -103,7 +109,8 @@ func mint(name string, issuer *tls.Certificate, now time.Time, validity time.Dur
 }
 
 // checkIssuer makes sure an issuing CA can sign: a parsed CA certificate
-// allowed to sign certificates, valid now, with a signing key.
+// allowed to sign certificates, valid now, with its own key, which can sign.
+// It fills issuer.Leaf if need be.
 func checkIssuer(issuer *tls.Certificate, now time.Time) error {
 	if len(issuer.Certificate) == 0 {
 		return errors.New("no certificate")
@@ -125,8 +132,12 @@ func checkIssuer(issuer *tls.Certificate, now time.Time) error {
 	if now.Before(ca.NotBefore) || now.After(ca.NotAfter) {
 		return fmt.Errorf("%s is valid only from %s until %s", ca.Subject, ca.NotBefore, ca.NotAfter)
 	}
-	if _, ok := issuer.PrivateKey.(crypto.Signer); !ok {
+	signer, ok := issuer.PrivateKey.(crypto.Signer)
+	if !ok {
 		return fmt.Errorf("the private key of %s cannot sign", ca.Subject)
+	}
+	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(ca.PublicKey) {
+		return fmt.Errorf("the private key is not the key of %s", ca.Subject)
 	}
 	return nil
 }

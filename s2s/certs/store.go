@@ -144,15 +144,17 @@ func NewStore(domains []config.Domain, opts Options) (*Store, error) {
 		return nil, errors.New("certs: no domain configured")
 	}
 	now := opts.Now()
+	if opts.Issuer != nil {
+		issuer := *opts.Issuer // checkIssuer may fill Leaf: not in the caller's value
+		opts.Issuer = &issuer
+		if err := checkIssuer(opts.Issuer, now); err != nil {
+			return nil, fmt.Errorf("certs: issuer: %w", err)
+		}
+	}
 	c := &storeCore{
 		opts:    opts,
 		domains: make(map[string]*slot, len(domains)),
 		sem:     make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
-	}
-	if opts.Issuer != nil {
-		if err := checkIssuer(opts.Issuer, now); err != nil {
-			return nil, fmt.Errorf("certs: issuer: %w", err)
-		}
 	}
 	for _, d := range domains {
 		name, err := config.NormalizeDomain(d.Name)

@@ -153,6 +153,10 @@ func TestNewStoreWarningsAndErrors(t *testing.T) {
 		{"IP literal without files", []config.Domain{{Name: "192.0.2.1"}}, certs.Options{}},
 		{"unknown default", []config.Domain{{Name: "a.example"}}, certs.Options{DefaultDomain: "b.example"}},
 		{"issuer is not a CA", []config.Domain{{Name: "a.example"}}, certs.Options{Issuer: leafPair(t, p)}},
+		{"issuer with another key", []config.Domain{{Name: "a.example"}},
+			certs.Options{Issuer: &tls.Certificate{Certificate: [][]byte{p.inter.cert.Raw}, PrivateKey: p.root.key}}},
+		{"issuer expired", []config.Domain{{Name: "a.example"}},
+			certs.Options{Issuer: p.inter.tlsCert(), Now: func() time.Time { return p.inter.cert.NotAfter.Add(time.Hour) }}},
 	}
 	for _, tt := range errTests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -385,6 +389,24 @@ func TestIssuerCapsValidity(t *testing.T) {
 	cert, _ := s.Certificate(context.Background(), "a.example")
 	if got := leafOf(t, cert).NotAfter; got.After(short.cert.NotAfter) {
 		t.Errorf("generated certificate outlives its issuer: %v > %v", got, short.cert.NotAfter)
+	}
+}
+
+func TestIssuerExpiresWhileRunning(t *testing.T) {
+	p := newPKI(t)
+	ca := newCA(t, "CA expiring soon", p.root, func(c *x509.Certificate) { c.NotAfter = testNow.Add(time.Hour) })
+	clk := newClock(testNow)
+	s, err := certs.NewStore([]config.Domain{{Name: "a.example"}}, certs.Options{Issuer: ca.tlsCert(), OnDemand: true, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.add(2 * time.Hour)
+	before := s.Stats().Generated
+	if _, err := s.Certificate(context.Background(), "remote.example"); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("generation with an expired issuer: err = %v", err)
+	}
+	if s.Stats().Generated != before {
+		t.Error("a certificate was generated with an expired issuer")
 	}
 }
 

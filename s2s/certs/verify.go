@@ -219,8 +219,8 @@ func addDomain(err error, domain string) error {
 	return err
 }
 
-// Peer is a peer certificate whose chain VerifyChain has validated. It is
-// immutable and safe for concurrent use.
+// Peer is a peer certificate whose chain VerifyChain has validated; only
+// VerifyChain makes one. It is immutable and safe for concurrent use.
 type Peer struct {
 	// Leaf is the peer's certificate.
 	Leaf *x509.Certificate

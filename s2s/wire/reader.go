@@ -1,0 +1,872 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"mellium.im/xmpp/stream"
+)
+
+// Buffer sizing. A Reader starts with initialBuffer bytes and grows up to its
+// current limit plus readSlack, so that a read never has less than readSlack
+// bytes of room. After a large element it shrinks back.
+const (
+	initialBuffer = 16 << 10
+	// minHeaderAttrs is the attribute limit for a stream header when
+	// Limits.MaxAttrs is lower: headers carry seven or more.
+	minHeaderAttrs = 16
+	readSlack      = 4 << 10
+	shrinkAbove    = 64 << 10
+)
+
+// Reader frames a server-to-server XML stream: it reads the stream header and
+// then one top-level element at a time, checking everything it passes over
+// (well-formedness, XMPP's restricted XML, namespace prefixes, Limits) but
+// building no tree and copying nothing: an Element's Raw is a slice of the
+// bytes read.
+//
+// The scan is incremental: bytes are examined once however the input is
+// split across reads, and a read error (a deadline, say) can be retried by
+// calling the same method again. Stream errors are final: once a method has
+// returned one, every later call returns it too.
+//
+// A Reader is not safe for concurrent use; the connection owner drives it.
+type Reader struct {
+	src    io.Reader
+	srcErr error
+	buf    []byte // len(buf) == cap(buf); data is buf[base:end]
+	base   int    // first byte not yet handed out (start of the current token)
+	end    int
+	off    int   // scan position relative to base
+	pos0   int64 // input offset of buf[0]
+
+	lim     Limits
+	initCap int
+	authed  bool
+	space   bool
+
+	phase uint8
+	state uint8
+	err   error
+
+	// The start tag being scanned; spans are relative to base.
+	tagName  span
+	tagColon int32
+	sawSpace bool
+	quote    byte
+	valDec   bool
+	valStart int32
+	attrs    []attr // len MaxAttrs; the tag's are attrs[:nattr]
+	nattr    int
+	declFrom int32 // XML declaration: where its content starts, and
+	declScan int32 // where to resume looking for "?>"
+
+	depth int
+	stack []open   // open elements below the top-level one's start tag
+	ns    []nsDecl // declarations in scope, innermost last
+	arena []byte   // decoded values of the current element
+	aNS   []attrNS // scratch: namespaces of prefixed attributes
+
+	hdr        *Header
+	hdrQName   []byte   // name of the stream element, for its end tag
+	hdrPrefix  [][]byte // hdr.NS as bytes, for the hot path
+	hdrURI     [][]byte
+	hdrFix     []bool   // whether using hdr.NS[i] needs a fix-up when copied
+	hdrDefault int      // index of the default namespace in hdr.NS, or -1
+	used       []uint32 // generation at which hdr.NS[i] was last recorded in fix
+	gen        uint32
+	fix        []int
+
+	top topInfo
+	el  Element
+}
+
+type span struct{ off, end int32 }
+
+type attr struct {
+	sig   uint32 // length, first and last byte of name: a cheap inequality test
+	name  span
+	colon int32 // relative offset of the ':' in name, or -1
+	val   span  // between the quotes
+	dec   bool  // contains references or literal tab/LF/CR
+}
+
+type open struct {
+	name  span
+	nsLen int32
+}
+
+// Where a namespace name or decoded value lives.
+const (
+	inNone   = iota // absent
+	inBuf           // span relative to base
+	inArena         // span in arena
+	inHeader        // index into hdrURI
+	inXML           // the xml prefix's namespace
+)
+
+type nsRef struct {
+	in uint8
+	s  span // for inHeader, s.off is the index
+}
+
+type attrNS struct {
+	ns    nsRef
+	local span
+}
+
+type nsDecl struct {
+	prefix span // empty for the default namespace
+	uri    nsRef
+}
+
+// topInfo is what the top-level element's start tag told us.
+type topInfo struct {
+	name                    span
+	colon                   int32
+	ns                      nsRef
+	to, from, typ, id, lang nsRef
+}
+
+const (
+	phaseNone   = iota // ReadHeader not called yet
+	phaseHeader        // inside ReadHeader
+	phaseStream        // between or inside top-level elements
+	phaseClosed        // </stream:stream> seen
+)
+
+// Scanner states.
+const (
+	stTop       = iota // between top-level elements
+	stLT               // at '<'
+	stStartName        // element name of a start tag
+	stInTag            // inside a start tag, between attributes
+	stAttrName
+	stAttrEq    // before '='
+	stAttrQuote // after '=', before the quote
+	stAttrVal
+	stContent
+	stEndName
+	stEndSpace
+	stCDATA
+	stDocStart // header phase: optional byte order mark
+	stDocDecl  // whitespace, then maybe the XML declaration
+	stXMLDecl  // inside <?xml … ?>
+	stProlog   // before the stream header's start tag
+	stClosed
+)
+
+// Results of one scanner run.
+const (
+	resMore = iota
+	resElement
+	resSpace
+	resHeader
+	resEnd
+)
+
+// NewReader returns a Reader of src with the given limits (zero fields take
+// their defaults). Call ReadHeader first.
+func NewReader(src io.Reader, lim Limits) *Reader {
+	lim = lim.withDefaults()
+	r := &Reader{lim: lim, arena: make([]byte, 0, 256), attrs: make([]attr, max(lim.MaxAttrs, minHeaderAttrs))}
+	// The buffer starts no bigger than an unauthenticated stream may need,
+	// and grows up to the limit in force.
+	r.initCap = min(initialBuffer, max(lim.MaxStanzaPreAuth, lim.MaxHeader)+readSlack)
+	r.buf = make([]byte, r.initCap)
+	r.Reset(src)
+	return r
+}
+
+// Reset discards all buffered input and stream state and makes r read a new
+// stream from src, unauthenticated; limits and the ReportSpace setting stay.
+// Buffers are kept, so a Reader can be reused.
+//
+// For STARTTLS, call Reset with the TLS connection after <proceed/>: the
+// initiating server sends nothing between <starttls/> and its TLS handshake,
+// nor the receiving one after <proceed/>, so nothing legitimate is dropped.
+// Bytes that are dropped were sent in the clear after the negotiation and
+// must not be processed as if protected (the STARTTLS command-injection
+// attack); check Buffered() == 0 before Reset to treat them as an error.
+// A restart after SASL needs no Reset: call ReadHeader on the same Reader.
+func (r *Reader) Reset(src io.Reader) {
+	r.src, r.srcErr = src, nil
+	r.base, r.end, r.off, r.pos0 = 0, 0, 0, 0
+	r.authed = false
+	r.phase, r.state, r.err = phaseNone, stDocStart, nil
+	r.depth = 0
+	r.stack, r.ns, r.arena, r.nattr = r.stack[:0], r.ns[:0], r.arena[:0], 0
+	r.hdr = nil
+	r.clearHeaderNS()
+	r.el = Element{}
+	if len(r.buf) > shrinkAbove {
+		r.buf = make([]byte, r.initCap)
+	}
+}
+
+// SetAuthenticated switches between Limits.MaxStanzaPreAuth (false, the
+// state after NewReader and Reset) and Limits.MaxStanza for the elements
+// read from now on.
+func (r *Reader) SetAuthenticated(ok bool) { r.authed = ok }
+
+// ReportSpace makes Next return whitespace between top-level elements as
+// Elements of Kind Space instead of skipping it, so that the caller sees
+// keepalives (RFC 6120 §4.6.1), for instance to extend a read deadline.
+func (r *Reader) ReportSpace(on bool) { r.space = on }
+
+// Header returns the header most recently read, or nil.
+func (r *Reader) Header() *Header { return r.hdr }
+
+// Buffered returns how many bytes have been read from the source but not
+// yet returned as part of a header or element.
+func (r *Reader) Buffered() int { return r.end - r.base }
+
+// InputOffset returns the offset in the input (since NewReader or Reset) of
+// the first byte not yet returned: the end of the last header or element.
+func (r *Reader) InputOffset() int64 { return r.pos0 + int64(r.base) }
+
+var errNoHeader = errors.New("wire: Next called before ReadHeader")
+
+// ReadHeader reads an optional XML declaration and the stream header. Call
+// it at the start of a stream and again at each restart (after TLS, with
+// Reset, or after SASL success on the same Reader). Namespace declarations of
+// the new header replace the old ones.
+//
+// The header must be <stream> in http://etherx.jabber.org/streams. Its
+// default namespace must be jabber:server, except with prefix-free
+// canonicalization (RFC 6120 §4.8.2), where it may be the stream namespace or
+// absent. A header that is well-formed but breaks these rules is returned
+// along with the invalid-namespace or bad-namespace-prefix error, so that
+// the caller can answer it with a header of its own before the stream error
+// (RFC 6120 §4.9.1.2).
+//
+// A header ending in "/>" opens and closes the stream: ReadHeader succeeds
+// and the next Next returns io.EOF.
+func (r *Reader) ReadHeader() (*Header, error) {
+	if r.err != nil {
+		return r.hdr, r.err
+	}
+	switch r.phase {
+	case phaseClosed:
+		return nil, io.EOF
+	case phaseStream:
+		if r.state != stTop {
+			return nil, errors.New("wire: ReadHeader called inside an element")
+		}
+		fallthrough
+	case phaseNone:
+		r.phase, r.state, r.off = phaseHeader, stDocStart, 0
+		r.hdr = nil
+		r.clearHeaderNS()
+		r.ns, r.arena = r.ns[:0], r.arena[:0]
+	}
+	res, err := r.run()
+	if err != nil {
+		return r.hdr, err
+	}
+	if res != resHeader {
+		panic("wire: unexpected scanner result in header")
+	}
+	return r.hdr, r.err
+}
+
+// Next returns the next top-level element. At </stream:stream> it returns
+// io.EOF; if the input ends before that, io.ErrUnexpectedEOF. Refused input
+// yields an error that matches a mellium stream error with errors.Is (and
+// errors.As into a stream.Error): restricted-xml, not-well-formed,
+// policy-violation, bad-namespace-prefix, invalid-xml (character data or a
+// stream header where an element belongs), unsupported-encoding.
+//
+// The Element is valid until the next call to Next, ReadHeader or Reset.
+func (r *Reader) Next() (*Element, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	switch r.phase {
+	case phaseNone, phaseHeader:
+		return nil, errNoHeader
+	case phaseClosed:
+		return nil, io.EOF
+	}
+	res, err := r.run()
+	if err != nil {
+		return nil, err
+	}
+	if res == resEnd {
+		return nil, io.EOF
+	}
+	return &r.el, nil
+}
+
+// limit returns the size bound of the token being scanned.
+func (r *Reader) limit() int {
+	switch {
+	case r.phase == phaseHeader:
+		return r.lim.MaxHeader
+	case r.authed:
+		return r.lim.MaxStanza
+	}
+	return r.lim.MaxStanzaPreAuth
+}
+
+// run scans, reading more input as needed, until it has a result.
+func (r *Reader) run() (int, error) {
+	for {
+		res, err := r.scan()
+		if err != nil {
+			r.err = err
+			return 0, err
+		}
+		if res != resMore {
+			return res, nil
+		}
+		if lim := r.limit(); r.end-r.base >= lim {
+			what := "element"
+			if r.phase == phaseHeader {
+				what = "stream header"
+			}
+			return 0, r.fail(stream.PolicyViolation, r.end-r.base, fmt.Sprintf("%s larger than %d bytes", what, lim))
+		}
+		if err := r.fill(); err != nil {
+			if err != io.EOF {
+				return 0, err // maybe temporary: the scan resumes on the next call
+			}
+			if r.phase == phaseHeader && r.end == r.base {
+				err = io.EOF // nothing at all was sent
+			} else {
+				err = io.ErrUnexpectedEOF
+			}
+			r.err = err
+			return 0, err
+		}
+	}
+}
+
+// fill reads more input after buf[end], making room first.
+func (r *Reader) fill() error {
+	if r.srcErr != nil {
+		err := r.srcErr
+		if err != io.EOF {
+			r.srcErr = nil
+		}
+		return err
+	}
+	if r.base > 0 && len(r.buf)-r.end < readSlack {
+		r.pos0 += int64(r.base)
+		r.end = copy(r.buf, r.buf[r.base:r.end])
+		r.base = 0
+	}
+	if len(r.buf) > shrinkAbove && r.end-r.base < r.initCap/2 && r.state == stTop {
+		nb := make([]byte, r.initCap)
+		r.pos0 += int64(r.base)
+		r.end = copy(nb, r.buf[r.base:r.end])
+		r.base, r.buf = 0, nb
+	}
+	if ceil := r.limit() + readSlack; len(r.buf)-r.end < readSlack && len(r.buf) < ceil {
+		n := min(max(2*len(r.buf), r.end+readSlack), ceil)
+		nb := make([]byte, n)
+		copy(nb, r.buf[:r.end])
+		r.buf = nb
+	}
+	for range 100 {
+		n, err := r.src.Read(r.buf[r.end:])
+		r.end += n
+		if err != nil {
+			if n > 0 {
+				r.srcErr = err
+				return nil
+			}
+			if err != io.EOF {
+				return err
+			}
+			r.srcErr = err
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+	return io.ErrNoProgress
+}
+
+// fail builds a stream error; at is relative to base.
+func (r *Reader) fail(cond stream.Error, at int, msg string) error {
+	return fmt.Errorf("wire: %s at input byte %d: %w", msg, r.pos0+int64(r.base+at), cond)
+}
+
+// lexFail turns a lexing outcome into a stream error.
+func (r *Reader) lexFail(res, at int, what string) error {
+	switch res {
+	case lexLong:
+		return r.fail(stream.PolicyViolation, at, what+" too long")
+	case lexEntity:
+		return r.fail(stream.RestrictedXML, at, "entity reference")
+	case lexBadUTF8:
+		return r.fail(stream.NotWellFormed, at, "invalid UTF-8 or character not allowed in XML")
+	case lexBadPrefix:
+		return r.fail(stream.BadNamespacePrefix, at, what)
+	case lexRestricted:
+		return r.fail(stream.RestrictedXML, at, what)
+	}
+	return r.fail(stream.NotWellFormed, at, "malformed "+what)
+}
+
+// consume hands out n bytes from base.
+func (r *Reader) consume(n int) {
+	r.base += n
+	r.off = 0
+}
+
+func (r *Reader) bytesAt(s span) []byte {
+	return r.buf[r.base+int(s.off) : r.base+int(s.end)]
+}
+
+// checkXMLDecl checks the content of an XML declaration, after "<?xml" and
+// one whitespace character: version 1.0, encoding UTF-8 if given,
+// standalone yes or no if given, in that order.
+func checkXMLDecl(s []byte) (res int, what string) {
+	pseudo := [...]string{"version", "encoding", "standalone"}
+	next := 0
+	for first := true; ; first = false {
+		i := 0
+		for i < len(s) && isSpace(s[i]) {
+			i++
+		}
+		if i == len(s) {
+			if next == 0 {
+				return lexBad, "XML declaration without version"
+			}
+			return lexOK, ""
+		}
+		if i == 0 && !first {
+			return lexBad, "malformed XML declaration"
+		}
+		s = s[i:]
+		j := 0
+		for j < len(s) && 'a' <= s[j] && s[j] <= 'z' {
+			j++
+		}
+		name := string(s[:j])
+		for next < len(pseudo) && pseudo[next] != name {
+			if next == 0 {
+				return lexBad, "XML declaration without version"
+			}
+			next++
+		}
+		if next == len(pseudo) {
+			return lexBad, "malformed XML declaration"
+		}
+		next++
+		s = s[j:]
+		for len(s) > 0 && isSpace(s[0]) {
+			s = s[1:]
+		}
+		if len(s) == 0 || s[0] != '=' {
+			return lexBad, "malformed XML declaration"
+		}
+		s = s[1:]
+		for len(s) > 0 && isSpace(s[0]) {
+			s = s[1:]
+		}
+		if len(s) == 0 || s[0] != '\'' && s[0] != '"' {
+			return lexBad, "malformed XML declaration"
+		}
+		e := bytes.IndexByte(s[1:], s[0])
+		if e < 0 {
+			return lexBad, "malformed XML declaration"
+		}
+		v := string(s[1 : 1+e])
+		s = s[e+2:]
+		switch name {
+		case "version":
+			if v != "1.0" {
+				return lexBad, "XML version other than 1.0"
+			}
+		case "encoding":
+			if !bytes.EqualFold([]byte(v), []byte("UTF-8")) {
+				return lexBadUTF8, "encoding other than UTF-8"
+			}
+		case "standalone":
+			if v != "yes" && v != "no" {
+				return lexBad, "malformed XML declaration"
+			}
+		}
+	}
+}
+
+// beginElement resets per-element state at the '<' of a top-level tag.
+func (r *Reader) beginElement() {
+	r.arena = r.arena[:0]
+	r.fix = r.fix[:0]
+	r.gen++
+	if r.gen == 0 {
+		clear(r.used)
+		r.gen = 1
+	}
+}
+
+func (r *Reader) clearHeaderNS() {
+	r.hdrQName, r.hdrDefault = r.hdrQName[:0], -1
+	r.hdrPrefix, r.hdrURI, r.hdrFix, r.used = r.hdrPrefix[:0], r.hdrURI[:0], r.hdrFix[:0], r.used[:0]
+}
+
+// resolve finds the namespace bound to prefix; the empty prefix asks for the
+// default namespace, which may be none.
+func (r *Reader) resolve(prefix []byte) (nsRef, bool) {
+	switch string(prefix) {
+	case "":
+		// The common case, an unprefixed element: no byte comparisons.
+		for i := len(r.ns) - 1; i >= 0; i-- {
+			if d := &r.ns[i]; d.prefix.off == d.prefix.end {
+				return d.uri, true
+			}
+		}
+		if i := r.hdrDefault; i >= 0 {
+			return r.hdrNS(i), true
+		}
+		return nsRef{}, true
+	case "xml":
+		// Bound by definition, and may only be redeclared to the same name.
+		return nsRef{in: inXML}, true
+	}
+	for i := len(r.ns) - 1; i >= 0; i-- {
+		d := &r.ns[i]
+		if bytes.Equal(r.bytesAt(d.prefix), prefix) {
+			return d.uri, true
+		}
+	}
+	for i, p := range r.hdrPrefix {
+		if bytes.Equal(p, prefix) {
+			return r.hdrNS(i), true
+		}
+	}
+	return nsRef{}, false
+}
+
+// hdrNS refers to header declaration i, recording its use by the current
+// element if copying the element will need it.
+func (r *Reader) hdrNS(i int) nsRef {
+	if r.hdrFix[i] && r.used[i] != r.gen {
+		r.used[i] = r.gen
+		r.fix = append(r.fix, i)
+	}
+	return nsRef{in: inHeader, s: span{off: int32(i)}}
+}
+
+var nsXMLBytes = []byte(NSXML)
+
+func (r *Reader) nsBytes(ref nsRef) []byte {
+	switch ref.in {
+	case inBuf:
+		return r.bytesAt(ref.s)
+	case inArena:
+		return r.arena[ref.s.off:ref.s.end]
+	case inHeader:
+		return r.hdrURI[ref.s.off]
+	case inXML:
+		return nsXMLBytes
+	}
+	return nil
+}
+
+// value returns where the decoded value of a lives, decoding into the arena
+// when needed.
+func (r *Reader) value(a *attr) nsRef {
+	if !a.dec {
+		return nsRef{in: inBuf, s: a.val}
+	}
+	start := len(r.arena)
+	r.arena = appendDecoded(r.arena, r.bytesAt(a.val), true)
+	return nsRef{in: inArena, s: span{int32(start), int32(len(r.arena))}}
+}
+
+// endStartTag checks a complete start tag ending just before end (relative
+// to base): attributes, namespace declarations and prefixes, depth. It
+// returns resMore to continue scanning, or a result for the header or a
+// self-closed top-level element.
+func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
+	b := r.buf[r.base:r.end]
+	attrs := r.attrs[:r.nattr]
+	// Duplicates, and declarations first: they apply to the tag's own names.
+	nsLen := len(r.ns)
+	prefixed := 0
+	for i := range attrs {
+		a := &attrs[i]
+		for j := range i {
+			if attrs[j].sig == a.sig && bytes.Equal(b[a.name.off:a.name.end], b[attrs[j].name.off:attrs[j].name.end]) {
+				return 0, r.fail(stream.NotWellFormed, int(a.name.off), fmt.Sprintf("duplicate attribute %s", b[a.name.off:a.name.end]))
+			}
+		}
+		var prefix span
+		switch {
+		case a.colon < 0:
+			if a.sig != xmlnsSig || string(b[a.name.off:a.name.end]) != "xmlns" {
+				continue
+			}
+		case a.colon-a.name.off == 5 && string(b[a.name.off:a.colon]) == "xmlns":
+			prefix = span{a.colon + 1, a.name.end}
+		default:
+			prefixed++
+			continue
+		}
+		uri := r.value(a)
+		ub := r.nsBytes(uri)
+		switch p := string(r.bytesAt(prefix)); {
+		case p == "xmlns":
+			return 0, r.fail(stream.BadNamespacePrefix, int(a.name.off), "declaration of the xmlns prefix")
+		case p == "xml" && string(ub) != NSXML,
+			p != "xml" && (string(ub) == NSXML || string(ub) == nsXMLNS):
+			return 0, r.fail(stream.BadNamespacePrefix, int(a.name.off), "misuse of the xml namespace")
+		case p != "" && len(ub) == 0:
+			return 0, r.fail(stream.BadNamespacePrefix, int(a.name.off), "prefix declared with an empty namespace")
+		}
+		r.ns = append(r.ns, nsDecl{prefix: prefix, uri: uri})
+	}
+
+	var prefix []byte
+	if r.tagColon >= 0 {
+		prefix = r.bytesAt(span{r.tagName.off, r.tagColon})
+		if string(prefix) == "xmlns" {
+			return 0, r.fail(stream.BadNamespacePrefix, int(r.tagName.off), "element with the xmlns prefix")
+		}
+	}
+	ens, ok := r.resolve(prefix)
+	if !ok {
+		return 0, r.fail(stream.BadNamespacePrefix, int(r.tagName.off), fmt.Sprintf("unbound prefix %q", prefix))
+	}
+
+	if prefixed > 0 {
+		r.aNS = r.aNS[:0]
+		for i := range attrs {
+			a := &attrs[i]
+			if a.colon < 0 {
+				continue
+			}
+			ap := r.bytesAt(span{a.name.off, a.colon})
+			if string(ap) == "xmlns" {
+				continue
+			}
+			ref, ok := r.resolve(ap)
+			if !ok {
+				return 0, r.fail(stream.BadNamespacePrefix, int(a.name.off), fmt.Sprintf("unbound prefix %q", ap))
+			}
+			// Two attributes with the same local name and namespace are
+			// duplicates even when their prefixes differ.
+			local := span{a.colon + 1, a.name.end}
+			for _, o := range r.aNS {
+				if bytes.Equal(r.bytesAt(o.local), r.bytesAt(local)) && bytes.Equal(r.nsBytes(o.ns), r.nsBytes(ref)) {
+					return 0, r.fail(stream.NotWellFormed, int(a.name.off), "duplicate attribute")
+				}
+			}
+			r.aNS = append(r.aNS, attrNS{ref, local})
+		}
+	}
+
+	if r.depth+1 > r.lim.MaxDepth {
+		return 0, r.fail(stream.PolicyViolation, int(r.tagName.off), fmt.Sprintf("elements nested deeper than %d", r.lim.MaxDepth))
+	}
+	if r.phase == phaseHeader {
+		return r.endHeader(ens, end, selfClose)
+	}
+	if r.depth == 0 {
+		if err := r.startTop(ens); err != nil {
+			return 0, err
+		}
+	}
+	if selfClose {
+		r.ns = r.ns[:nsLen]
+		if r.depth == 0 {
+			r.setElement(end)
+			return resElement, nil
+		}
+		r.state = stContent
+		return resMore, nil
+	}
+	r.stack = append(r.stack, open{name: r.tagName, nsLen: int32(nsLen)})
+	r.depth++
+	r.state = stContent
+	return resMore, nil
+}
+
+// Signatures of the attribute names the framer looks for.
+const (
+	xmlnsSig = 5 | 'x'<<16 | 's'<<24
+	sigTo    = 2 | 't'<<16 | 'o'<<24
+	sigID    = 2 | 'i'<<16 | 'd'<<24
+	sigFrom  = 4 | 'f'<<16 | 'm'<<24
+	sigType  = 4 | 't'<<16 | 'e'<<24
+	sigLang  = 8 | 'x'<<16 | 'g'<<24
+)
+
+func attrSig(name []byte) uint32 {
+	return uint32(len(name))&0xffff | uint32(name[0])<<16 | uint32(name[len(name)-1])<<24
+}
+
+// startTop records the top-level element's name and routing attributes.
+func (r *Reader) startTop(ens nsRef) error {
+	t := &r.top
+	t.name, t.colon, t.ns = r.tagName, r.tagColon, ens
+	t.to, t.from, t.typ, t.id, t.lang = nsRef{}, nsRef{}, nsRef{}, nsRef{}, nsRef{}
+	b := r.buf[r.base:r.end]
+	for i := range r.nattr {
+		a := &r.attrs[i]
+		// The signature rules out most names without comparing bytes; for
+		// two-letter names it is the whole name.
+		switch a.sig {
+		case sigTo:
+			t.to = r.value(a)
+		case sigID:
+			t.id = r.value(a)
+		case sigFrom:
+			if string(b[a.name.off:a.name.end]) == "from" {
+				t.from = r.value(a)
+			}
+		case sigType:
+			if string(b[a.name.off:a.name.end]) == "type" {
+				t.typ = r.value(a)
+			}
+		case sigLang:
+			if string(b[a.name.off:a.name.end]) == "xml:lang" {
+				t.lang = r.value(a)
+			}
+		}
+	}
+	if string(r.nsBytes(ens)) == NSStream && string(r.localName()) == "stream" {
+		return r.fail(stream.InvalidXML, int(r.tagName.off)-1, "stream header where an element was expected (call ReadHeader for a restart)")
+	}
+	return nil
+}
+
+func (r *Reader) localName() []byte {
+	if r.tagColon < 0 {
+		return r.bytesAt(r.tagName)
+	}
+	return r.bytesAt(span{r.tagColon + 1, r.tagName.end})
+}
+
+// setElement fills r.el with the top-level element ending at end and hands
+// its bytes out.
+func (r *Reader) setElement(end int) {
+	t := &r.top
+	e := &r.el
+	e.Raw = r.buf[r.base : r.base+end]
+	if t.colon >= 0 {
+		e.Prefix = r.bytesAt(span{t.name.off, t.colon})
+		e.Local = r.bytesAt(span{t.colon + 1, t.name.end})
+	} else {
+		e.Prefix = nil
+		e.Local = r.bytesAt(t.name)
+	}
+	e.NS = r.nsBytes(t.ns)
+	e.To, e.From, e.Type, e.ID, e.Lang = r.nsBytes(t.to), r.nsBytes(t.from), r.nsBytes(t.typ), r.nsBytes(t.id), r.nsBytes(t.lang)
+	e.Kind = classify(e.NS, e.Prefix, e.Local)
+	e.nameEnd = int(t.name.end)
+	e.fix = r.fix
+	e.hdr = r.hdr
+	r.consume(end)
+	r.state = stTop
+}
+
+func (r *Reader) setSpace(n int) {
+	r.el = Element{Kind: Space, Raw: r.buf[r.base : r.base+n], hdr: r.hdr}
+	r.consume(n)
+}
+
+func classify(ns, prefix, local []byte) Kind {
+	switch string(ns) {
+	case NSServer:
+		if prefix != nil {
+			return Other
+		}
+		switch string(local) {
+		case "message":
+			return Message
+		case "presence":
+			return Presence
+		case "iq":
+			return IQ
+		}
+	case NSDialback:
+		switch string(local) {
+		case "result":
+			return DialbackResult
+		case "verify":
+			return DialbackVerify
+		}
+	case NSStream:
+		switch string(local) {
+		case "features":
+			return Features
+		case "error":
+			return StreamError
+		}
+	}
+	return Other
+}
+
+// endHeader turns the complete stream start tag into r.hdr.
+func (r *Reader) endHeader(ens nsRef, end int, selfClose bool) (int, error) {
+	local := r.localName()
+	if string(r.nsBytes(ens)) != NSStream {
+		if r.tagColon < 0 {
+			return 0, r.fail(stream.BadNamespacePrefix, int(r.tagName.off), "stream element not in the stream namespace")
+		}
+		return 0, r.fail(stream.InvalidNamespace, int(r.tagName.off), "stream element not in the stream namespace")
+	}
+	if string(local) != "stream" {
+		return 0, r.fail(stream.BadFormat, int(r.tagName.off), fmt.Sprintf("<%s> instead of a stream header", r.bytesAt(r.tagName)))
+	}
+	h := &Header{}
+	if r.tagColon >= 0 {
+		h.Prefix = string(r.bytesAt(span{r.tagName.off, r.tagColon}))
+	}
+	for i := range r.nattr {
+		a := &r.attrs[i]
+		var dst *string
+		switch string(r.bytesAt(a.name)) {
+		case "to":
+			dst = &h.To
+		case "from":
+			dst = &h.From
+		case "id":
+			dst = &h.ID
+		case "version":
+			dst = &h.Version
+		case "xml:lang":
+			dst = &h.Lang
+		default:
+			continue
+		}
+		*dst = string(r.nsBytes(r.value(a)))
+	}
+	r.clearHeaderNS()
+	r.hdrQName = append(r.hdrQName, r.bytesAt(r.tagName)...)
+	h.NS = make([]NS, 0, len(r.ns))
+	for _, d := range r.ns {
+		ns := NS{Prefix: string(r.bytesAt(d.prefix)), URI: string(r.nsBytes(d.uri))}
+		h.NS = append(h.NS, ns)
+		if ns.Prefix == "" {
+			r.hdrDefault = len(r.hdrPrefix)
+		}
+		r.hdrPrefix = append(r.hdrPrefix, []byte(ns.Prefix))
+		r.hdrURI = append(r.hdrURI, []byte(ns.URI))
+		r.hdrFix = append(r.hdrFix, !standardDecl(ns.Prefix, ns.URI))
+		r.used = append(r.used, 0)
+	}
+	r.ns = r.ns[:0]
+	r.hdr = h
+	r.consume(end)
+	r.phase, r.state = phaseStream, stTop
+	if selfClose {
+		r.phase, r.state = phaseClosed, stClosed
+	}
+	// Besides jabber:server, prefix-free canonicalization leaves the
+	// default namespace undeclared or the stream namespace, and each
+	// element declares its own (RFC 6120 §4.8.2).
+	if def := h.Default(); def != NSServer && def != NSStream && def != "" {
+		r.err = r.fail(stream.InvalidNamespace, 0, fmt.Sprintf("default namespace %q", def))
+	}
+	return resHeader, nil
+}

@@ -8,11 +8,27 @@ import (
 	"github.com/miekg/dns"
 )
 
-// cacheKey names one cached answer.
+// cacheKey names one cached answer. The service prefix is kept apart from
+// the name so that a cached lookup builds no strings.
 type cacheKey struct {
-	name  string // fully qualified, lower case
+	svc   service
+	name  string // lower case, without the trailing dot
 	qtype uint16
 }
+
+// service is the SRV service label prefixed to a domain, or none.
+type service uint8
+
+const (
+	svcNone  service = iota
+	svcXMPPS         // _xmpps-server._tcp.
+	svcXMPP          // _xmpp-server._tcp.
+)
+
+var servicePrefix = [...]string{svcNone: "", svcXMPPS: "_xmpps-server._tcp.", svcXMPP: "_xmpp-server._tcp."}
+
+// owner is the DNS name asked, without the trailing dot.
+func (k cacheKey) owner() string { return servicePrefix[k.svc] + k.name }
 
 // rrset is what the cache keeps of one answer: the records of the type asked
 // for, parsed, or the fact that there are none. It is never modified once

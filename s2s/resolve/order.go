@@ -5,21 +5,29 @@ import (
 	"slices"
 )
 
-// order sorts candidates in place as RFC 2782 prescribes for SRV records:
+// ranked is an SRV record reduced to what ordering needs, so that ordering
+// moves small pointer-free values; src says which record it stands for.
+type ranked struct {
+	priority uint16
+	weight   uint16
+	src      int
+}
+
+// order sorts records in place as RFC 2782 prescribes for SRV records:
 // lowest priority first, and within one priority a weighted random
 // selection. intN(n) returns a uniform integer in [0, n).
 //
 // XEP-0368 leaves open how _xmpps-server and _xmpp-server records combine;
 // here they form one set, so a direct TLS record and a STARTTLS record of
 // the same priority compete by weight.
-func order(cs []Candidate, intN func(int) int) {
-	slices.SortStableFunc(cs, func(a, b Candidate) int { return cmp.Compare(a.Priority, b.Priority) })
-	for i := 0; i < len(cs); {
+func order(rs []ranked, intN func(int) int) {
+	slices.SortStableFunc(rs, func(a, b ranked) int { return cmp.Compare(a.priority, b.priority) })
+	for i := 0; i < len(rs); {
 		j := i + 1
-		for j < len(cs) && cs[j].Priority == cs[i].Priority {
+		for j < len(rs) && rs[j].priority == rs[i].priority {
 			j++
 		}
-		weighted(cs[i:j], intN)
+		weighted(rs[i:j], intN)
 		i = j
 	}
 }
@@ -30,7 +38,7 @@ func order(cs []Candidate, intN func(int) int) {
 // the first record whose running sum of weights reaches it is taken next.
 // The list starts shuffled so that equal chances stay equal, including among
 // weight-0 records.
-func weighted(g []Candidate, intN func(int) int) {
+func weighted(g []ranked, intN func(int) int) {
 	if len(g) < 2 {
 		return
 	}
@@ -38,18 +46,18 @@ func weighted(g []Candidate, intN func(int) int) {
 		j := intN(i + 1)
 		g[i], g[j] = g[j], g[i]
 	}
-	slices.SortStableFunc(g, func(a, b Candidate) int {
-		return cmp.Compare(min(a.Weight, 1), min(b.Weight, 1))
+	slices.SortStableFunc(g, func(a, b ranked) int {
+		return cmp.Compare(min(a.weight, 1), min(b.weight, 1))
 	})
 	total := 0
-	for _, c := range g {
-		total += int(c.Weight)
+	for _, r := range g {
+		total += int(r.weight)
 	}
 	for k := 0; k < len(g)-1; k++ {
 		pick := intN(total + 1)
 		sum, m := 0, k
 		for ; m < len(g)-1; m++ {
-			sum += int(g[m].Weight)
+			sum += int(g[m].weight)
 			if sum >= pick {
 				break
 			}
@@ -59,6 +67,6 @@ func weighted(g []Candidate, intN func(int) int) {
 		chosen := g[m]
 		copy(g[k+1:m+1], g[k:m])
 		g[k] = chosen
-		total -= int(chosen.Weight)
+		total -= int(chosen.weight)
 	}
 }

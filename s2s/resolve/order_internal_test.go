@@ -26,10 +26,16 @@ func script(t *testing.T, shuffleCalls int, picks ...int) func(int) int {
 	}
 }
 
-func hosts(cs []Candidate) []string {
-	out := make([]string, len(cs))
+// orderCandidates applies order to candidates, as Lookup does to records.
+func orderCandidates(cs []Candidate, intN func(int) int) []string {
+	rs := make([]ranked, len(cs))
 	for i, c := range cs {
-		out[i] = c.Host
+		rs[i] = ranked{c.Priority, c.Weight, i}
+	}
+	order(rs, intN)
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = cs[r.src].Host
 	}
 	return out
 }
@@ -77,8 +83,7 @@ func TestOrderRFC2782(t *testing.T) {
 			for _, n := range groups {
 				shuffles += n - 1
 			}
-			order(cs, script(t, shuffles, tt.picks...))
-			if got := hosts(cs); !slices.Equal(got, tt.want) {
+			if got := orderCandidates(cs, script(t, shuffles, tt.picks...)); !slices.Equal(got, tt.want) {
 				t.Errorf("order = %v, want %v", got, tt.want)
 			}
 		})

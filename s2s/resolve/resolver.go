@@ -211,44 +211,33 @@ func (r *Resolver) Lookup(ctx context.Context, domain string) ([]Candidate, erro
 		return out, nil
 	}
 
-	tlsName := "_xmpps-server._tcp." + name + "."
-	tcpName := "_xmpp-server._tcp." + name + "."
+	tlsKey := cacheKey{svcXMPPS, name, dns.TypeSRV}
+	tcpKey := cacheKey{svcXMPP, name, dns.TypeSRV}
 	now := r.now()
-	xmpps, okS := r.cached(tlsName, dns.TypeSRV, now)
-	xmpp, okT := r.cached(tcpName, dns.TypeSRV, now)
+	xmpps, okS := r.cached(tlsKey, now)
+	xmpp, okT := r.cached(tcpKey, now)
 	var errS, errT error
-	switch {
-	case okS && okT:
-	case okS:
-		xmpp, errT = r.fetch(ctx, tcpName, dns.TypeSRV)
-	case okT:
-		xmpps, errS = r.fetch(ctx, tlsName, dns.TypeSRV)
-	default:
-		var wg sync.WaitGroup
-		wg.Go(func() { xmpps, errS = r.fetch(ctx, tlsName, dns.TypeSRV) })
-		xmpp, errT = r.fetch(ctx, tcpName, dns.TypeSRV)
-		wg.Wait()
+	if !okS || !okT {
+		xmpps, xmpp, errS, errT = r.fetchPair(ctx, tlsKey, tcpKey, xmpps, xmpp)
+		now = r.now()
 	}
 
 	if errT == nil && xmpp.noService() {
 		return nil, &Error{
 			Kind: NoService,
-			Name: trimDot(tcpName),
-			Msg:  fmt.Sprintf("no S2S service: %s has target %q", trimDot(tcpName), "."),
+			Name: tcpKey.owner(),
+			Msg:  fmt.Sprintf("no S2S service: %s has target %q", tcpKey.owner(), "."),
 		}
 	}
 	noTLS := errS == nil && xmpps.noService()
-	now = r.now()
-	var cs []Candidate
+	var tlsRecs, tcpRecs []srvRecord
 	if errS == nil && !noTLS {
-		cs = r.appendSRV(cs, xmpps, DirectTLS, now)
+		tlsRecs = xmpps.srvs
 	}
 	if errT == nil {
-		cs = r.appendSRV(cs, xmpp, StartTLS, now)
+		tcpRecs = xmpp.srvs
 	}
-	if len(cs) > 0 {
-		// A failed query for the other name costs only its candidates.
-		order(cs, r.intN)
+	if cs := r.candidates(tlsRecs, xmpps, tcpRecs, xmpp, now); len(cs) > 0 {
 		return cs, nil
 	}
 	switch {
@@ -261,12 +250,30 @@ func (r *Resolver) Lookup(ctx context.Context, domain string) ([]Candidate, erro
 	case noTLS:
 		return nil, &Error{
 			Kind: NoService,
-			Name: trimDot(tlsName),
+			Name: tlsKey.owner(),
 			Msg: fmt.Sprintf("no S2S service: %s has target %q and %s has no records",
-				trimDot(tlsName), ".", trimDot(tcpName)),
+				tlsKey.owner(), ".", tcpKey.owner()),
 		}
 	}
 	return r.fallback(ctx, name)
+}
+
+// fetchPair asks for whichever of the two SRV answers is not yet known (nil),
+// in parallel when both are missing.
+func (r *Resolver) fetchPair(ctx context.Context, tlsKey, tcpKey cacheKey, xmpps, xmpp *rrset) (*rrset, *rrset, error, error) {
+	var errS, errT error
+	switch {
+	case xmpps != nil:
+		xmpp, errT = r.fetch(ctx, tcpKey)
+	case xmpp != nil:
+		xmpps, errS = r.fetch(ctx, tlsKey)
+	default:
+		var wg sync.WaitGroup
+		wg.Go(func() { xmpps, errS = r.fetch(ctx, tlsKey) })
+		xmpp, errT = r.fetch(ctx, tcpKey)
+		wg.Wait()
+	}
+	return xmpps, xmpp, errS, errT
 }
 
 // parseDomain returns the ASCII form of an XMPP domain, or its address when
@@ -279,8 +286,11 @@ func parseDomain(domain string) (string, netip.Addr, error) {
 		}
 		return "", ip, nil
 	}
-	if ip, err := netip.ParseAddr(domain); err == nil && ip.Is4() {
-		return "", ip, nil
+	if digitsAndDots(domain) {
+		// Digits and dots only: an IPv4 literal, or nothing valid.
+		if ip, err := netip.ParseAddr(domain); err == nil && ip.Is4() {
+			return "", ip, nil
+		}
 	}
 	name, err := ToASCII(domain)
 	if err != nil {
@@ -289,32 +299,61 @@ func parseDomain(domain string) (string, netip.Addr, error) {
 	return name, netip.Addr{}, nil
 }
 
+func digitsAndDots(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+			return false
+		}
+	}
+	return true
+}
+
 func invalidDomain(domain, why string) *Error {
 	return &Error{Kind: NotFound, Name: domain, Msg: fmt.Sprintf("invalid domain %q: %s", domain, why)}
 }
 
-// appendSRV adds the usable records of an SRV answer as candidates.
-func (r *Resolver) appendSRV(cs []Candidate, set *rrset, mode Mode, now time.Time) []Candidate {
-	ttl := set.ttlAt(now)
-	glue := now.Before(set.glueExpires)
-	for _, s := range set.srvs {
-		if s.target == "." {
-			continue // mixed with real targets, a "." means nothing
+// candidates merges the usable records of both SRV answers (a "." target
+// mixed with real ones means nothing) and returns them as candidates in RFC
+// 2782 order. A failed query for one name costs only its own candidates.
+func (r *Resolver) candidates(tlsRecs []srvRecord, tlsSet *rrset, tcpRecs []srvRecord, tcpSet *rrset, now time.Time) []Candidate {
+	var buf [16]ranked
+	rs := buf[:0]
+	for i, s := range tlsRecs {
+		if s.target != "." {
+			rs = append(rs, ranked{s.priority, s.weight, i})
 		}
-		c := Candidate{
+	}
+	for i, s := range tcpRecs {
+		if s.target != "." {
+			rs = append(rs, ranked{s.priority, s.weight, len(tlsRecs) + i})
+		}
+	}
+	if len(rs) == 0 {
+		return nil
+	}
+	order(rs, r.intN)
+	cs := make([]Candidate, len(rs))
+	for i, x := range rs {
+		set, mode, s := tlsSet, DirectTLS, srvRecord{}
+		if x.src < len(tlsRecs) {
+			s = tlsRecs[x.src]
+		} else {
+			set, mode, s = tcpSet, StartTLS, tcpRecs[x.src-len(tlsRecs)]
+		}
+		c := &cs[i]
+		*c = Candidate{
 			Host:     s.target,
 			Port:     s.port,
 			Mode:     mode,
 			Priority: s.priority,
 			Weight:   s.weight,
-			TTL:      ttl,
+			TTL:      set.ttlAt(now),
 			Secure:   set.secure,
 			Source:   FromSRV,
 		}
-		if g, ok := set.glue[s.target]; ok && glue {
+		if g, ok := set.glue[s.target]; ok && now.Before(set.glueExpires) {
 			c.Addrs, c.known = slices.Clone(g.addrs), g.known
 		}
-		cs = append(cs, c)
 	}
 	return cs
 }
@@ -377,7 +416,6 @@ type addrResult struct {
 // Addresses of one family are enough; an error is returned only when there
 // are none.
 func (r *Resolver) addrs(ctx context.Context, host string, need family) (addrResult, error) {
-	fqdn := host + "."
 	now := r.now()
 	var sets [2]*rrset // AAAA, A
 	var errs [2]error
@@ -388,11 +426,12 @@ func (r *Resolver) addrs(ctx context.Context, host string, need family) (addrRes
 		if !wanted[i] {
 			continue
 		}
-		if set, ok := r.cached(fqdn, qt, now); ok {
+		key := cacheKey{svcNone, host, qt}
+		if set, ok := r.cached(key, now); ok {
 			sets[i] = set
 			continue
 		}
-		wg.Go(func() { sets[i], errs[i] = r.fetch(ctx, fqdn, qt) })
+		wg.Go(func() { sets[i], errs[i] = r.fetch(ctx, key) })
 	}
 	wg.Wait()
 
@@ -431,8 +470,8 @@ func (r *Resolver) addrs(ctx context.Context, host string, need family) (addrRes
 }
 
 // cached returns an unexpired answer from the cache.
-func (r *Resolver) cached(name string, qtype uint16, now time.Time) (*rrset, bool) {
-	set, ok := r.cache.Get(cacheKey{name, qtype})
+func (r *Resolver) cached(key cacheKey, now time.Time) (*rrset, bool) {
+	set, ok := r.cache.Get(key)
 	if !ok || !now.Before(set.expires) {
 		return nil, false
 	}
@@ -443,24 +482,25 @@ func (r *Resolver) cached(name string, qtype uint16, now time.Time) (*rrset, boo
 // the same name and type at the same time, and caches the answer. The query
 // runs on the Resolver's own context; ctx only bounds how long this caller
 // waits for it.
-func (r *Resolver) fetch(ctx context.Context, name string, qtype uint16) (*rrset, error) {
-	ch := r.flights.DoChan(name+"\x00"+dns.TypeToString[qtype], func() (any, error) {
+func (r *Resolver) fetch(ctx context.Context, key cacheKey) (*rrset, error) {
+	fqdn := key.owner() + "."
+	ch := r.flights.DoChan(fqdn+"\x00"+dns.TypeToString[key.qtype], func() (any, error) {
 		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
-			return nil, &Error{Kind: Temporary, Name: trimDot(name), Msg: "DNS lookup failed: " + trimDot(name) + ": resolver closed", Err: ErrClosed}
+			return nil, &Error{Kind: Temporary, Name: key.owner(), Msg: "DNS lookup failed: " + key.owner() + ": resolver closed", Err: ErrClosed}
 		}
 		r.wg.Add(1)
 		r.mu.Unlock()
 		defer r.wg.Done()
 
-		m, err := r.client.query(r.base, name, qtype)
+		m, err := r.client.query(r.base, fqdn, key.qtype)
 		if err != nil {
 			return nil, err
 		}
-		set := parseAnswer(m, name, qtype, r.now(), r.minTTL, r.maxTTL)
+		set := parseAnswer(m, fqdn, key.qtype, r.now(), r.minTTL, r.maxTTL)
 		if set.cacheable {
-			r.cache.Add(cacheKey{name, qtype}, set)
+			r.cache.Add(key, set)
 		}
 		return set, nil
 	})
@@ -471,6 +511,6 @@ func (r *Resolver) fetch(ctx context.Context, name string, qtype uint16) (*rrset
 		}
 		return res.Val.(*rrset), nil
 	case <-ctx.Done():
-		return nil, queryError(name, qtype, []string{"gave up waiting: " + ctx.Err().Error()}, ctx.Err())
+		return nil, queryError(fqdn, key.qtype, []string{"gave up waiting: " + ctx.Err().Error()}, ctx.Err())
 	}
 }

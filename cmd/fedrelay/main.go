@@ -65,6 +65,6 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.AddCommand(newCheckConfigCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newCheckConfigCmd(), newResolveCmd(), newVersionCmd())
 	return root
 }

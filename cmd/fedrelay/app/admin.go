@@ -1,0 +1,58 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// startAdmin serves /metrics (Prometheus) and /healthz on admin.listen.
+func (r *Relay) startAdmin() error {
+	l, err := net.Listen("tcp", r.cfg.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rs, ss := r.Router.Stats(), r.Server.Stats()
+	counter := func(name, help string, f func() int64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "fedrelay", Name: name, Help: help},
+			func() float64 { return float64(f()) }))
+	}
+	gauge := func(name, help string, f func() int64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "fedrelay", Name: name, Help: help},
+			func() float64 { return float64(f()) }))
+	}
+	counter("stanzas_accepted_total", "Stanzas read from authenticated streams.", rs.Accepted.Load)
+	counter("stanzas_delivered_total", "Stanzas written to their next hop.", rs.Delivered.Load)
+	counter("stanzas_bounced_total", "Stanzas answered with an error stanza.", rs.Bounced.Load)
+	counter("stanzas_dropped_total", "Stanzas dropped by rule (errors, IQ results).", rs.Dropped.Load)
+	counter("stanzas_refused_total", "Stanzas refused by policy or routing rules.", rs.Refused.Load)
+	counter("breaker_bounces_total", "Bounces made while a circuit breaker was open.", rs.BreakerBounces.Load)
+	counter("streams_inbound_total", "Inbound streams accepted.", ss.InboundTotal.Load)
+	counter("streams_outbound_total", "Outbound streams opened.", ss.OutboundTotal.Load)
+	counter("dialback_ignored_total", "Dialback elements dropped as unsolicited or repeated.", ss.DialbackIgnored.Load)
+	gauge("streams_inbound_open", "Inbound streams open.", ss.InboundOpen.Load)
+	gauge("streams_outbound_open", "Outbound streams open.", ss.OutboundOpen.Load)
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	r.admin = &http.Server{Handler: mux}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := r.admin.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.errc <- fmt.Errorf("admin: %w", err)
+		}
+	}()
+	r.log.Info("admin endpoint", "addr", l.Addr().String())
+	return nil
+}

@@ -1,0 +1,261 @@
+// Package app wires fedrelay's packages into one running relay: it builds
+// the policy, domain table, dialback secret, certificate store, resolver,
+// router and S2S server from a validated configuration, opens the listeners
+// of both faces, the internal DNS responder and the admin endpoint, and
+// reloads what may change at run time. It holds no protocol logic. The
+// fedrelay command and the whole-relay tests in test/ both use it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/fedrelay/fedrelay/config"
+	"github.com/fedrelay/fedrelay/dialback"
+	"github.com/fedrelay/fedrelay/policy"
+	"github.com/fedrelay/fedrelay/routing"
+	"github.com/fedrelay/fedrelay/s2s"
+	"github.com/fedrelay/fedrelay/s2s/certs"
+	"github.com/fedrelay/fedrelay/s2s/internaldns"
+	"github.com/fedrelay/fedrelay/s2s/resolve"
+)
+
+// Relay is one running relay instance.
+type Relay struct {
+	log      *slog.Logger
+	cfg      *config.Config
+	Server   *s2s.Server
+	Router   *routing.Router
+	resolver *resolve.Resolver
+	certs    *certs.Store
+	audit    *auditLog
+	dns      *internaldns.Responder
+	admin    *http.Server
+
+	mu        sync.Mutex
+	listeners []listener
+	wg        sync.WaitGroup
+	errc      chan error
+}
+
+// listener is one open listening socket and what it serves.
+type listener struct {
+	net.Listener
+	face   policy.Face
+	direct bool
+}
+
+// Options adjust a relay for tests.
+type Options struct {
+	// ResolvConf replaces /etc/resolv.conf when dns.servers is empty.
+	ResolvConf string
+}
+
+// New builds a relay from a validated configuration. Nothing listens yet.
+func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	pol, err := policy.FromConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	secret, err := dialback.NewSecret(cfg.Dialback.Secret.Reveal())
+	if err != nil {
+		return nil, fmt.Errorf("dialback secret: %w", err)
+	}
+	table := routing.NewTable(cfg.Domains)
+	store, err := certs.NewStore(cfg.Domains, certs.Options{
+		OnDemand:      true,
+		AllowOnDemand: func(d string) bool { return !table.IsInternal(d) },
+		MinVersion:    cfg.TLS.MinVersion,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("certificates: %w", err)
+	}
+	for _, w := range store.Warnings() {
+		log.Warn(w)
+	}
+	verifier, err := certs.NewVerifier(cfg.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	res, err := resolve.New(cfg.DNS, resolve.Options{ResolvConf: opts.ResolvConf})
+	if err != nil {
+		return nil, fmt.Errorf("dns: %w", err)
+	}
+	audit, err := openAudit(cfg.Policy.AuditLog)
+	if err != nil {
+		res.Close()
+		return nil, err
+	}
+	external := map[string]bool{}
+	for _, d := range cfg.Domains {
+		if d.CertFile != "" {
+			external[d.Name] = true
+		}
+	}
+	srv := &s2s.Server{
+		Log: log, Secret: secret, Certs: store, Verifier: verifier,
+		Dialer:          &resolve.Dialer{Resolver: res, Timeout: cfg.Limits.ConnectTimeout},
+		ExternalDomains: external, Limits: cfg.Limits, TLS: cfg.TLS, Audit: audit.write,
+	}
+	router := routing.NewRouter(routing.Options{
+		Table: table, Policy: pol, Breaker: cfg.Breaker,
+		Dialer: srv, Bouncer: s2s.Bounce, Audit: audit.write,
+	})
+	srv.Router = router
+	return &Relay{log: log, cfg: cfg, Server: srv, Router: router, resolver: res, certs: store, audit: audit,
+		errc: make(chan error, 16)}, nil
+}
+
+// Start opens every listener of the configuration and serves them in the
+// background. Errors of a listener that fails later arrive on Err.
+func (r *Relay) Start() error {
+	open := func(addrs []string, face policy.Face, direct bool) error {
+		for _, a := range addrs {
+			l, err := net.Listen("tcp", a)
+			if err != nil {
+				return fmt.Errorf("%s face: listen %s: %w", face, a, err)
+			}
+			r.listeners = append(r.listeners, listener{l, face, direct})
+		}
+		return nil
+	}
+	err := errors.Join(
+		open(r.cfg.Federation.Listen, policy.Federation, false),
+		open(r.cfg.Federation.ListenTLS, policy.Federation, true),
+		open(r.cfg.Internal.Listen, policy.Internal, false),
+	)
+	if err == nil && r.cfg.Internal.DNSListen != "" {
+		err = r.startDNS()
+	}
+	if err == nil && r.cfg.Admin.Listen != "" {
+		err = r.startAdmin()
+	}
+	if err != nil {
+		r.closeListeners()
+		return err
+	}
+	for _, l := range r.listeners {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if err := r.Server.Serve(l, l.face, l.direct); err != nil && !errors.Is(err, s2s.ErrServerClosed) {
+				r.errc <- fmt.Errorf("%s face %s: %w", l.face, l.Addr(), err)
+			}
+		}()
+		kind := "starttls"
+		if l.direct {
+			kind = "directtls"
+		}
+		r.log.Info("listening", "face", l.face.String(), "addr", l.Addr().String(), "mode", kind)
+	}
+	return nil
+}
+
+// startDNS opens the internal DNS responder, advertising the first internal
+// face address.
+func (r *Relay) startDNS() error {
+	var face netip.AddrPort
+	for _, l := range r.listeners {
+		if l.face == policy.Internal {
+			if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil && !ap.Addr().IsUnspecified() {
+				face = ap
+				break
+			}
+		}
+	}
+	if !face.IsValid() {
+		return errors.New("internal.dns_listen needs an internal.listen address with a specific IP to advertise")
+	}
+	pc, err := net.ListenPacket("udp", r.cfg.Internal.DNSListen)
+	if err != nil {
+		return fmt.Errorf("internal DNS responder: %w", err)
+	}
+	l, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("internal DNS responder: %w", err)
+	}
+	r.dns = &internaldns.Responder{Face: face, Route: func(d string) (string, bool) { return r.Router.Table().Route(d) }}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := r.dns.Serve(pc, l); err != nil {
+			r.errc <- fmt.Errorf("internal DNS responder: %w", err)
+		}
+	}()
+	r.log.Info("internal DNS responder", "addr", pc.LocalAddr().String(), "face", face.String())
+	return nil
+}
+
+// Err delivers errors of listeners that failed after Start.
+func (r *Relay) Err() <-chan error { return r.errc }
+
+// Addrs returns the listening addresses of a face (direct TLS or not).
+func (r *Relay) Addrs(face policy.Face, direct bool) []string {
+	var out []string
+	for _, l := range r.listeners {
+		if l.face == face && l.direct == direct {
+			out = append(out, l.Addr().String())
+		}
+	}
+	return out
+}
+
+// Reload applies a new configuration's domains, policy and breaker settings
+// without dropping streams that are still allowed; streams whose remote
+// domain is now denied are closed with policy-violation. Other sections
+// need a restart; a change to them is reported as a warning.
+func (r *Relay) Reload(cfg *config.Config) error {
+	pol, err := policy.FromConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	r.mu.Lock()
+	old := r.cfg
+	r.cfg = cfg
+	r.mu.Unlock()
+	r.Router.Reload(routing.NewTable(cfg.Domains), pol, cfg.Breaker)
+	closed := r.Server.CloseDenied()
+	r.log.Info("configuration reloaded", "domains", len(cfg.Domains), "closed_streams", closed)
+	if fmt.Sprint(old.Federation, old.Internal, old.TLS, old.DNS, old.Limits, old.Admin, old.Dialback.Secret.Reveal()) !=
+		fmt.Sprint(cfg.Federation, cfg.Internal, cfg.TLS, cfg.DNS, cfg.Limits, cfg.Admin, cfg.Dialback.Secret.Reveal()) {
+		r.log.Warn("reload applies domains, policy and breaker only; restart for the other changes")
+	}
+	return nil
+}
+
+// Shutdown stops accepting, closes streams with system-shutdown, lets
+// outbound links write what they hold, and waits for everything or ctx.
+func (r *Relay) Shutdown(ctx context.Context) error {
+	err := r.Server.Shutdown(ctx)
+	r.closeListeners()
+	if r.dns != nil {
+		r.dns.Shutdown(ctx)
+	}
+	if r.admin != nil {
+		r.admin.Shutdown(ctx)
+	}
+	r.wg.Wait()
+	r.resolver.Close()
+	r.audit.close()
+	return err
+}
+
+func (r *Relay) closeListeners() {
+	for _, l := range r.listeners {
+		l.Close()
+	}
+}
+
+// shutdownTimeout bounds a graceful stop on a signal.
+const shutdownTimeout = 10 * time.Second

@@ -1,0 +1,329 @@
+package routing
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"mellium.im/xmpp/stanza"
+
+	"github.com/fedrelay/fedrelay/config"
+	"github.com/fedrelay/fedrelay/policy"
+)
+
+// Link is an outbound stream for one domain pair, established or being set
+// up. Package s2s implements it.
+type Link interface {
+	// Enqueue hands st to the link, which writes it after everything
+	// enqueued before it. It fails with ErrQueueFull when the link's
+	// bounds are reached and ErrClosed when it is going away; the caller
+	// then still owns st. Once Enqueue succeeds the link owns st: it calls
+	// Router.Delivered when st is written, or hands it back through
+	// Router.Undelivered.
+	Enqueue(st *Stanza) error
+}
+
+// Dialer finds or opens outbound links. Package s2s implements it.
+type Dialer interface {
+	// Link returns the link for pair. When there is none it calls admit
+	// (the pair's circuit breaker) and, if admitted, starts a new link
+	// that reports the outcome of its connection attempt through report:
+	// nil once authenticated, a *DeliveryError otherwise. Link and admit's
+	// refusal are atomic per pair: concurrent callers share one link.
+	Link(pair Pair, admit func() (report func(error), err error)) (Link, error)
+}
+
+// Bouncer writes the error stanza answering st (RFC 6120 §8.3): same kind,
+// type='error', from and to swapped, same id, with e's condition, type and
+// text. It reports false when st must not be answered. Package s2s/wire
+// provides it.
+type Bouncer func(dst []byte, st *Stanza, e stanza.Error) ([]byte, bool)
+
+// Router routes stanzas between the two faces. It enforces the routing rules
+// of RFC 6120 §10 for a relay (never an open relay, no loops), applies the
+// policy, keeps a circuit breaker per destination domain, and bounces what
+// cannot be delivered. It is safe for concurrent use; configuration that may
+// be reloaded is swapped atomically.
+type Router struct {
+	dialer  Dialer
+	bouncer Bouncer
+	audit   func(policy.Record)
+	now     func() time.Time
+
+	table    atomic.Pointer[Table]
+	policy   atomic.Pointer[policy.Policy]
+	breakCfg atomic.Pointer[config.Breaker]
+	limiter  *policy.Limiter
+
+	bmu      sync.Mutex
+	breakers *lru.Cache[string, *breaker]
+
+	stats Stats
+}
+
+// Options are what a Router is built from.
+type Options struct {
+	Table   *Table
+	Policy  *policy.Policy
+	Breaker config.Breaker
+	Dialer  Dialer
+	Bouncer Bouncer
+	// Audit receives one record per refusal; nil discards them.
+	Audit func(policy.Record)
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// MaxBreakers bounds the breakers kept (one per destination domain);
+	// the least recently used is forgotten beyond it. Zero means 65536.
+	MaxBreakers int
+}
+
+// NewRouter returns a Router.
+func NewRouter(o Options) *Router {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Audit == nil {
+		o.Audit = func(policy.Record) {}
+	}
+	if o.MaxBreakers <= 0 {
+		o.MaxBreakers = 1 << 16
+	}
+	r := &Router{dialer: o.Dialer, bouncer: o.Bouncer, audit: o.Audit, now: o.Now,
+		limiter: policy.NewLimiter(0)}
+	r.breakers, _ = lru.New[string, *breaker](o.MaxBreakers)
+	r.table.Store(o.Table)
+	r.policy.Store(o.Policy)
+	b := o.Breaker
+	r.breakCfg.Store(&b)
+	return r
+}
+
+// Reload swaps the parts of the configuration that may change at run time.
+// Breakers keep their state; new settings apply from their next reset.
+func (r *Router) Reload(t *Table, p *policy.Policy, b config.Breaker) {
+	r.table.Store(t)
+	r.policy.Store(p)
+	r.breakCfg.Store(&b)
+}
+
+// Table returns the current domain table.
+func (r *Router) Table() *Table { return r.table.Load() }
+
+// Policy returns the current policy.
+func (r *Router) Policy() *policy.Policy { return r.policy.Load() }
+
+// Stats returns the router's counters.
+func (r *Router) Stats() *Stats { return &r.stats }
+
+// Route takes a stanza read from an authenticated stream (or a bounce the
+// relay made) and sends it on its way: to the outbound link of its domain
+// pair, or back to its sender as an error. It never blocks on the network.
+// Route owns st from here on.
+func (r *Router) Route(st *Stanza) {
+	if !st.Bounce {
+		r.stats.Accepted.Add(1)
+	}
+	t := r.table.Load()
+	fromIn, toIn := t.IsInternal(st.FromDomain), t.IsInternal(st.ToDomain)
+	var dir policy.Direction
+	var remote string
+	switch {
+	case fromIn && !toIn:
+		dir, remote = policy.Out, st.ToDomain
+	case !fromIn && toIn:
+		dir, remote = policy.In, st.FromDomain
+	default:
+		// Internal to internal would loop through the federation (RFC 6120
+		// §10.5); remote to remote would make the relay an open relay.
+		// The stream layer refuses both before a stanza gets here.
+		r.refuse(st, "routing: "+openRelayRule(fromIn), stanza.Error{Type: stanza.Cancel,
+			Condition: stanza.NotAllowed, Text: map[string]string{"": "the relay does not route this pair"}})
+		return
+	}
+	if !st.Bounce && ((dir == policy.In) != (st.Face == policy.Federation)) {
+		r.refuse(st, "routing: stanza from the wrong face", stanza.Error{Type: stanza.Cancel,
+			Condition: stanza.NotAllowed, Text: map[string]string{"": "the relay does not route this pair"}})
+		return
+	}
+	if !st.Bounce {
+		p := r.policy.Load()
+		d := p.Stanza(remote, dir, policy.Stanza{Kind: st.Kind, Type: st.Type, From: st.From, Size: len(st.Raw)})
+		d = r.limiter.Limit(remote, dir, d, r.now())
+		if !d.Allowed {
+			local := st.ToDomain
+			if dir == policy.Out {
+				local = st.FromDomain
+			}
+			r.audit(d.Record(r.now(), st.Face, dir, local, remote, st.Kind))
+			r.stats.Refused.Add(1)
+			if d.Send {
+				r.bounce(st, d.StanzaError())
+			} else {
+				r.drop(st)
+			}
+			return
+		}
+	}
+	r.deliver(st)
+}
+
+// deliver hands st to the link of its pair.
+func (r *Router) deliver(st *Stanza) {
+	pair := Pair{From: st.FromDomain, To: st.ToDomain}
+	admit := func() (func(error), error) { return r.breaker(st.ToDomain).allow() }
+	var err error
+	// A link found just as it retires refuses with ErrClosed; the next
+	// lookup finds its successor (or starts one).
+	for range 3 {
+		var link Link
+		if link, err = r.dialer.Link(pair, admit); err == nil {
+			err = link.Enqueue(st)
+		}
+		if !errors.Is(err, ErrClosed) {
+			break
+		}
+	}
+	if err != nil {
+		r.fail(st, err)
+	}
+}
+
+// maxAttempts bounds how many links a stanza may be handed to: a link that
+// retires (idle, closed by its peer) with stanzas queued hands them to a new
+// one, but a peer that keeps accepting and dropping streams must not keep a
+// stanza circling.
+const maxAttempts = 3
+
+// Reroute takes back stanzas a link accepted but retired before writing (it
+// went idle, or its peer closed a working stream) and delivers them over a
+// new link, in order. They are not counted as accepted again.
+func (r *Router) Reroute(sts []*Stanza) {
+	for _, st := range sts {
+		st.Attempts++
+		if st.Attempts >= maxAttempts {
+			r.fail(st, Timeout(errors.New("the stream to "+st.ToDomain+" kept closing before delivery")))
+			continue
+		}
+		r.deliver(st)
+	}
+}
+
+func openRelayRule(fromInternal bool) string {
+	if fromInternal {
+		return "internal domain to internal domain (RFC 6120 §10.5)"
+	}
+	return "remote domain to remote domain (open relay)"
+}
+
+// Delivered records that a link wrote st to its next hop.
+func (r *Router) Delivered(st *Stanza) {
+	if st.Bounce {
+		r.stats.BouncesDelivered.Add(1)
+		return
+	}
+	r.stats.Delivered.Add(1)
+}
+
+// Undelivered takes back stanzas a link could not write, with the reason,
+// and bounces them.
+func (r *Router) Undelivered(err error, sts []*Stanza) {
+	for _, st := range sts {
+		r.fail(st, err)
+	}
+}
+
+// Reachable records that a domain is evidently up (an inbound stream from it
+// authenticated): its breaker closes.
+func (r *Router) Reachable(domain string) {
+	r.bmu.Lock()
+	b, ok := r.breakers.Get(domain)
+	r.bmu.Unlock()
+	if ok {
+		b.succeed()
+	}
+}
+
+// breaker returns the breaker of a destination domain, creating it.
+func (r *Router) breaker(domain string) *breaker {
+	r.bmu.Lock()
+	defer r.bmu.Unlock()
+	b, ok := r.breakers.Get(domain)
+	if !ok {
+		b = newBreaker(domain, *r.breakCfg.Load())
+		r.breakers.Add(domain, b)
+	}
+	return b
+}
+
+// fail bounces st for a delivery failure.
+func (r *Router) fail(st *Stanza, err error) {
+	var oe *OpenError
+	if errors.As(err, &oe) {
+		r.stats.BreakerBounces.Add(1)
+	}
+	r.bounce(st, stanzaError(err))
+}
+
+// refuse records a stanza refused by a routing rule and answers it.
+func (r *Router) refuse(st *Stanza, rule string, e stanza.Error) {
+	r.stats.Refused.Add(1)
+	r.audit(policy.Record{Time: r.now(), Face: st.Face, Local: st.ToDomain, Remote: st.FromDomain,
+		Kind: st.Kind, Rule: rule, Error: string(e.Condition), ErrorType: string(e.Type)})
+	r.bounce(st, e)
+}
+
+// bounce answers st with an error stanza routed back to its sender, unless
+// st must not be answered (it is an error itself, an IQ result or error, or
+// the bounce of a bounce): then st is dropped.
+func (r *Router) bounce(st *Stanza, e stanza.Error) {
+	if st.Bounce {
+		r.stats.BouncesDropped.Add(1)
+		return
+	}
+	raw, ok := r.bouncer(nil, st, e)
+	if !ok {
+		r.drop(st)
+		return
+	}
+	r.stats.Bounced.Add(1)
+	r.Route(&Stanza{
+		Kind: st.Kind, Type: "error", From: st.To, To: st.From, ID: st.ID,
+		FromDomain: st.ToDomain, ToDomain: st.FromDomain, Raw: raw,
+		Face: st.Face, Bounce: true,
+	})
+}
+
+func (r *Router) drop(st *Stanza) {
+	if st.Bounce {
+		r.stats.BouncesDropped.Add(1)
+		return
+	}
+	r.stats.Dropped.Add(1)
+}
+
+// Stats counts what the router did. Every accepted stanza ends up exactly
+// once as delivered, bounced (an error went back to its sender) or dropped
+// (by rule: it must not be answered), once its link has settled:
+// Accepted = Delivered + Bounced + Dropped.
+type Stats struct {
+	Accepted  atomic.Int64
+	Delivered atomic.Int64
+	Bounced   atomic.Int64
+	Dropped   atomic.Int64
+	// Refused counts stanzas refused by policy or routing rules (they are
+	// also counted as bounced or dropped).
+	Refused atomic.Int64
+	// BreakerBounces counts bounces made while a breaker was open.
+	BreakerBounces atomic.Int64
+	// BouncesDelivered and BouncesDropped follow the relay's own error
+	// stanzas.
+	BouncesDelivered atomic.Int64
+	BouncesDropped   atomic.Int64
+}
+
+// Balanced reports whether every accepted stanza is accounted for.
+func (s *Stats) Balanced() bool {
+	return s.Accepted.Load() == s.Delivered.Load()+s.Bounced.Load()+s.Dropped.Load()
+}

@@ -1,0 +1,95 @@
+package routing
+
+import (
+	"errors"
+	"fmt"
+
+	"mellium.im/xmpp/stanza"
+
+	"github.com/fedrelay/fedrelay/policy"
+)
+
+// Face is the side of the relay a stream belongs to; it is policy's Face so
+// that decisions and audit records need no translation.
+type Face = policy.Face
+
+// Stanza is one stanza in transit through the relay: the facts of its start
+// tag that routing decides on, and the bytes to write to the next hop.
+type Stanza struct {
+	Kind policy.Kind
+	// Type, From, To and ID are the start tag's attributes, entity-decoded.
+	Type, From, To, ID string
+	// FromDomain and ToDomain are the domainparts of From and To in the
+	// relay's normal form (lower-case ASCII).
+	FromDomain, ToDomain string
+	// Raw is the element exactly as it is to be written on the next hop.
+	Raw []byte
+	// Face is where the stanza entered the relay.
+	Face Face
+	// TLS and Auth describe the stream the stanza arrived on, for policy.
+	TLS  bool
+	Auth policy.Auth
+	// Bounce marks an error stanza the relay made itself; it is routed
+	// like any other but never counted as accepted twice.
+	Bounce bool
+	// Attempts counts the links that took the stanza and retired before
+	// writing it (see Router.Reroute).
+	Attempts int
+}
+
+// Pair is an outbound stream's domain pair: stanzas from From (a domain the
+// relay speaks as) to To.
+type Pair struct {
+	From, To string
+}
+
+func (p Pair) String() string { return p.From + "→" + p.To }
+
+// DeliveryError says why stanzas could not be delivered to a domain, in the
+// terms of a stanza error (RFC 6120 §10.4.3): Condition is
+// remote-server-not-found when the domain does not resolve or offers no S2S
+// service, remote-server-timeout when it resolved but could not be reached
+// or authenticated. The network layer wraps its errors in one.
+type DeliveryError struct {
+	Condition stanza.Condition
+	Err       error
+}
+
+func (e *DeliveryError) Error() string { return e.Err.Error() }
+func (e *DeliveryError) Unwrap() error { return e.Err }
+
+// NotFound wraps err as a remote-server-not-found delivery failure.
+func NotFound(err error) error {
+	return &DeliveryError{Condition: stanza.RemoteServerNotFound, Err: err}
+}
+
+// Timeout wraps err as a remote-server-timeout delivery failure.
+func Timeout(err error) error {
+	return &DeliveryError{Condition: stanza.RemoteServerTimeout, Err: err}
+}
+
+// ErrQueueFull is returned by Link.Enqueue when the link's queue bounds
+// (limits.queue_stanzas, limits.queue_bytes) are reached.
+var ErrQueueFull = errors.New("queue full")
+
+// ErrClosed is returned by Link.Enqueue when the link is shutting down.
+var ErrClosed = errors.New("link closed")
+
+// stanzaError turns a delivery failure into the stanza error of the bounce.
+func stanzaError(err error) stanza.Error {
+	var de *DeliveryError
+	if errors.As(err, &de) {
+		typ := stanza.Wait
+		switch de.Condition {
+		case stanza.RemoteServerNotFound, stanza.NotAllowed, stanza.PolicyViolation:
+			typ = stanza.Cancel
+		}
+		return stanza.Error{Type: typ, Condition: de.Condition, Text: map[string]string{"": de.Err.Error()}}
+	}
+	if errors.Is(err, ErrQueueFull) {
+		return stanza.Error{Type: stanza.Wait, Condition: stanza.ResourceConstraint,
+			Text: map[string]string{"": "relay queue full"}}
+	}
+	return stanza.Error{Type: stanza.Wait, Condition: stanza.RemoteServerTimeout,
+		Text: map[string]string{"": fmt.Sprint(err)}}
+}

@@ -1,0 +1,650 @@
+package s2s
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
+
+	"github.com/fedrelay/fedrelay/dialback"
+	"github.com/fedrelay/fedrelay/policy"
+	"github.com/fedrelay/fedrelay/routing"
+	"github.com/fedrelay/fedrelay/s2s/certs"
+	"github.com/fedrelay/fedrelay/s2s/wire"
+)
+
+// inConn is one inbound connection: a stream a peer opened to one of the
+// relay's faces. Its owner goroutine (serve) reads and dispatches, and is the
+// only code that closes the socket. Dialback verifications run in goroutines
+// the owner waits for; they reach the stream only through the mutexes below.
+type inConn struct {
+	s      *Server
+	face   policy.Face
+	direct bool
+	raw    net.Conn // the TCP connection
+	conn   net.Conn // raw, or the TLS connection over it
+	log    *slog.Logger
+	dr     *deadlineReader
+	r      *wire.Reader
+
+	wmu        sync.Mutex // guards w and headerSent
+	w          *wire.Writer
+	headerSent bool
+
+	mu       sync.Mutex // guards db, pairs, closeErr
+	db       *dialback.Stream
+	pairs    map[dialback.Pair]policy.Auth // authorized (from, to), with how
+	fromAuth map[string]policy.Auth        // authorized sender domains
+	closeErr error
+
+	tlsOn atomic.Bool // tls, for other goroutines
+
+	// Owner-only state.
+	tls        bool
+	peer       *certs.Peer // verified certificate chain, nil if none
+	from, to   string      // stream header addresses (normal form)
+	id         string
+	saslDomain string // authenticated by SASL EXTERNAL
+	authed     bool   // some pair authorized: idle timeout instead of negotiation deadline
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // verification goroutines
+}
+
+func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) *inConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil
+	}
+	ic := &inConn{s: s, face: face, direct: direct, raw: c, conn: c,
+		pairs: map[dialback.Pair]policy.Auth{}, fromAuth: map[string]policy.Auth{}}
+	ic.ctx, ic.cancel = context.WithCancel(s.ctx)
+	ic.log = s.Log.With("face", face.String(), "dir", "in", "peer", c.RemoteAddr().String())
+	ic.dr = &deadlineReader{raw: c, conn: c}
+	ic.r = wire.NewReader(ic.dr, s.limits())
+	ic.w = wire.NewWriter(c)
+	s.conns[ic] = struct{}{}
+	s.wg.Add(1)
+	s.stats.InboundOpen.Add(1)
+	s.stats.InboundTotal.Add(1)
+	return ic
+}
+
+// serve owns the connection until it ends.
+func (c *inConn) serve() {
+	defer c.s.wg.Done()
+	var err error
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				c.log.Error("panic while serving a stream; closing it", "panic", p, "stack", string(debug.Stack()))
+				err = stream.InternalServerError
+			}
+		}()
+		err = c.run()
+	}()
+	c.finish(err)
+}
+
+// run negotiates and then reads the stream until it ends; a restart (after
+// STARTTLS or SASL) reads a new header on the same loop.
+func (c *inConn) run() error {
+	c.raw.SetDeadline(time.Now().Add(c.s.Limits.NegotiationTimeout))
+	if c.direct {
+		if err := c.startTLS(c.s.serverTLS(c.face, true)); err != nil {
+			return err
+		}
+	}
+	for {
+		if err := c.readHeader(); err != nil {
+			return err
+		}
+		for restart := false; !restart; {
+			if !c.authed && c.dr.authenticated() {
+				// A pair was authorized (perhaps by a verification
+				// goroutine): the larger stanza limit applies.
+				c.authed = true
+				c.r.SetAuthenticated(true)
+			}
+			el, err := c.r.Next()
+			if err != nil {
+				return err
+			}
+			if restart, err = c.handle(el); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// finish sends the stream error err calls for (or the closing tag), closes
+// the connection and waits for the stream's verification goroutines.
+func (c *inConn) finish(err error) {
+	c.mu.Lock()
+	if c.closeErr != nil {
+		err = c.closeErr
+	}
+	c.closeErr = errStreamClosed
+	pending := 0
+	if c.db != nil {
+		pending = len(c.db.Close())
+	}
+	c.mu.Unlock()
+	c.dr.stop()
+
+	se := closeReason(err)
+	c.wmu.Lock()
+	c.raw.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	switch {
+	case errors.Is(err, errHandshake):
+		// RFC 6120 §5.4.3.3: a failed TLS handshake ends the TCP connection
+		// without a closing tag.
+	case se != nil:
+		if !c.headerSent {
+			c.w.WriteHeader(&wire.Header{From: c.to, To: c.from, ID: newStreamID(), Version: "1.0", Lang: langDefault})
+		}
+		c.w.WriteStreamError(*se)
+	case c.headerSent:
+		c.w.WriteClose()
+	}
+	c.w.Flush()
+	c.wmu.Unlock()
+	if tc, ok := c.conn.(*tls.Conn); ok && se != nil {
+		tc.CloseWrite()
+	}
+	c.cancel()
+	c.raw.Close()
+	c.wg.Wait()
+
+	c.s.mu.Lock()
+	delete(c.s.conns, c)
+	c.s.mu.Unlock()
+	c.s.stats.InboundOpen.Add(-1)
+	switch {
+	case se != nil && se.Err == stream.SystemShutdown.Err:
+		c.log.Debug("stream closed for shutdown")
+	case se != nil:
+		c.log.Info("stream closed with an error", "from", c.from, "to", c.to, "condition", se.Err, "err", err,
+			"abandoned_checks", pending)
+	case err != nil && !errors.Is(err, io.EOF):
+		c.log.Debug("stream ended", "from", c.from, "to", c.to, "err", err)
+	default:
+		c.log.Debug("stream closed by peer", "from", c.from, "to", c.to)
+	}
+}
+
+var (
+	errStreamClosed = errors.New("stream closed")
+	errHandshake    = errors.New("TLS handshake failed")
+)
+
+// shutdown asks the owner to close the stream with err, from any goroutine:
+// the owner's blocked read is woken by a deadline in the past.
+func (c *inConn) shutdown(err error) {
+	c.mu.Lock()
+	if c.closeErr == nil {
+		c.closeErr = err
+	}
+	c.mu.Unlock()
+	c.dr.stop()
+}
+
+// write writes elements and flushes them.
+func (c *inConn) write(p ...[]byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for _, b := range p {
+		c.w.WriteRaw(b)
+	}
+	return c.w.Flush()
+}
+
+// readHeader reads the peer's stream header, checks it, and answers with our
+// header and features (RFC 6120 §4.7, §4.3.2).
+func (c *inConn) readHeader() error {
+	hdr, err := c.r.ReadHeader()
+	if err != nil {
+		return err
+	}
+	restart := c.id != ""
+	legacy := hdr.Version == "" || hdr.Version[0] == '0'
+
+	to, from := "", ""
+	if hdr.To != "" {
+		if to, err = dialback.Domain(hdr.To); err != nil || !c.s.serves(c.face, to) {
+			return withText(stream.HostUnknown, "%q is not served here", hdr.To)
+		}
+	} else {
+		return withText(stream.HostUnknown, "the stream header has no 'to'")
+	}
+	if hdr.From != "" {
+		if from, err = dialback.Domain(hdr.From); err != nil {
+			return withText(stream.InvalidFrom, "%q is not a domain", hdr.From)
+		}
+		if !c.s.peerAllowed(c.face, from) {
+			c.to = to
+			return withText(stream.InvalidFrom, "streams from %s are not accepted on this face", from)
+		}
+	}
+	if restart && (to != c.to || from != "" && c.from != "" && from != c.from) {
+		return withText(stream.ImproperAddressing, "stream addresses changed on restart")
+	}
+	c.to = to
+	if from != "" {
+		c.from = from
+	}
+	c.log = c.log.With("from", c.from, "to", c.to)
+
+	if remote := c.remoteOf(dialback.Pair{From: c.from, To: c.to}); remote != "" && !restart {
+		if d := c.s.Router.Policy().Domain(remote); !d.Allowed {
+			c.s.Audit(d.Record(time.Now(), policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: remote}, c.localOf(c.to)))
+			return withText(d.Condition, "federation with %s is not allowed here (%s)", remote, d.Rule)
+		}
+	}
+	if legacy && !c.tls && c.s.TLS.Required {
+		return withText(stream.PolicyViolation, "TLS is required; a stream without version cannot negotiate it")
+	}
+
+	c.id = newStreamID()
+	c.mu.Lock()
+	if c.db != nil {
+		c.db.Close()
+	}
+	c.db = dialback.NewStream(dialback.Config{
+		ID:        c.id,
+		Secret:    c.s.Secret,
+		Serves:    func(d string) bool { return c.s.serves(c.face, d) },
+		CertValid: c.certValid,
+	})
+	clear(c.pairs)
+	clear(c.fromAuth)
+	if c.saslDomain != "" {
+		// SASL EXTERNAL authenticated the header's from for its to.
+		c.db.Authorize(c.saslDomain, c.to)
+		c.authorize(dialback.Pair{From: c.saslDomain, To: c.to}, policy.AuthExternal)
+	}
+	c.mu.Unlock()
+
+	h := &wire.Header{To: c.from, From: c.to, ID: c.id, Lang: langDefault}
+	if !legacy {
+		h.Version = "1.0"
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.w.WriteHeader(h)
+	c.headerSent = true
+	if !legacy {
+		c.w.WriteRaw(c.features())
+	}
+	return c.w.Flush()
+}
+
+// features lists what this stream offers next (RFC 6120 §4.3.2).
+func (c *inConn) features() []byte {
+	b := []byte("<stream:features>")
+	switch {
+	case !c.tls:
+		b = append(b, "<starttls xmlns='"+NSTLS+"'>"...)
+		if c.s.TLS.Required {
+			b = append(b, "<required/>"...)
+		}
+		b = append(b, "</starttls>"...)
+		if !c.s.TLS.Required {
+			b = append(b, dialbackFeature...)
+		}
+	case c.saslDomain == "":
+		// XEP-0178: offer EXTERNAL only when the certificate is good for
+		// the header's from.
+		if c.from != "" && c.certValid(c.from) {
+			b = append(b, "<mechanisms xmlns='"+NSSASL+"'><mechanism>EXTERNAL</mechanism></mechanisms>"...)
+		}
+		b = append(b, dialbackFeature...)
+	default:
+		// Authenticated: dialback stays available for more pairs.
+		b = append(b, dialbackFeature...)
+	}
+	return append(b, "</stream:features>"...)
+}
+
+const dialbackFeature = "<dialback xmlns='" + dialback.NSFeature + "'><errors/></dialback>"
+
+// handle dispatches one top-level element; restart reports that the stream
+// restarts (a new header follows).
+func (c *inConn) handle(el *wire.Element) (restart bool, err error) {
+	switch el.Kind {
+	case wire.Message, wire.Presence, wire.IQ:
+		return false, c.stanza(el)
+	case wire.DialbackResult, wire.DialbackVerify:
+		return false, c.dialback(el)
+	case wire.StreamError:
+		return false, parseStreamError(el.Raw)
+	case wire.Space:
+		return false, nil
+	}
+	switch ns, local := string(el.NS), string(el.Local); {
+	case ns == NSTLS && local == "starttls":
+		return true, c.handleStartTLS()
+	case ns == NSSASL && local == "auth":
+		return c.handleAuth(el)
+	case ns == NSBidi || ns == NSBidiFeat:
+		// XEP-0288 is not offered; a request for it is ignored (§2: there
+		// is no reply) and the stream stays unidirectional.
+		c.log.Debug("ignoring a bidi request: not offered")
+		return false, nil
+	}
+	if err := el.CheckStanza(); err != nil {
+		return false, withText(err.(stream.Error), "unexpected element %s", elementName(el))
+	}
+	return false, withText(stream.UnsupportedStanzaType, "unexpected element %s", elementName(el))
+}
+
+// handleStartTLS answers <starttls/> (RFC 6120 §5.4.2).
+func (c *inConn) handleStartTLS() error {
+	if c.tls {
+		return withText(stream.PolicyViolation, "TLS is already in place")
+	}
+	if c.r.Buffered() != 0 {
+		// Bytes after <starttls/> would be processed as if protected (the
+		// STARTTLS command injection attack).
+		return withText(stream.PolicyViolation, "data after <starttls/>")
+	}
+	if err := c.write([]byte("<proceed xmlns='" + NSTLS + "'/>")); err != nil {
+		return err
+	}
+	return c.startTLS(c.s.serverTLS(c.face, false))
+}
+
+// startTLS runs the server side of the TLS handshake and restarts the reader
+// and writer on it. The peer's certificate chain is verified here, for
+// SASL EXTERNAL and XEP-0344; an unverifiable one only means dialback.
+func (c *inConn) startTLS(cfg *tls.Config) error {
+	tc := tls.Server(c.raw, cfg)
+	ctx, cancel := context.WithTimeout(c.ctx, c.s.Limits.NegotiationTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.log.Info("TLS handshake failed", "err", err)
+		return errHandshake
+	}
+	c.wmu.Lock()
+	c.conn = tc
+	c.w.Reset(tc)
+	c.headerSent = false
+	c.wmu.Unlock()
+	c.dr.conn = tc
+	c.r.Reset(c.dr)
+	c.tls = true
+	c.tlsOn.Store(true)
+	if peer, err := c.s.Verifier.VerifyChain(tc.ConnectionState()); err == nil {
+		c.peer = peer
+	} else {
+		c.log.Debug("peer certificate not usable; dialback only", "err", err)
+	}
+	return nil
+}
+
+// certValid reports whether the peer's verified certificate covers domain.
+func (c *inConn) certValid(domain string) bool {
+	return c.peer != nil && c.peer.VerifyDomain(domain) == nil
+}
+
+// handleAuth answers a SASL <auth/>; only EXTERNAL is offered (XEP-0178).
+func (c *inConn) handleAuth(el *wire.Element) (restart bool, err error) {
+	fail := func(cond string) (bool, error) {
+		return false, c.write([]byte("<failure xmlns='" + NSSASL + "'><" + cond + "/></failure>"))
+	}
+	if !c.tls {
+		return fail("encryption-required")
+	}
+	if c.saslDomain != "" {
+		return false, withText(stream.PolicyViolation, "SASL already completed")
+	}
+	a, err := parseAuth(el.Raw)
+	if err != nil {
+		return fail("malformed-request")
+	}
+	if a.Mechanism != "EXTERNAL" {
+		return fail("invalid-mechanism")
+	}
+	domain := c.from
+	if a.AuthzID != "" {
+		d, err := dialback.Domain(a.AuthzID)
+		if err != nil || (c.from != "" && d != c.from) {
+			return fail("invalid-authzid")
+		}
+		domain = d
+	}
+	if domain == "" || !c.s.peerAllowed(c.face, domain) || !c.certValid(domain) {
+		return fail("not-authorized")
+	}
+	pair := dialback.Pair{From: domain, To: c.to}
+	if d := c.streamDecision(pair, policy.AuthExternal); !d.Allowed {
+		return fail("not-authorized")
+	}
+	if err := c.write([]byte("<success xmlns='" + NSSASL + "'/>")); err != nil {
+		return false, err
+	}
+	c.saslDomain = domain
+	c.log.Info("peer authenticated by SASL EXTERNAL", "domain", domain)
+	return true, nil
+}
+
+// streamDecision asks the policy about a pair about to be authorized and
+// audits a refusal.
+func (c *inConn) streamDecision(p dialback.Pair, auth policy.Auth) policy.StreamDecision {
+	st := policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(p), TLS: c.tls, Auth: auth}
+	d := c.s.Router.Policy().Stream(st)
+	if !d.Allowed {
+		c.s.Audit(d.Record(time.Now(), st, c.localOf(p.To)))
+	}
+	return d
+}
+
+// remoteOf returns the remote domain of a pair authorized on this stream:
+// the sender on the federation face, the target on the internal face.
+func (c *inConn) remoteOf(p dialback.Pair) string {
+	if c.face == policy.Internal {
+		return p.To
+	}
+	return p.From
+}
+
+// localOf returns our side of a pair whose target is to.
+func (c *inConn) localOf(to string) string {
+	if c.face == policy.Internal {
+		return ""
+	}
+	return to
+}
+
+// dirIn is the direction of the stanzas an inbound stream carries.
+func (c *inConn) dirIn() policy.Direction {
+	if c.face == policy.Internal {
+		return policy.Out
+	}
+	return policy.In
+}
+
+// authorize records an authorized pair. c.mu must be held.
+func (c *inConn) authorize(p dialback.Pair, auth policy.Auth) {
+	c.pairs[p] = auth
+	if c.fromAuth[p.From] < auth {
+		c.fromAuth[p.From] = auth
+	}
+}
+
+// dialback handles db:result and db:verify (XEP-0220): Receiving server for
+// requests to our domains, Authoritative server for db:verify.
+func (c *inConn) dialback(el *wire.Element) error {
+	if !c.tls && c.s.TLS.Required {
+		return withText(stream.PolicyViolation, "TLS is required before dialback")
+	}
+	e, err := dialback.Parse(el.Raw)
+	if err != nil {
+		var se stream.Error
+		if errors.As(err, &se) {
+			return withText(se, "%v", err)
+		}
+		return err
+	}
+	if e.Kind == dialback.KindResult && e.Type == dialback.TypeRequest {
+		pair := e.Pair()
+		if !c.s.peerAllowed(c.face, pair.From) {
+			c.log.Info("dialback refused: sender domain not accepted on this face", "sender", pair.From)
+			return c.write(e.ErrorResponse(stanza.PolicyViolation).Append(nil))
+		}
+		if d := c.streamDecision(pair, policy.AuthDialback); !d.Allowed {
+			c.log.Info("dialback refused by policy", "sender", pair.From, "target", pair.To, "rule", d.Rule)
+			return c.write(e.ErrorResponse(stanza.Condition(d.Condition.Err)).Append(nil))
+		}
+	}
+	c.mu.Lock()
+	dec := c.db.Handle(e)
+	c.mu.Unlock()
+	return c.apply(dec)
+}
+
+// apply carries out a dialback decision on this stream.
+func (c *inConn) apply(dec dialback.Decision) error {
+	switch dec.Action {
+	case dialback.Reply:
+		r := dec.Reply
+		if r.Kind == dialback.KindResult && r.Type == dialback.TypeValid {
+			pair := r.Pair()
+			auth := policy.AuthDialback
+			c.mu.Lock()
+			c.authorize(pair, auth)
+			c.mu.Unlock()
+			c.authenticated()
+			c.log.Info("peer authenticated by dialback", "sender", pair.From, "target", pair.To)
+			c.s.Router.Reachable(pair.From)
+		}
+		if err := c.write(r.Append(nil)); err != nil {
+			return err
+		}
+		if dec.Close != nil {
+			return dec.Close
+		}
+	case dialback.Forward:
+		c.wg.Add(1)
+		go c.verify(dec.Verify)
+	case dialback.Ignore:
+		c.s.stats.DialbackIgnored.Add(1)
+		c.log.Debug("dialback element ignored", "reason", dec.Reason)
+	default:
+		c.log.Debug("dialback decision not applicable to an inbound stream", "action", dec.Action.String())
+	}
+	return nil
+}
+
+// authenticated switches the stream from the negotiation deadline to the
+// idle timeout; the owner then raises the stanza limit. It may run on a
+// verification goroutine: only atomic or self-synchronised state is touched.
+func (c *inConn) authenticated() {
+	if c.dr.setIdle(c.s.Limits.IdleTimeout) {
+		c.raw.SetWriteDeadline(time.Time{})
+	}
+}
+
+// verify checks a forwarded key with the Authoritative server of the sender
+// domain and concludes the dialback on this stream (Receiving role).
+func (c *inConn) verify(v dialback.Element) {
+	defer c.wg.Done()
+	ctx, cancel := context.WithTimeout(c.ctx, c.s.Limits.ConnectTimeout+c.s.Limits.NegotiationTimeout)
+	defer cancel()
+	answer, err := c.s.askAuthoritative(ctx, v)
+	if err != nil {
+		cond := dialback.RemoteConnectionFailed
+		var de *routing.DeliveryError
+		if errors.As(err, &de) && de.Condition == stanza.RemoteServerNotFound {
+			cond = stanza.RemoteServerNotFound
+		}
+		c.log.Info("dialback: authoritative server not reached", "domain", v.To, "err", err)
+		answer = v.ErrorResponse(cond)
+	}
+	c.mu.Lock()
+	dec := c.db.Conclude(answer)
+	c.mu.Unlock()
+	if err := c.apply(dec); err != nil {
+		c.shutdown(err)
+	}
+}
+
+// stanza checks a stanza's addressing against the pairs authorized on this
+// stream (RFC 6120 §8.1.1.2, §8.1.2.2) and hands it to the router.
+func (c *inConn) stanza(el *wire.Element) error {
+	if len(el.To) == 0 || len(el.From) == 0 {
+		return withText(stream.ImproperAddressing, "a stanza without 'to' or 'from'")
+	}
+	from, err := splitDomain(el.From)
+	if err != nil {
+		return withText(stream.ImproperAddressing, "bad 'from'")
+	}
+	to, err := splitDomain(el.To)
+	if err != nil {
+		return withText(stream.ImproperAddressing, "bad 'to'")
+	}
+	c.mu.Lock()
+	auth, pairOK := c.pairs[dialback.Pair{From: from, To: to}]
+	_, fromOK := c.fromAuth[from]
+	anyAuth := len(c.fromAuth) > 0
+	c.mu.Unlock()
+	if !pairOK {
+		switch {
+		case !anyAuth:
+			return withText(stream.NotAuthorized, "stanza before authentication")
+		case !fromOK:
+			return withText(stream.InvalidFrom, "%s is not authenticated on this stream", from)
+		default:
+			return withText(stream.HostUnknown, "%s may not send to %s on this stream", from, to)
+		}
+	}
+	st := &routing.Stanza{
+		Kind: policy.ParseKind(el.Local), Type: string(el.Type),
+		From: string(el.From), To: string(el.To), ID: string(el.ID),
+		FromDomain: from, ToDomain: to,
+		Raw:  el.AppendTo(make([]byte, 0, len(el.Raw)), langDefault),
+		Face: c.face, TLS: c.tls, Auth: auth,
+	}
+	c.s.Router.Route(st)
+	return nil
+}
+
+// deniedBy closes the stream with policy-violation if p no longer allows
+// one of its pairs (hot reload), and reports whether it did.
+func (c *inConn) deniedBy(p *policy.Policy) bool {
+	c.mu.Lock()
+	var denied *policy.StreamDecision
+	for pair, auth := range c.pairs {
+		d := p.Stream(policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(pair),
+			TLS: c.tlsOn.Load(), Auth: auth})
+		if !d.Allowed {
+			denied = &d
+			c.s.Audit(d.Record(time.Now(), policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(pair),
+				TLS: c.tlsOn.Load(), Auth: auth}, c.localOf(pair.To)))
+			break
+		}
+	}
+	c.mu.Unlock()
+	if denied == nil {
+		return false
+	}
+	c.shutdown(withText(denied.Condition, "federation is no longer allowed (%s)", denied.Rule))
+	return true
+}
+
+// String names the connection for logs.
+func (c *inConn) String() string {
+	return fmt.Sprintf("in %s %s→%s", c.face, c.from, c.to)
+}

@@ -1,0 +1,296 @@
+package s2s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
+
+	"github.com/fedrelay/fedrelay/policy"
+	"github.com/fedrelay/fedrelay/routing"
+	"github.com/fedrelay/fedrelay/s2s/wire"
+)
+
+// link is the outbound stream of one domain pair (RFC 6120 §10.1: one
+// stream per pair). Stanzas wait in its queue, in order, while it connects
+// and authenticates, then its owner goroutine writes them in batches.
+type link struct {
+	s      *Server
+	pair   routing.Pair
+	report func(error)
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	queue    []*routing.Stanza
+	qbytes   int
+	closed   bool
+	draining bool
+	stopErr  error // set by stop: close with this stream error
+	wake     chan struct{}
+}
+
+func (s *Server) newLink(pair routing.Pair, report func(error)) *link {
+	face := s.faceOf(pair)
+	return &link{s: s, pair: pair, report: report, wake: make(chan struct{}, 1),
+		log: s.Log.With("face", face.String(), "dir", "out", "from", pair.From, "to", pair.To)}
+}
+
+// Enqueue implements routing.Link.
+func (l *link) Enqueue(st *routing.Stanza) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.closed || l.draining:
+		return routing.ErrClosed
+	case len(l.queue) >= l.s.Limits.QueueStanzas || l.qbytes+len(st.Raw) > l.s.Limits.QueueBytes:
+		return routing.ErrQueueFull
+	}
+	l.queue = append(l.queue, st)
+	l.qbytes += len(st.Raw)
+	l.signal()
+	return nil
+}
+
+func (l *link) signal() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take removes and returns everything queued.
+func (l *link) take() []*routing.Stanza {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := l.queue
+	l.queue, l.qbytes = nil, 0
+	return q
+}
+
+// drain makes the link write what it holds and close (Shutdown).
+func (l *link) drain() {
+	l.mu.Lock()
+	l.draining = true
+	l.mu.Unlock()
+	l.signal()
+}
+
+// stop makes the link close its stream with err.
+func (l *link) stop(err error) {
+	l.mu.Lock()
+	if l.stopErr == nil {
+		l.stopErr = err
+	}
+	l.mu.Unlock()
+	l.signal()
+}
+
+// deniedBy closes the link with policy-violation if p no longer allows its
+// remote domain (hot reload).
+func (l *link) deniedBy(p *policy.Policy) bool {
+	remote := l.pair.To
+	if l.s.faceOf(l.pair) == policy.Internal {
+		remote = l.pair.From
+	}
+	d := p.Domain(remote)
+	if d.Allowed {
+		return false
+	}
+	l.s.Audit(d.Record(time.Now(), policy.StreamState{Face: l.s.faceOf(l.pair), Dir: policy.Out, Remote: remote}, ""))
+	l.stop(withText(d.Condition, "federation with %s is no longer allowed (%s)", remote, d.Rule))
+	return true
+}
+
+// run owns the link: it connects, authenticates, then writes until the link
+// goes idle, fails or the server shuts down.
+func (l *link) run() {
+	defer l.s.wg.Done()
+	l.s.stats.OutboundOpen.Add(1)
+	l.s.stats.OutboundTotal.Add(1)
+	defer l.s.stats.OutboundOpen.Add(-1)
+	var err error
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				l.log.Error("panic in an outbound link; closing it", "panic", p, "stack", string(debug.Stack()))
+				err = routing.Timeout(fmt.Errorf("internal error"))
+			}
+		}()
+		err = l.serve()
+	}()
+	l.finish(err)
+}
+
+func (l *link) serve() error {
+	started := time.Now()
+	ctx, cancel := context.WithTimeout(l.s.ctx, l.s.Limits.ConnectTimeout+l.s.Limits.NegotiationTimeout)
+	o, err := l.s.openStream(ctx, l.pair.From, l.pair.To)
+	if err == nil {
+		stop := context.AfterFunc(ctx, o.dr.stop)
+		err = o.authenticate()
+		if !stop() || err != nil {
+			if err == nil {
+				err = ctx.Err()
+			}
+			o.abort(err)
+			err = routing.Timeout(fmt.Errorf("authenticating as %s to %s: %w", l.pair.From, l.pair.To, err))
+		}
+	}
+	cancel()
+	l.report(err)
+	if err != nil {
+		return err
+	}
+	o.raw.SetDeadline(time.Time{})
+	l.log.Info("outbound stream up", "addr", o.cand.Address(), "tls", o.tls, "took", time.Since(started).Round(time.Millisecond))
+
+	readErr := make(chan error, 1)
+	var rwg sync.WaitGroup
+	rwg.Add(1)
+	go func() {
+		defer rwg.Done()
+		readErr <- l.readLoop(o)
+	}()
+	err = l.writeLoop(o, readErr)
+	var se stream.Error
+	if errors.As(err, &se) {
+		o.abort(err)
+	} else {
+		o.close()
+	}
+	rwg.Wait()
+	return err
+}
+
+// errIdle ends a link that carried nothing for limits.idle_timeout.
+var errIdle = errors.New("idle")
+
+// writeLoop writes queued stanzas in batches, flushing when the queue is
+// empty, until the link is idle, drained, stopped or its peer goes away.
+func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
+	idle := time.NewTimer(l.s.Limits.IdleTimeout)
+	defer idle.Stop()
+	for {
+		if batch := l.take(); len(batch) > 0 {
+			if err := l.write(o, batch); err != nil {
+				return err
+			}
+			idle.Reset(l.s.Limits.IdleTimeout)
+			continue
+		}
+		l.mu.Lock()
+		draining, stopErr := l.draining, l.stopErr
+		l.mu.Unlock()
+		if stopErr != nil {
+			return stopErr
+		}
+		if draining {
+			return nil
+		}
+		select {
+		case <-l.wake:
+		case err := <-readErr:
+			return err
+		case <-idle.C:
+			l.mu.Lock()
+			if len(l.queue) == 0 {
+				l.closed = true
+				l.mu.Unlock()
+				return errIdle
+			}
+			l.mu.Unlock()
+		case <-l.s.ctx.Done():
+			return ErrServerClosed
+		}
+	}
+}
+
+// write writes one batch and flushes it. Stanzas of a batch whose flush
+// failed may or may not have reached the peer; they are bounced, since
+// silence would be worse than a possibly spurious error.
+func (l *link) write(o *outStream, batch []*routing.Stanza) error {
+	o.raw.SetWriteDeadline(time.Now().Add(l.s.Limits.NegotiationTimeout))
+	var err error
+	for _, st := range batch {
+		if err = o.w.WriteRaw(st.Raw); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = o.w.Flush()
+	}
+	if err != nil {
+		l.s.Router.Undelivered(routing.Timeout(fmt.Errorf("writing to %s: %w", l.pair.To, err)), batch)
+		return err
+	}
+	for _, st := range batch {
+		l.s.Router.Delivered(st)
+	}
+	return nil
+}
+
+// readLoop reads what the peer sends on our outbound stream: nothing but
+// whitespace, dialback answers and, at the end, a stream error or the
+// closing tag. Stanzas are not accepted here without XEP-0288 bidi.
+func (l *link) readLoop(o *outStream) error {
+	for {
+		el, err := o.r.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errPeerClosed
+			}
+			return err
+		}
+		switch el.Kind {
+		case wire.Space, wire.DialbackResult, wire.DialbackVerify:
+		case wire.StreamError:
+			return parseStreamError(el.Raw)
+		case wire.Message, wire.Presence, wire.IQ:
+			l.log.Debug("ignoring a stanza on our outbound stream (no bidi)")
+		default:
+			l.log.Debug("ignoring an element on our outbound stream", "element", elementName(el))
+		}
+	}
+}
+
+var errPeerClosed = errors.New("the peer closed the stream")
+
+// finish retires the link. Stanzas still queued go back to the router: if
+// the link never came up they are bounced; if it ended after working (idle,
+// the peer closed, shutdown) they are routed again over a new link.
+func (l *link) finish(err error) {
+	l.s.removeLink(l)
+	l.mu.Lock()
+	l.closed = true
+	rest := l.queue
+	l.queue, l.qbytes = nil, 0
+	l.mu.Unlock()
+
+	var de *routing.DeliveryError
+	switch {
+	case errors.As(err, &de):
+		l.log.Warn("outbound stream failed", "err", err, "bounced", len(rest))
+		l.s.Router.Undelivered(err, rest)
+	case errors.Is(err, ErrServerClosed):
+		l.s.Router.Undelivered(routing.Timeout(errors.New("the relay is shutting down")), rest)
+	default:
+		var se stream.Error
+		if errors.As(err, &se) && se.Err == stream.PolicyViolation.Err {
+			l.s.Router.Undelivered(&routing.DeliveryError{Condition: stanza.NotAllowed, Err: err}, rest)
+			break
+		}
+		if err != nil && !errors.Is(err, errIdle) {
+			l.log.Info("outbound stream closed", "err", err)
+		} else {
+			l.log.Debug("outbound stream closed", "reason", err)
+		}
+		l.s.Router.Reroute(rest)
+	}
+}

@@ -1,0 +1,283 @@
+package s2s
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp/stream"
+
+	"github.com/fedrelay/fedrelay/config"
+	"github.com/fedrelay/fedrelay/dialback"
+	"github.com/fedrelay/fedrelay/policy"
+	"github.com/fedrelay/fedrelay/routing"
+	"github.com/fedrelay/fedrelay/s2s/certs"
+	"github.com/fedrelay/fedrelay/s2s/resolve"
+	"github.com/fedrelay/fedrelay/s2s/wire"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("s2s: server closed")
+
+// Server is fedrelay's S2S engine: it accepts streams on the listeners of
+// both faces, opens outbound streams per domain pair, negotiates TLS, SASL
+// EXTERNAL and Server Dialback on them, and hands authenticated stanzas to
+// the Router. It implements routing.Dialer.
+//
+// Fill the exported fields, then call Serve for each listener. Fields must
+// not change after the first Serve.
+type Server struct {
+	// Log receives the server's log lines. Required.
+	Log *slog.Logger
+	// Router routes the stanzas read from authenticated streams. Required.
+	Router *routing.Router
+	// Secret makes and checks dialback keys. Required.
+	Secret *dialback.Secret
+	// Certs supplies certificates by SNI and for outbound streams; Verifier
+	// checks peer certificates. Required.
+	Certs    *certs.Store
+	Verifier *certs.Verifier
+	// Dialer resolves and connects remote domains (public DNS, overrides).
+	// Required.
+	Dialer *resolve.Dialer
+	// ExternalDomains are the local domains whose certificates a remote
+	// peer can verify (configured cert_file): for them SASL EXTERNAL is
+	// tried on outbound streams.
+	ExternalDomains map[string]bool
+	// Limits and TLS are the configuration's sections.
+	Limits config.Limits
+	TLS    config.TLS
+	// Audit receives stream-level policy records; nil discards them.
+	Audit func(policy.Record)
+
+	mu        sync.Mutex
+	closing   bool
+	listeners map[net.Listener]struct{}
+	conns     map[*inConn]struct{}
+	links     map[routing.Pair]*link
+	wg        sync.WaitGroup // every goroutine the server starts
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	once   sync.Once
+
+	stats Stats
+}
+
+// Stats counts streams.
+type Stats struct {
+	InboundOpen   atomic.Int64
+	InboundTotal  atomic.Int64
+	OutboundOpen  atomic.Int64
+	OutboundTotal atomic.Int64
+	// DialbackIgnored counts dialback elements dropped as unsolicited or
+	// repeated (XEP-0220 §3.1).
+	DialbackIgnored atomic.Int64
+}
+
+// Stats returns the server's stream counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*inConn]struct{}{}
+		s.links = map[routing.Pair]*link{}
+		if s.Audit == nil {
+			s.Audit = func(policy.Record) {}
+		}
+	})
+}
+
+// Serve accepts streams on l for face until Shutdown or Close. With
+// directTLS the connections start with a TLS handshake (XEP-0368, ALPN
+// xmpp-server); otherwise they negotiate STARTTLS (RFC 6120 §5). It always
+// returns a non-nil error: ErrServerClosed after Shutdown or Close.
+func (s *Server) Serve(l net.Listener, face policy.Face, directTLS bool) error {
+	s.init()
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of file descriptors and the like: wait, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.Log.Warn("accept failed; retrying", "listener", l.Addr().String(), "err", err, "in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		ic := s.newInConn(c, face, directTLS)
+		if ic == nil {
+			c.Close()
+			return ErrServerClosed
+		}
+		go ic.serve()
+	}
+}
+
+// serves reports whether face speaks as domain: the internal domains on the
+// federation face, every other domain on the internal face.
+func (s *Server) serves(face policy.Face, domain string) bool {
+	internal := s.Router.Table().IsInternal(domain)
+	if face == policy.Internal {
+		return !internal
+	}
+	return internal
+}
+
+// peerAllowed reports whether a peer on face may authenticate as domain:
+// remote domains on the federation face, internal domains on the internal
+// face (never an open relay).
+func (s *Server) peerAllowed(face policy.Face, domain string) bool {
+	return !s.serves(face, domain)
+}
+
+// faceOf returns the face an outbound pair belongs to: stanzas from an
+// internal domain leave through the federation face.
+func (s *Server) faceOf(p routing.Pair) policy.Face {
+	if s.Router.Table().IsInternal(p.From) {
+		return policy.Federation
+	}
+	return policy.Internal
+}
+
+// Link implements routing.Dialer: one outbound stream per domain pair.
+func (s *Server) Link(pair routing.Pair, admit func() (func(error), error)) (routing.Link, error) {
+	s.init()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l, ok := s.links[pair]; ok {
+		return l, nil
+	}
+	if s.closing {
+		return nil, routing.Timeout(ErrServerClosed)
+	}
+	report, err := admit()
+	if err != nil {
+		return nil, err
+	}
+	l := s.newLink(pair, report)
+	s.links[pair] = l
+	s.wg.Add(1)
+	go l.run()
+	return l, nil
+}
+
+// removeLink forgets l if it is still the link of its pair.
+func (s *Server) removeLink(l *link) {
+	s.mu.Lock()
+	if s.links[l.pair] == l {
+		delete(s.links, l.pair)
+	}
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, sends system-shutdown on every inbound stream,
+// lets outbound links write what they hold and close their streams, and
+// waits for every connection to end or ctx to expire (then it closes what is
+// left, as Close does).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.shutdown(withText(stream.SystemShutdown, "the relay is shutting down"))
+	}
+	for _, l := range s.links {
+		l.drain()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.cancel()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close closes every listener and connection at once.
+func (s *Server) Close() error {
+	s.init()
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+// serverTLS returns the TLS configuration for inbound streams of a face.
+// The federation face presents only the internal domains' certificates; the
+// internal face also makes certificates on demand for the remote domains
+// the internal servers think they reach.
+func (s *Server) serverTLS(face policy.Face, directTLS bool) *tls.Config {
+	if face == policy.Federation {
+		return s.Certs.ConfiguredOnly().ServerConfig(directTLS)
+	}
+	return s.Certs.ServerConfig(directTLS)
+}
+
+// limits returns the framer limits from the configuration.
+func (s *Server) limits() wire.Limits {
+	return wire.Limits{MaxStanza: s.Limits.MaxStanzaBytes, MaxStanzaPreAuth: s.Limits.MaxPreauthBytes}
+}
+
+// CloseDenied closes the streams of remote domains the current policy no
+// longer allows, with policy-violation (hot reload). It returns how many
+// streams it closed.
+func (s *Server) CloseDenied() int {
+	p := s.Router.Policy()
+	n := 0
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.deniedBy(p) {
+			n++
+		}
+	}
+	for _, l := range s.links {
+		if l.deniedBy(p) {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,200 @@
+package s2s
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp/stream"
+
+	"github.com/fedrelay/fedrelay/dialback"
+	"github.com/fedrelay/fedrelay/s2s/wire"
+)
+
+// newStreamID returns a fresh, unpredictable stream id (RFC 6120 §4.7.3):
+// dialback keys are bound to it, so it must never repeat.
+func newStreamID() string {
+	var b [18]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("s2s: crypto/rand failed: " + err.Error()) // the runtime aborts first
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// PeerStreamError is a stream error the peer sent us.
+type PeerStreamError struct {
+	Condition string
+	Text      string
+}
+
+func (e *PeerStreamError) Error() string {
+	if e.Text != "" {
+		return "peer closed the stream with " + e.Condition + ": " + e.Text
+	}
+	return "peer closed the stream with " + e.Condition
+}
+
+// parseStreamError reads the condition and text of a <stream:error/>.
+func parseStreamError(raw []byte) *PeerStreamError {
+	e := &PeerStreamError{Condition: "undefined-condition"}
+	d := xml.NewDecoder(bytes.NewReader(raw))
+	depth := 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return e
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if depth == 2 && t.Name.Space == stream.NSError {
+				if t.Name.Local == "text" {
+					var s string
+					if d.DecodeElement(&s, &t) == nil {
+						e.Text = strings.TrimSpace(s)
+					}
+					depth--
+				} else {
+					e.Condition = t.Name.Local
+				}
+			}
+		case xml.EndElement:
+			depth--
+		}
+	}
+}
+
+// splitDomain returns the domainpart of a JID given as bytes, and whether it
+// is already in the relay's normal form (lower-case ASCII), which is the
+// case for nearly every stanza: then it costs no allocation beyond the
+// string. Otherwise it normalises through dialback.Domain.
+func splitDomain(j []byte) (string, error) {
+	if i := bytes.IndexByte(j, '/'); i >= 0 {
+		j = j[:i]
+	}
+	if i := bytes.LastIndexByte(j, '@'); i >= 0 {
+		j = j[i+1:]
+	}
+	if len(j) == 0 {
+		return "", stream.ImproperAddressing
+	}
+	plain := true
+	for _, c := range j {
+		if c >= 0x80 || ('A' <= c && c <= 'Z') || c == ' ' || c == '<' || c == '>' || c == '"' || c == '\'' {
+			plain = false
+			break
+		}
+	}
+	if plain && j[len(j)-1] != '.' {
+		return string(j), nil
+	}
+	d, err := dialback.Domain(string(j))
+	if err != nil {
+		return "", stream.ImproperAddressing
+	}
+	return d, nil
+}
+
+// deadlineReader refreshes the read deadline of a connection before every
+// read: a stream that sends nothing, not even whitespace, for idle is
+// closed. Setting a deadline costs a timer update once per read call (one
+// read takes up to a buffer of stanzas), not once per stanza. Until idle is
+// set, the deadline of the connection applies (the negotiation deadline).
+//
+// stop, from any goroutine, makes the current and every later Read fail:
+// it is how others wake a connection's owner to close it.
+type deadlineReader struct {
+	raw     net.Conn // the TCP connection, for stop
+	conn    net.Conn // what is read: raw or TLS over it (owner-only)
+	idle    atomic.Int64
+	stopped atomic.Bool
+}
+
+var errStopped = errors.New("stream stopped")
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if idle := time.Duration(d.idle.Load()); idle > 0 {
+		if err := d.conn.SetReadDeadline(time.Now().Add(idle)); err != nil {
+			return 0, err
+		}
+	}
+	// Checked after the deadline is set, so that a stop racing with it
+	// either is seen here or leaves its deadline in the past for Read.
+	if d.stopped.Load() {
+		return 0, errStopped
+	}
+	n, err := d.conn.Read(p)
+	if err != nil && d.stopped.Load() {
+		err = errStopped
+	}
+	return n, err
+}
+
+// setIdle switches to the idle timeout; it reports true the first time.
+func (d *deadlineReader) setIdle(idle time.Duration) bool {
+	return d.idle.Swap(int64(idle)) == 0
+}
+
+// authenticated reports whether setIdle was called.
+func (d *deadlineReader) authenticated() bool { return d.idle.Load() != 0 }
+
+func (d *deadlineReader) stop() {
+	d.stopped.Store(true)
+	d.raw.SetReadDeadline(time.Unix(1, 0))
+}
+
+// closeReason turns what ended a stream into the stream error to send, or
+// nil when none should be sent (the peer closed, or the connection is gone).
+func closeReason(err error) *stream.Error {
+	var se stream.Error
+	switch {
+	case err == nil, errors.Is(err, io.EOF):
+		return nil
+	case errors.As(err, &se):
+		return &se
+	case isTimeout(err):
+		return &stream.ConnectionTimeout
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), isConnReset(err):
+		return nil
+	}
+	var pe *PeerStreamError
+	if errors.As(err, &pe) {
+		return nil
+	}
+	return &stream.InternalServerError
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func isConnReset(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe)
+}
+
+// withText returns a copy of a stream error carrying an explanatory text.
+func withText(se stream.Error, format string, args ...any) stream.Error {
+	se.Text = append(se.Text[:0:0], struct {
+		Lang  string
+		Value string
+	}{Lang: "", Value: fmt.Sprintf(format, args...)})
+	return se
+}
+
+// elementName is a short description of a top-level element for logs.
+func elementName(el *wire.Element) string {
+	if len(el.NS) > 0 {
+		return "{" + string(el.NS) + "}" + string(el.Local)
+	}
+	return string(el.Local)
+}

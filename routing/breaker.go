@@ -25,7 +25,7 @@ type breaker struct {
 
 	mu      sync.Mutex
 	cb      *gobreaker.TwoStepCircuitBreaker[struct{}]
-	level   int       // failed probes in a row
+	level   int // failed probes in a row
 	openFor time.Duration
 	until   time.Time // when the current open period ends (zero when closed)
 }

@@ -33,7 +33,8 @@ type inConn struct {
 	direct bool
 	raw    net.Conn // the TCP connection
 	conn   net.Conn // raw, or the TLS connection over it
-	log    *slog.Logger
+	log    *slog.Logger // base, with the stream's addresses once known
+	base   *slog.Logger
 	dr     *deadlineReader
 	r      *wire.Reader
 
@@ -71,7 +72,8 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) *inConn {
 	ic := &inConn{s: s, face: face, direct: direct, raw: c, conn: c,
 		pairs: map[dialback.Pair]policy.Auth{}, fromAuth: map[string]policy.Auth{}}
 	ic.ctx, ic.cancel = context.WithCancel(s.ctx)
-	ic.log = s.Log.With("face", face.String(), "dir", "in", "peer", c.RemoteAddr().String())
+	ic.base = s.Log.With("face", face.String(), "dir", "in", "peer", c.RemoteAddr().String())
+	ic.log = ic.base
 	ic.dr = &deadlineReader{raw: c, conn: c}
 	ic.r = wire.NewReader(ic.dr, s.limits())
 	ic.w = wire.NewWriter(c)
@@ -176,12 +178,11 @@ func (c *inConn) finish(err error) {
 	case se != nil && se.Err == stream.SystemShutdown.Err:
 		c.log.Debug("stream closed for shutdown")
 	case se != nil:
-		c.log.Info("stream closed with an error", "from", c.from, "to", c.to, "condition", se.Err, "err", err,
-			"abandoned_checks", pending)
+		c.log.Info("stream closed with an error", "condition", se.Err, "err", err, "abandoned_checks", pending)
 	case err != nil && !errors.Is(err, io.EOF):
-		c.log.Debug("stream ended", "from", c.from, "to", c.to, "err", err)
+		c.log.Debug("stream ended", "err", err)
 	default:
-		c.log.Debug("stream closed by peer", "from", c.from, "to", c.to)
+		c.log.Debug("stream closed by peer")
 	}
 }
 
@@ -245,7 +246,7 @@ func (c *inConn) readHeader() error {
 	if from != "" {
 		c.from = from
 	}
-	c.log = c.log.With("from", c.from, "to", c.to)
+	c.log = c.base.With("from", c.from, "to", c.to)
 
 	if remote := c.remoteOf(dialback.Pair{From: c.from, To: c.to}); remote != "" && !restart {
 		if d := c.s.Router.Policy().Domain(remote); !d.Allowed {
@@ -527,7 +528,7 @@ func (c *inConn) apply(dec dialback.Decision) error {
 			c.authorize(pair, auth)
 			c.mu.Unlock()
 			c.authenticated()
-			c.log.Info("peer authenticated by dialback", "sender", pair.From, "target", pair.To)
+			c.log.Info("peer authenticated by dialback", "pair", pair.From+"→"+pair.To)
 			c.s.Router.Reachable(pair.From)
 		}
 		if err := c.write(r.Append(nil)); err != nil {

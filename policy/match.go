@@ -2,18 +2,18 @@ package policy
 
 import (
 	"fmt"
+	"math/bits"
 	"strings"
 
 	"github.com/fedrelay/fedrelay/config"
 )
 
 // text is what the hot path accepts: the caller's strings, or the byte
-// slices a framer holds. Both index and convert for map keys without
+// slices a framer holds. Both index, and compare with a string, without
 // allocating.
 type text interface{ ~string | ~[]byte }
 
-// A table answers, for one domain, every pattern that names it, with one
-// map lookup for the domain itself and one per parent suffix.
+// A table answers, for one domain, every pattern that names it.
 //
 // A pattern "example.org" is an exact entry under the key "example.org";
 // "*.example.org" is a wildcard entry under the same key, and a domain
@@ -21,11 +21,27 @@ type text interface{ ~string | ~[]byte }
 // So a.b.example.org finds it through the suffix example.org, while
 // example.org itself (no proper suffix equal to the key) and
 // badexample.org (whose only suffix is org) do not.
+//
+// The keys sit in a small open-addressing table, hashed from their last
+// byte to their first. Reading a domain the same way, right to left, the
+// running hash at each dot is the hash of the suffix after it, so one pass
+// over the domain yields the hash of every suffix and of the whole name:
+// a probe per suffix is a slot index and a hash compare, and strings are
+// compared only on a hash hit. (A Go map would hash every suffix again from
+// scratch; for a three-label name that was most of the decision's time.)
 type table struct {
-	m map[string]entry
-	// maxWild is the most labels in any wildcard key: suffixes longer
-	// than that cannot be in the map, so the walk stops there.
+	slots []slot
+	mask  uint64
+	// maxWild is the most labels in any wildcard key: longer suffixes
+	// cannot be wildcard keys, so no probe is made for them.
 	maxWild int
+}
+
+type slot struct {
+	used bool
+	hash uint64
+	key  string
+	e    entry
 }
 
 // entry is what names one key: exactly, and as the base of a wildcard.
@@ -39,11 +55,198 @@ type hits struct {
 	allow, deny, rule int32
 }
 
-// match is the result of a lookup. allow and deny come from the most
+// match is what a domain's patterns say. allow and deny come from the most
 // specific pattern that matched (exact first, then the longest wildcard):
 // that is the one a decision names. rule is the first rule in order.
 type match struct {
 	allow, deny, rule int32
+}
+
+func (m *match) add(h hits) {
+	if h.allow != 0 {
+		m.allow = h.allow
+	}
+	if h.deny != 0 {
+		m.deny = h.deny
+	}
+	if h.rule != 0 && (m.rule == 0 || h.rule < m.rule) {
+		m.rule = h.rule
+	}
+}
+
+// Hashing reads a name in 8-byte words taken from its right end: the last
+// word is its last 8 bytes, the one before the 8 before those, and the
+// first word holds what remains (1 to 8 bytes) in its low bytes. Every
+// suffix of a domain shares the domain's right end, so it shares these
+// words too, except that its first word is the part of one of the
+// domain's words after the dot: that word shifted right. One pass over the
+// domain's words thus yields the hash of the domain and of each suffix.
+const (
+	hashSeed = 0x243f6a8885a308d3
+	hashMul  = 0x9e3779b97f4a7c15
+)
+
+// mix folds a word into the hash: the two halves of a 128-bit product.
+func mix(h, w uint64) uint64 {
+	hi, lo := bits.Mul64(h^w, hashMul)
+	return hi ^ lo
+}
+
+// word loads a chunk of at most 8 bytes little-endian: c[0] is the low
+// byte.
+func word[T text](c T) uint64 {
+	if len(c) >= 8 {
+		_ = c[7]
+		return uint64(c[0]) | uint64(c[1])<<8 | uint64(c[2])<<16 | uint64(c[3])<<24 |
+			uint64(c[4])<<32 | uint64(c[5])<<40 | uint64(c[6])<<48 | uint64(c[7])<<56
+	}
+	var w uint64
+	for i := len(c) - 1; i >= 0; i-- {
+		w = w<<8 | uint64(c[i])
+	}
+	return w
+}
+
+// hashKey hashes a key (lower case) as resolve hashes a domain.
+func hashKey(k string) uint64 {
+	h := uint64(hashSeed)
+	for b := len(k); b > 0; b -= 8 {
+		h = mix(h, word(k[max(b-8, 0):b]))
+	}
+	return h
+}
+
+const (
+	bytes01 = 0x0101010101010101
+	bytes7f = 0x7f7f7f7f7f7f7f7f
+	bytes80 = 0x8080808080808080
+	dots    = '.' * bytes01
+)
+
+// zeroBytes returns 0x80 in every byte of x that is zero, exactly (no
+// false positives from borrows).
+func zeroBytes(x uint64) uint64 {
+	return ^((x&bytes7f + bytes7f) | x | bytes7f)
+}
+
+// upperBytes returns 0x80 in every byte of w that is 'A'…'Z'; w must be
+// ASCII (no high bits), so the additions carry into no neighbour.
+func upperBytes(w uint64) uint64 {
+	atLeastA := w + (0x80-'A')*bytes01
+	aboveZ := w + (0x80-'Z'-1)*bytes01
+	return atLeastA &^ aboveZ & bytes80
+}
+
+// index picks a slot; mix spreads every input bit over the low ones.
+func (t *table) index(h uint64) uint64 { return h & t.mask }
+
+// find returns the entry for the lower-case key k with hash h, or nil. The
+// table is at most half full, so the probe ends at an empty slot.
+func find[T text](t *table, h uint64, k T) *entry {
+	for i := t.index(h); ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		if !s.used {
+			return nil
+		}
+		if s.hash == h && s.key == string(k) {
+			return &s.e
+		}
+	}
+}
+
+// findFold is find for a key that may hold upper case (rare: callers pass
+// normalised names); it folds the key into a stack buffer first.
+func findFold[T text](t *table, h uint64, k T, upper bool) *entry {
+	if !upper {
+		return find(t, h, k)
+	}
+	var buf [maxDomain]byte
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return find(t, h, buf[:len(k)])
+}
+
+// resolved is the policy's answer for one remote domain.
+type resolved struct {
+	allowed bool
+	reason  Reason
+	label   string
+	rule    *rule // the first matching rule, or nil
+}
+
+// resolve decides a remote domain. It folds ASCII upper case and drops one
+// trailing dot (RFC 7622 §3.2) itself, at no cost for the normalised names
+// it should be given, so that "EVIL.example." cannot slip past a deny
+// entry; a name with non-ASCII bytes (a U-label the caller failed to
+// convert), empty or longer than a domainpart may be is refused outright
+// rather than compared. It allocates nothing.
+func resolve[T text](p *Policy, d T) resolved {
+	n := len(d)
+	if n > 0 && d[n-1] == '.' {
+		n--
+	}
+	if n == 0 || n > maxDomain {
+		return resolved{reason: ReasonDomain, label: labelDomain}
+	}
+	t := &p.table
+	var m match
+	h, labels, upper := uint64(hashSeed), 0, false
+	// Words from the right. At each dot, the hash of the suffix after it
+	// is h mixed with the rest of the word beyond the dot (or h itself
+	// when the dot ends the word). Wildcards come from the shortest suffix
+	// to the longest, and a longer one is more specific, so it overwrites.
+	for b := n; b > 0; b -= 8 {
+		a := max(b-8, 0)
+		w := word(d[a:b])
+		if w&bytes80 != 0 {
+			return resolved{reason: ReasonDomain, label: labelDomain}
+		}
+		if u := upperBytes(w); u != 0 {
+			w |= u >> 2 // 0x80 → 0x20, the case bit
+			upper = true
+		}
+		for z := zeroBytes(w ^ dots); z != 0 && labels < t.maxWild; {
+			j := (63 - bits.LeadingZeros64(z)) / 8 // the dot's byte in w
+			z &^= 0x80 << (8 * j)
+			labels++
+			sh := h
+			if a+j+1 < b {
+				sh = mix(h, w>>(8*(j+1)))
+			}
+			if e := findFold(t, sh, d[a+j+1:n], upper); e != nil {
+				m.add(e.wild)
+			}
+		}
+		h = mix(h, w)
+	}
+	if t.slots != nil {
+		if e := findFold(t, h, d[:n], upper); e != nil {
+			m.add(e.exact)
+		}
+	}
+	return p.decideDomain(m)
+}
+
+// decideDomain applies deny-wins to a match.
+func (p *Policy) decideDomain(m match) resolved {
+	var r resolved
+	if m.rule != 0 {
+		r.rule = &p.rules[m.rule-1]
+	}
+	switch {
+	case m.deny != 0:
+		r.reason, r.label = ReasonDenyList, p.denyLabels[m.deny-1]
+	case m.allow != 0:
+		r.allowed, r.reason, r.label = true, ReasonAllowList, p.allowLabels[m.allow-1]
+	default:
+		r.allowed, r.reason, r.label = p.defaultAllow, ReasonDefault, p.defaultLabel
+	}
+	return r
 }
 
 type listKind uint8
@@ -53,15 +256,17 @@ const (
 	listDeny
 )
 
+// tableBuilder gathers the patterns of a policy, then lays out a table.
 type tableBuilder struct {
-	t table
+	m       map[string]entry
+	maxWild int
 }
 
 func newTableBuilder() *tableBuilder {
-	return &tableBuilder{t: table{m: make(map[string]entry)}}
+	return &tableBuilder{m: make(map[string]entry)}
 }
 
-// parse normalises a pattern and returns its key and whether it is a
+// parsePattern normalises a pattern and returns its key and whether it is a
 // wildcard.
 func parsePattern(key, s string) (string, bool, error) {
 	n, err := config.NormalizePattern(s)
@@ -72,16 +277,16 @@ func parsePattern(key, s string) (string, bool, error) {
 	return base, wild, nil
 }
 
-// set applies f to the hits of one key and stores the result.
+// set applies f to the hits of one key.
 func (b *tableBuilder) set(base string, wild bool, f func(*hits)) {
-	e := b.t.m[base]
+	e := b.m[base]
 	if wild {
 		f(&e.wild)
-		b.t.maxWild = max(b.t.maxWild, strings.Count(base, ".")+1)
+		b.maxWild = max(b.maxWild, strings.Count(base, ".")+1)
 	} else {
 		f(&e.exact)
 	}
-	b.t.m[base] = e
+	b.m[base] = e
 }
 
 // addList adds policy.allow or policy.deny and returns the labels of its
@@ -126,105 +331,23 @@ func (b *tableBuilder) addRule(key, s string, index int) error {
 	return nil
 }
 
-func (b *tableBuilder) build() table { return b.t }
-
-// lookup finds every pattern naming d, which must already be normalised
-// (lower-case ASCII, no trailing dot). It allocates nothing: map indexing
-// with string(bytes) does not copy.
-func lookup[T text](t *table, d T) match {
-	var m match
-	if len(t.m) == 0 {
-		return m
+// build lays the keys out in a table at most half full.
+func (b *tableBuilder) build() table {
+	if len(b.m) == 0 {
+		return table{}
 	}
-	// Wildcards, from the shortest suffix (the top-level label) to the
-	// longest: a longer suffix is more specific, so it overwrites.
-	labels := 0
-	for i := len(d) - 1; i >= 0 && labels < t.maxWild; i-- {
-		if d[i] != '.' {
-			continue
+	size := 8
+	for size < 2*len(b.m) {
+		size *= 2
+	}
+	t := table{slots: make([]slot, size), mask: uint64(size - 1), maxWild: b.maxWild}
+	for k, e := range b.m {
+		h := hashKey(k)
+		i := t.index(h)
+		for t.slots[i].used {
+			i = (i + 1) & t.mask
 		}
-		labels++
-		if e, ok := t.m[string(d[i+1:])]; ok {
-			m.add(e.wild)
-		}
+		t.slots[i] = slot{used: true, hash: h, key: k, e: e}
 	}
-	if e, ok := t.m[string(d)]; ok {
-		m.add(e.exact)
-	}
-	return m
-}
-
-func (m *match) add(h hits) {
-	if h.allow != 0 {
-		m.allow = h.allow
-	}
-	if h.deny != 0 {
-		m.deny = h.deny
-	}
-	if h.rule != 0 && (m.rule == 0 || h.rule < m.rule) {
-		m.rule = h.rule
-	}
-}
-
-// resolved is the policy's answer for one remote domain.
-type resolved struct {
-	allowed bool
-	reason  Reason
-	label   string
-	rule    *rule // the first matching rule, or nil
-}
-
-// resolve decides a remote domain. It folds ASCII upper case and drops one
-// trailing dot (RFC 7622 §3.2) itself, at no cost for the normalised names
-// it should be given, so that "EVIL.example." cannot slip past a deny
-// entry; a name with non-ASCII bytes (a U-label the caller failed to
-// convert), empty or longer than a domainpart may be is refused outright
-// rather than compared.
-func resolve[T text](p *Policy, d T) resolved {
-	n := len(d)
-	if n > 0 && d[n-1] == '.' {
-		n--
-	}
-	if n == 0 || n > maxDomain {
-		return resolved{reason: ReasonDomain, label: labelDomain}
-	}
-	upper := false
-	for i := 0; i < n; i++ {
-		c := d[i]
-		if c >= 0x80 {
-			return resolved{reason: ReasonDomain, label: labelDomain}
-		}
-		if 'A' <= c && c <= 'Z' {
-			upper = true
-		}
-	}
-	if !upper {
-		return p.decideDomain(lookup(&p.table, d[:n]))
-	}
-	var buf [maxDomain]byte
-	for i := 0; i < n; i++ {
-		c := d[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		buf[i] = c
-	}
-	return p.decideDomain(lookup(&p.table, buf[:n]))
-}
-
-// decideDomain applies deny-wins to a lookup.
-func (p *Policy) decideDomain(m match) resolved {
-	var r resolved
-	if m.rule != 0 {
-		r.rule = &p.rules[m.rule-1]
-	}
-	switch {
-	case m.deny != 0:
-		r.reason, r.label = ReasonDenyList, p.denyLabels[m.deny-1]
-	case m.allow != 0:
-		r.allowed, r.reason, r.label = true, ReasonAllowList, p.allowLabels[m.allow-1]
-	default:
-		r.allowed, r.reason, r.label = p.defaultAllow, ReasonDefault, p.defaultLabel
-	}
-	return r
+	return t
 }

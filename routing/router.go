@@ -47,10 +47,11 @@ type Bouncer func(dst []byte, st *Stanza, e stanza.Error) ([]byte, bool)
 // cannot be delivered. It is safe for concurrent use; configuration that may
 // be reloaded is swapped atomically.
 type Router struct {
-	dialer  Dialer
-	bouncer Bouncer
-	audit   func(policy.Record)
-	now     func() time.Time
+	dialer   Dialer
+	bouncer  Bouncer
+	audit    func(policy.Record)
+	now      func() time.Time
+	onBounce func(*Stanza, stanza.Error)
 
 	table    atomic.Pointer[Table]
 	policy   atomic.Pointer[policy.Policy]
@@ -74,6 +75,10 @@ type Options struct {
 	Audit func(policy.Record)
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// OnBounce, if not nil, is told of every stanza the router answers with
+	// an error, with the error, just after the bounce is routed: for logs,
+	// metrics and tests (the time from st.Received to the bounce).
+	OnBounce func(st *Stanza, e stanza.Error)
 	// MaxBreakers bounds the breakers kept (one per destination domain);
 	// the least recently used is forgotten beyond it. Zero means 65536.
 	MaxBreakers int
@@ -91,7 +96,7 @@ func NewRouter(o Options) *Router {
 		o.MaxBreakers = 1 << 16
 	}
 	r := &Router{dialer: o.Dialer, bouncer: o.Bouncer, audit: o.Audit, now: o.Now,
-		limiter: policy.NewLimiter(0)}
+		onBounce: o.OnBounce, limiter: policy.NewLimiter(0)}
 	r.breakers, _ = lru.New[string, *breaker](o.MaxBreakers)
 	r.table.Store(o.Table)
 	r.policy.Store(o.Policy)
@@ -291,8 +296,11 @@ func (r *Router) bounce(st *Stanza, e stanza.Error) {
 	r.Route(&Stanza{
 		Kind: st.Kind, Type: "error", From: st.To, To: st.From, ID: st.ID,
 		FromDomain: st.ToDomain, ToDomain: st.FromDomain, Raw: raw,
-		Face: st.Face, Bounce: true,
+		Face: st.Face, Bounce: true, Received: st.Received,
 	})
+	if r.onBounce != nil {
+		r.onBounce(st, e)
+	}
 }
 
 func (r *Router) drop(st *Stanza) {

@@ -3,6 +3,7 @@ package routing
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"mellium.im/xmpp/stanza"
 
@@ -32,6 +33,8 @@ type Stanza struct {
 	// Bounce marks an error stanza the relay made itself; it is routed
 	// like any other but never counted as accepted twice.
 	Bounce bool
+	// Received is when the relay read the stanza.
+	Received time.Time
 	// Attempts counts the links that took the stanza and retired before
 	// writing it (see Router.Reroute).
 	Attempts int

@@ -31,8 +31,8 @@ type inConn struct {
 	s      *Server
 	face   policy.Face
 	direct bool
-	raw    net.Conn // the TCP connection
-	conn   net.Conn // raw, or the TLS connection over it
+	raw    net.Conn     // the TCP connection
+	conn   net.Conn     // raw, or the TLS connection over it
 	log    *slog.Logger // base, with the stream's addresses once known
 	base   *slog.Logger
 	dr     *deadlineReader
@@ -616,7 +616,7 @@ func (c *inConn) stanza(el *wire.Element) error {
 		From: string(el.From), To: string(el.To), ID: string(el.ID),
 		FromDomain: from, ToDomain: to,
 		Raw:  el.AppendTo(make([]byte, 0, len(el.Raw)), langDefault),
-		Face: c.face, TLS: c.tls, Auth: auth,
+		Face: c.face, TLS: c.tls, Auth: auth, Received: time.Now(),
 	}
 	c.s.Router.Route(st)
 	return nil

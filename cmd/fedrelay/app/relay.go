@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"mellium.im/xmpp/stanza"
+
 	"github.com/fedrelay/fedrelay/config"
 	"github.com/fedrelay/fedrelay/dialback"
 	"github.com/fedrelay/fedrelay/policy"
@@ -56,6 +58,8 @@ type listener struct {
 type Options struct {
 	// ResolvConf replaces /etc/resolv.conf when dns.servers is empty.
 	ResolvConf string
+	// OnBounce is the router's OnBounce hook (tests).
+	OnBounce func(st *routing.Stanza, e stanza.Error)
 }
 
 // New builds a relay from a validated configuration. Nothing listens yet.
@@ -109,7 +113,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
 	}
 	router := routing.NewRouter(routing.Options{
 		Table: table, Policy: pol, Breaker: cfg.Breaker,
-		Dialer: srv, Bouncer: s2s.Bounce, Audit: audit.write,
+		Dialer: srv, Bouncer: s2s.Bounce, Audit: audit.write, OnBounce: opts.OnBounce,
 	})
 	srv.Router = router
 	return &Relay{log: log, cfg: cfg, Server: srv, Router: router, resolver: res, certs: store, audit: audit,

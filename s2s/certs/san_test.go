@@ -3,6 +3,7 @@ package certs_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -113,4 +114,54 @@ func FuzzParseSAN(f *testing.F) {
 			t.Fatalf("round trip: %q %q %q became %q %q %q (%v)", dns, srv, xmpp, dns2, srv2, xmpp2, err)
 		}
 	})
+}
+
+// FuzzMatchSAN checks identity matching on arbitrary extensions and domains:
+// it never panics, ASCII case never changes the answer, and a name the
+// certificate does not contain in any form never matches unless through a
+// wildcard or IDNA mapping.
+func FuzzMatchSAN(f *testing.F) {
+	ext := sanExtension(f, []string{"example.org", "*.wild.example"}, []string{"_xmpp-server.srv.example"}, []string{"bücher.example"}).Value
+	for _, d := range []string{"example.org", "a.wild.example", "wild.example", "srv.example", "xn--bcher-kva.example", "BÜCHER.example", "", "*.wild.example", "a..b"} {
+		f.Add(ext, d)
+	}
+	f.Fuzz(func(t *testing.T, ext []byte, domain string) {
+		got := certs.MatchSAN(ext, domain)
+		if certs.MatchSAN(ext, asciiUpper(domain)) != got {
+			t.Fatalf("MatchSAN(%q) = %v but differs in upper case", domain, got)
+		}
+		if !got {
+			return
+		}
+		dns, srv, xmpp, _ := certs.ParseSAN(ext)
+		lower := strings.ToLower(domain)
+		for _, n := range slices.Concat(dns, srv, xmpp) {
+			// Wildcards and IDNA mapping of non-ASCII names are legitimate
+			// ways to match without containing the domain as such.
+			if strings.Contains(n, "*") || !isASCIIString(n) || !isASCIIString(domain) ||
+				strings.Contains(strings.ToLower(n), lower) {
+				return
+			}
+		}
+		t.Fatalf("%q matched names %q %q %q that do not contain it", domain, dns, srv, xmpp)
+	})
+}
+
+func asciiUpper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
+func isASCIIString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }

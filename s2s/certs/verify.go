@@ -48,6 +48,8 @@ type PeerError struct {
 	Err error
 }
 
+// Error says which domain failed and why, with the underlying cause:
+// "certs: peer certificate for example.org: untrusted chain: x509: ...".
 func (e *PeerError) Error() string {
 	var b strings.Builder
 	b.WriteString("certs: peer certificate")

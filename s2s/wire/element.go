@@ -64,6 +64,7 @@ type Element struct {
 
 	nameEnd int     // offset in Raw just past the element's name
 	fix     []int   // header declarations the element relies on (indexes into hdr.NS)
+	noNS    bool    // it relies on the header declaring no default namespace
 	hdr     *Header // header of the stream the element came from
 }
 
@@ -102,16 +103,20 @@ func (e *Element) CheckStanza() error {
 //   - a namespace declaration the element uses (on itself or any descendant,
 //     for an element or attribute name) that is on the incoming header and
 //     is not one of default jabber:server, stream or db as Writer declares
-//     them;
+//     them; or xmlns=” if it has unprefixed names and the incoming header
+//     declared no default namespace (prefix-free canonicalization);
 //   - the header's xml:lang, when the element has none and outLang differs.
 //
 // Nothing else changes; in the common case this is one append of Raw.
 func (e *Element) AppendTo(dst []byte, outLang string) []byte {
-	needLang := e.Lang == nil && e.hdr != nil && e.hdr.Lang != "" && e.hdr.Lang != outLang && e.Kind != Space
-	if len(e.fix) == 0 && !needLang {
+	needLang := e.needLang(outLang)
+	if len(e.fix) == 0 && !needLang && !e.noNS {
 		return append(dst, e.Raw...)
 	}
 	dst = append(dst, e.Raw[:e.nameEnd]...)
+	if e.noNS {
+		dst = append(dst, " xmlns=''"...)
+	}
 	for _, i := range e.fix {
 		d := e.hdr.NS[i]
 		if d.Prefix == "" {
@@ -134,7 +139,11 @@ func (e *Element) AppendTo(dst []byte, outLang string) []byte {
 
 // NeedsFixup reports whether AppendTo(dst, outLang) would change Raw.
 func (e *Element) NeedsFixup(outLang string) bool {
-	return len(e.fix) > 0 || e.Lang == nil && e.hdr != nil && e.hdr.Lang != "" && e.hdr.Lang != outLang && e.Kind != Space
+	return len(e.fix) > 0 || e.noNS || e.needLang(outLang)
+}
+
+func (e *Element) needLang(outLang string) bool {
+	return e.Lang == nil && e.hdr != nil && e.hdr.Lang != "" && e.hdr.Lang != outLang && e.Kind != Space
 }
 
 // AppendText appends the character data of the element and all its

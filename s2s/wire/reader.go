@@ -78,6 +78,7 @@ type Reader struct {
 	used       []uint32 // generation at which hdr.NS[i] was last recorded in fix
 	gen        uint32
 	fix        []int
+	fixNoNS    bool // the element relies on the header declaring no default namespace
 
 	top topInfo
 	el  Element
@@ -500,6 +501,7 @@ func checkXMLDecl(s []byte) (res int, what string) {
 func (r *Reader) beginElement() {
 	r.arena = r.arena[:0]
 	r.fix = r.fix[:0]
+	r.fixNoNS = false
 	r.gen++
 	if r.gen == 0 {
 		clear(r.used)
@@ -526,6 +528,9 @@ func (r *Reader) resolve(prefix []byte) (nsRef, bool) {
 		if i := r.hdrDefault; i >= 0 {
 			return r.hdrNS(i), true
 		}
+		// No default namespace on this stream; on a stream written by
+		// Writer there is one, so the copy must undeclare it.
+		r.fixNoNS = true
 		return nsRef{}, true
 	case "xml":
 		// Bound by definition, and may only be redeclared to the same name.
@@ -763,7 +768,7 @@ func (r *Reader) setElement(end int) {
 	e.To, e.From, e.Type, e.ID, e.Lang = r.nsBytes(t.to), r.nsBytes(t.from), r.nsBytes(t.typ), r.nsBytes(t.id), r.nsBytes(t.lang)
 	e.Kind = classify(e.NS, e.Prefix, e.Local)
 	e.nameEnd = int(t.name.end)
-	e.fix = r.fix
+	e.fix, e.noNS = r.fix, r.fixNoNS
 	e.hdr = r.hdr
 	r.consume(end)
 	r.state = stTop

@@ -1,0 +1,459 @@
+package wire_test
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
+
+	"github.com/fedrelay/fedrelay/s2s/wire"
+)
+
+// Small limits, so that the fuzzer reaches them.
+var fuzzLimits = wire.Limits{MaxStanza: 1024, MaxStanzaPreAuth: 400, MaxDepth: 6, MaxAttrs: 6, MaxName: 24, MaxHeader: 600}
+
+// chunker returns its data a few bytes per read.
+type chunker struct {
+	data []byte
+	n    int
+}
+
+func (c *chunker) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), c.n)], c.data)
+	c.data = c.data[n:]
+	return n, nil
+}
+
+var fuzzSeeds = []string{
+	prosodyAuthInput,
+	ejabberdHeader + featuresTLS + proceed + dbResultValid + dbVerify + streamEnd,
+	prosodyHeader + featuresTLS + starttls,
+	`<stream to='b.test' xmlns='http://etherx.jabber.org/streams'><features/><message xmlns='jabber:server' to='a' from='b'><body>hi</body></message></stream>`,
+	"\xEF\xBB\xBF<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:foo='urn:foo' xml:lang='de'><message to='a' from='b'><foo:x foo:y='1'/></message><message xml:lang='en'/></stream:stream>",
+	prosodyHeader + `<message to='a&amp;b' from="x&#x9;y" id='&#233;'><a xmlns:p='u'><p:b p:c='&lt;' xml:lang='fr'><![CDATA[ ]]]]><![CDATA[> ]]></p:b></a></message>`,
+	prosodyHeader + `<foo:message xmlns:foo='jabber:server' to='a' from='b'/><db:verify xmlns:db='urn:other'/>`,
+	prosodyHeader + "<message>\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80</message><message><!-- x --></message>",
+	prosodyHeader + `<message><body>` + strings.Repeat("x", 500) + `</body></message>`,
+}
+
+// FuzzReader checks, for any input: no panic; a bounded buffer; every
+// element returned is exactly the input slice at its offset, separated from
+// the previous one by whitespace only; encoding/xml accepts it in the
+// context of the header's declarations and agrees on its name, routing
+// attributes and text; and the copy made by AppendTo stands on its own on a
+// stream written by Writer.
+func FuzzReader(f *testing.F) {
+	for i, s := range fuzzSeeds {
+		f.Add([]byte(s), uint8(i*37))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, mode uint8) {
+		r := wire.NewReader(&chunker{data: data, n: int(mode>>1)%13 + 1}, fuzzLimits)
+		auth := mode&1 == 1
+		bound := func() {
+			t.Helper()
+			limit := max(fuzzLimits.MaxHeader, fuzzLimits.MaxStanzaPreAuth)
+			if auth {
+				limit = max(limit, fuzzLimits.MaxStanza)
+			}
+			if c := wire.BufferCap(r); c > limit+wire.ReadSlack {
+				t.Fatalf("buffer of %d bytes for a limit of %d", c, limit)
+			}
+		}
+		h, err := r.ReadHeader()
+		bound()
+		if err != nil {
+			return
+		}
+		hdrEnd := int(r.InputOffset())
+		checkHeader(t, data[:hdrEnd], h)
+		r.SetAuthenticated(auth)
+		prev := hdrEnd
+		for {
+			e, err := r.Next()
+			bound()
+			if err != nil {
+				if err != io.EOF && !errors.Is(err, stream.Error{}) && err != io.ErrUnexpectedEOF {
+					t.Fatalf("error that is not a stream error: %v", err)
+				}
+				return
+			}
+			end := int(r.InputOffset())
+			start := end - len(e.Raw)
+			if start < prev || !bytes.Equal(data[start:end], e.Raw) {
+				t.Fatalf("Raw %q is not the input at %d", e.Raw, start)
+			}
+			if len(bytes.TrimLeft(data[prev:start], " \t\r\n")) != 0 {
+				t.Fatalf("skipped %q before an element", data[prev:start])
+			}
+			checkElement(t, h, e)
+			prev = end
+		}
+	})
+}
+
+// wrapper opens an element declaring what a stream header declares.
+func wrapper(ns []wire.NS) string {
+	var b strings.Builder
+	b.WriteString("<fuzz-wrapper")
+	for _, d := range ns {
+		b.WriteString(" xmlns")
+		if d.Prefix != "" {
+			b.WriteString(":" + d.Prefix)
+		}
+		b.WriteString("='")
+		xml.EscapeText(&b, []byte(d.URI))
+		b.WriteString("'")
+	}
+	b.WriteString(">")
+	return b.String()
+}
+
+var outStream = []wire.NS{{"", wire.NSServer}, {"stream", wire.NSStream}, {"db", wire.NSDialback}}
+
+// decodeAll runs encoding/xml over s and returns its tokens.
+func decodeAll(s string) ([]xml.Token, error) {
+	d := xml.NewDecoder(strings.NewReader(s))
+	var toks []xml.Token
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			return toks, nil
+		}
+		if err != nil {
+			return toks, err
+		}
+		toks = append(toks, xml.CopyToken(tok))
+	}
+}
+
+// nameCharsDiffer reports an encoding/xml refusal that is only its older
+// table of name characters (XML 1.0 fourth edition) against the fifth
+// edition's, which the framer follows.
+func nameCharsDiffer(err error, raw []byte) bool {
+	return err != nil && strings.Contains(err.Error(), "invalid XML name") && bytes.ContainsFunc(raw, func(r rune) bool { return r >= utf8.RuneSelf })
+}
+
+func attrValue(se xml.StartElement, space, local string) (string, bool) {
+	for _, a := range se.Attr {
+		if a.Name.Space == space && a.Name.Local == local {
+			return a.Value, true
+		}
+	}
+	return "", false
+}
+
+// sameValue compares a value decoded by the framer with encoding/xml's,
+// which does not apply attribute-value normalisation: it is skipped when
+// encoding/xml's value holds a character that normalisation would touch.
+func sameValue(t *testing.T, what string, got []byte, want string, present bool) {
+	t.Helper()
+	if (got != nil) != present {
+		t.Fatalf("%s: present %v, encoding/xml says %v", what, got != nil, present)
+	}
+	if strings.ContainsAny(want, "\t\n\r") {
+		return
+	}
+	if string(got) != want {
+		t.Fatalf("%s: %q, encoding/xml says %q", what, got, want)
+	}
+}
+
+func checkHeader(t *testing.T, raw []byte, h *wire.Header) {
+	t.Helper()
+	qname := "stream"
+	if h.Prefix != "" {
+		qname = h.Prefix + ":stream"
+	}
+	closing := "</" + qname + ">"
+	if bytes.HasSuffix(raw, []byte("/>")) {
+		closing = "" // a header that closes the stream at once
+	}
+	toks, err := decodeAll(string(raw) + closing)
+	if nameCharsDiffer(err, raw) {
+		return
+	}
+	if err != nil {
+		t.Fatalf("encoding/xml refuses accepted header %q: %v", raw, err)
+	}
+	for _, tok := range toks {
+		se, ok := tok.(xml.StartElement)
+		if !ok {
+			continue
+		}
+		if se.Name.Space != wire.NSStream || se.Name.Local != "stream" {
+			t.Fatalf("header is %v", se.Name)
+		}
+		for _, a := range []struct {
+			name string
+			got  string
+		}{{"to", h.To}, {"from", h.From}, {"id", h.ID}, {"version", h.Version}} {
+			v, _ := attrValue(se, "", a.name) // absent and empty are the same here
+			sameValue(t, "header "+a.name, []byte(a.got), v, true)
+		}
+		return
+	}
+	t.Fatalf("encoding/xml found no element in %q", raw)
+}
+
+func checkElement(t *testing.T, h *wire.Header, e *wire.Element) {
+	t.Helper()
+	if e.Kind == wire.Space {
+		return
+	}
+	toks, err := decodeAll(wrapper(h.NS) + string(e.Raw) + "</fuzz-wrapper>")
+	if nameCharsDiffer(err, e.Raw) {
+		return
+	}
+	if err != nil {
+		t.Fatalf("encoding/xml refuses accepted element %q: %v", e.Raw, err)
+	}
+	se := toks[1].(xml.StartElement)
+	if se.Name.Space != string(e.NS) || se.Name.Local != string(e.Local) {
+		t.Fatalf("element {%s}%s, encoding/xml says %v", e.NS, e.Local, se.Name)
+	}
+	for _, a := range []struct {
+		name string
+		got  []byte
+	}{{"to", e.To}, {"from", e.From}, {"type", e.Type}, {"id", e.ID}} {
+		v, ok := attrValue(se, "", a.name)
+		sameValue(t, a.name, a.got, v, ok)
+	}
+	v, ok := attrValue(se, wire.NSXML, "lang")
+	sameValue(t, "xml:lang", e.Lang, v, ok)
+
+	var text []byte
+	for _, tok := range toks[1 : len(toks)-1] {
+		if cd, ok := tok.(xml.CharData); ok {
+			text = append(text, cd...)
+		}
+	}
+	if got := e.AppendText(nil); !bytes.Equal(got, text) {
+		t.Fatalf("text %q, encoding/xml says %q", got, text)
+	}
+	if e.IsStanza() != (e.Kind == wire.Message || e.Kind == wire.Presence || e.Kind == wire.IQ) || e.IsStanza() && (e.Prefix != nil || string(e.NS) != wire.NSServer) {
+		t.Fatalf("stanza %v with prefix %q in %q", e.Kind, e.Prefix, e.NS)
+	}
+
+	// The copy for another stream must mean the same thing there.
+	out := e.AppendTo(nil, "en")
+	if !e.NeedsFixup("en") && !bytes.Equal(out, e.Raw) {
+		t.Fatalf("AppendTo changed %q to %q without a fix-up", e.Raw, out)
+	}
+	toks, err = decodeAll(wrapper(outStream) + string(out) + "</fuzz-wrapper>")
+	if err != nil {
+		t.Fatalf("copy %q of %q does not parse on its own: %v", out, e.Raw, err)
+	}
+	se = toks[1].(xml.StartElement)
+	if se.Name.Space != string(e.NS) || se.Name.Local != string(e.Local) {
+		t.Fatalf("copy is {%s}%s, original {%s}%s", se.Name.Space, se.Name.Local, e.NS, e.Local)
+	}
+	// Its language: its own xml:lang, else the destination's ("en"); it
+	// must be what it was on the source stream, unless that had none.
+	lang, ok := attrValue(se, wire.NSXML, "lang")
+	if !ok {
+		lang = "en"
+	}
+	want, known := string(e.Lang), e.Lang != nil || h.Lang != ""
+	if e.Lang == nil {
+		want = h.Lang
+	}
+	if known && lang != want && !strings.ContainsAny(want, "\t\n\r") {
+		t.Fatalf("copy %q has xml:lang %q, want %q", out, lang, want)
+	}
+}
+
+// FuzzHeader checks the header parser alone, on inputs that stop after it.
+func FuzzHeader(f *testing.F) {
+	for _, s := range []string{prosodyHeader, ejabberdHeader, fuzzSeeds[3], fuzzSeeds[4],
+		`<?xml version="1.0" encoding="utf-8" standalone='yes' ?><s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns='jabber:server' version='1.0'/>`,
+		`<?xml version='1.0' encoding='UTF-16'?><stream:stream>`, `<!DOCTYPE x><stream:stream>`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := wire.NewReader(&chunker{data: data, n: len(data)%7 + 1}, fuzzLimits)
+		h, err := r.ReadHeader()
+		if c := wire.BufferCap(r); c > fuzzLimits.MaxHeader+fuzzLimits.MaxStanzaPreAuth+wire.ReadSlack {
+			t.Fatalf("buffer of %d bytes", c)
+		}
+		if h == nil {
+			if err == nil {
+				t.Fatal("no header and no error")
+			}
+			return
+		}
+		if err != nil && !errors.Is(err, stream.InvalidNamespace) {
+			t.Fatalf("header returned with %v", err)
+		}
+		if n := int(r.InputOffset()); n > fuzzLimits.MaxHeader || n > len(data) {
+			t.Fatalf("header of %d bytes", n)
+		}
+		checkHeader(t, data[:r.InputOffset()], h)
+		if err == nil {
+			switch h.Default() {
+			case wire.NSServer, wire.NSStream, "":
+			default:
+				t.Fatalf("accepted content namespace %q", h.Default())
+			}
+		}
+	})
+}
+
+// sanitize is what the writer's escaping makes of s after a round trip:
+// invalid UTF-8 and characters outside XML become U+FFFD.
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == utf8.RuneError || r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0xFFFE || r == 0xFFFF {
+			r = utf8.RuneError
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// FuzzHeaderRoundTrip writes a header with Writer and reads it back.
+func FuzzHeaderRoundTrip(f *testing.F) {
+	f.Add("b.test", "a.test", "D60000229F", "1.0", "en")
+	f.Add("", "a\x00'\"<&>\t\n\r", "\xff", "", "de-CH")
+	f.Fuzz(func(t *testing.T, to, from, id, version, lang string) {
+		var buf bytes.Buffer
+		w := wire.NewWriter(&buf)
+		in := &wire.Header{To: to, From: from, ID: id, Version: version, Lang: lang}
+		if err := w.WriteHeader(in); err != nil || w.Flush() != nil {
+			t.Fatal(err)
+		}
+		if _, err := decodeAll(buf.String() + "</stream:stream>"); err != nil {
+			t.Fatalf("written header %q does not parse: %v", buf.String(), err)
+		}
+		r := wire.NewReader(bytes.NewReader(buf.Bytes()), wire.Limits{MaxHeader: 1 << 20})
+		h, err := r.ReadHeader()
+		if err != nil {
+			t.Fatalf("written header %q refused: %v", buf.String(), err)
+		}
+		for _, c := range [][2]string{{h.To, to}, {h.From, from}, {h.ID, id}, {h.Version, version}, {h.Lang, lang}} {
+			if c[0] != sanitize(c[1]) {
+				t.Fatalf("read %q back for %q", c[0], c[1])
+			}
+		}
+		if h.Default() != wire.NSServer || h.Prefix != "stream" || len(h.NS) != 3 {
+			t.Fatalf("namespaces %+v", h.NS)
+		}
+	})
+}
+
+// FuzzBounce builds a stanza from arbitrary attribute values, reads it, and
+// bounces it with an arbitrary error: the bounce parses, answers the right
+// stanza, and is never produced for an error (or an IQ result).
+func FuzzBounce(f *testing.F) {
+	f.Add(uint8(0), "romeo@b.test", "juliet@a.test/balcony", "m-1", "chat", "remote-server-not-found", "cancel", "en", "no route")
+	f.Add(uint8(1), "b.test", "a.test", "", "error", "", "", "", "")
+	f.Add(uint8(2), "b.test", "a.test", "p", "result", "x y", "bogus", "\xff", "<&>\x00")
+	f.Add(uint8(5), "b.test", "", "p", "get", "service-unavailable", "wait", "", "")
+	f.Fuzz(func(t *testing.T, kind uint8, to, from, id, typ, cond, etype, lang, text string) {
+		name := [...]string{"message", "presence", "iq"}[kind%3]
+		var in strings.Builder
+		in.WriteString(prosodyHeader + "<" + name)
+		for _, a := range [][2]string{{"to", to}, {"from", from}, {"id", id}, {"type", typ}} {
+			if a[1] == "" && kind&4 != 0 {
+				continue // leave it out
+			}
+			in.WriteString(" " + a[0] + "='")
+			xml.EscapeText(&in, []byte(a[1]))
+			in.WriteString("'")
+		}
+		in.WriteString("><body>payload</body></" + name + ">")
+
+		r := wire.NewReader(strings.NewReader(in.String()), wire.Limits{})
+		if _, err := r.ReadHeader(); err != nil {
+			t.Fatal(err)
+		}
+		r.SetAuthenticated(true)
+		e, err := r.Next()
+		if err != nil {
+			t.Fatalf("framer refuses %q: %v", in.String(), err)
+		}
+		se := stanza.Error{Condition: stanza.Condition(cond), Type: stanza.ErrorType(etype)}
+		if text != "" || lang != "" {
+			se.Text = map[string]string{lang: text}
+		}
+		if kind&8 != 0 {
+			se.By = jid.MustParse("relay.example")
+		}
+		out, ok := wire.AppendBounce([]byte("prefix"), e, se)
+		if !bytes.HasPrefix(out, []byte("prefix")) {
+			t.Fatalf("dst clobbered: %q", out)
+		}
+		out = out[len("prefix"):]
+		never := string(e.Type) == "error" || e.Kind == wire.IQ && string(e.Type) == "result" || len(e.From) == 0
+		if ok == never || (!ok && len(out) != 0) {
+			t.Fatalf("bounce %v (%q) for type %q from %q", ok, out, e.Type, e.From)
+		}
+		if !ok {
+			return
+		}
+
+		toks, err := decodeAll(wrapper(outStream) + string(out) + "</fuzz-wrapper>")
+		if err != nil {
+			t.Fatalf("bounce %q does not parse: %v", out, err)
+		}
+		top := toks[1].(xml.StartElement)
+		if top.Name.Space != wire.NSServer || top.Name.Local != name {
+			t.Fatalf("bounce is %v", top.Name)
+		}
+		for _, c := range []struct {
+			attr string
+			want []byte
+		}{{"to", e.From}, {"from", e.To}, {"id", e.ID}} {
+			v, present := attrValue(top, "", c.attr)
+			if present != (len(c.want) > 0 || c.attr == "id" && c.want != nil) || v != string(c.want) && !strings.ContainsAny(v, "\t\n\r") {
+				t.Fatalf("bounce %s=%q (present %v), want %q", c.attr, v, present, c.want)
+			}
+		}
+		if v, _ := attrValue(top, "", "type"); v != "error" {
+			t.Fatalf("bounce type %q", v)
+		}
+		errEl := toks[2].(xml.StartElement)
+		condEl := toks[3].(xml.StartElement)
+		et, _ := attrValue(errEl, "", "type")
+		switch stanza.ErrorType(et) {
+		case stanza.Auth, stanza.Cancel, stanza.Continue, stanza.Modify, stanza.Wait:
+		default:
+			t.Fatalf("error type %q", et)
+		}
+		if condEl.Name.Space != wire.NSStanzaError || condEl.Name.Local == "" {
+			t.Fatalf("condition %v", condEl.Name)
+		}
+		if se.Text != nil {
+			var got []byte
+			for _, tok := range toks {
+				if cd, ok := tok.(xml.CharData); ok {
+					got = append(got, cd...)
+				}
+			}
+			if want := strings.ReplaceAll(sanitize(text), "\r", "\n"); string(got) != want && !strings.Contains(text, "\r") {
+				t.Fatalf("text %q, want %q", got, want)
+			}
+		}
+
+		// The bounce reads back as an error stanza, which is never bounced.
+		r = wire.NewReader(strings.NewReader(prosodyHeader+string(out)), wire.Limits{})
+		r.ReadHeader()
+		b, err := r.Next()
+		if err != nil {
+			t.Fatalf("framer refuses bounce %q: %v", out, err)
+		}
+		if again, ok := wire.AppendBounce(nil, b, se); ok {
+			t.Fatalf("bounced a bounce: %q", again)
+		}
+	})
+}

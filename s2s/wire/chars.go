@@ -84,12 +84,10 @@ func isNameRune(r rune) bool {
 const (
 	lexOK = iota
 	lexMore
-	lexBad        // not-well-formed
-	lexLong       // a configured limit was exceeded: policy-violation
-	lexEntity     // an entity other than the five predefined: restricted-xml
-	lexBadUTF8    // invalid UTF-8 or a character outside XML's range
-	lexBadPrefix  // namespace prefix misuse: bad-namespace-prefix
-	lexRestricted // comment, PI, DTD: restricted-xml
+	lexBad     // not-well-formed
+	lexLong    // a configured limit was exceeded: policy-violation
+	lexEntity  // an entity other than the five predefined: restricted-xml
+	lexBadUTF8 // invalid UTF-8 or a character outside XML's range
 )
 
 // asciiName returns the end of the run of ASCII name characters at p.
@@ -109,8 +107,15 @@ func plainName(b []byte, p, e, maxLen int) bool {
 // lexQName scans a qualified name (NCName or NCName:NCName) starting at p.
 // It returns the index just past the name and the index of the colon, or -1.
 func lexQName(b []byte, p, maxLen int) (end, colon, res int) {
-	if e := asciiName(b, p); plainName(b, p, e, maxLen) {
+	e := asciiName(b, p)
+	if plainName(b, p, e, maxLen) {
 		return e, -1, lexOK
+	}
+	// prefix:local in ASCII, such as xml:lang or db:result.
+	if e < len(b) && b[e] == ':' && e > p && class[b[p]]&cNameStart != 0 && e+1 < len(b) && class[b[e+1]]&cNameStart != 0 {
+		if end := asciiName(b, e+1); end < len(b) && b[end] < utf8.RuneSelf && b[end] != ':' && end-p <= maxLen {
+			return end, e, lexOK
+		}
 	}
 	return lexQNameSlow(b, p, maxLen)
 }

@@ -73,6 +73,7 @@ type Reader struct {
 	hdrQName   []byte   // name of the stream element, for its end tag
 	hdrPrefix  [][]byte // hdr.NS as bytes, for the hot path
 	hdrURI     [][]byte
+	hdrBytes   []byte   // backing of hdrPrefix and hdrURI
 	hdrFix     []bool   // whether using hdr.NS[i] needs a fix-up when copied
 	hdrDefault int      // index of the default namespace in hdr.NS, or -1
 	used       []uint32 // generation at which hdr.NS[i] was last recorded in fix
@@ -328,7 +329,7 @@ func (r *Reader) run() (int, error) {
 			if r.phase == phaseHeader {
 				what = "stream header"
 			}
-			return 0, r.fail(stream.PolicyViolation, r.end-r.base, fmt.Sprintf("%s larger than %d bytes", what, lim))
+			return 0, r.fail(condPolicyViolation, r.end-r.base, "%s larger than %d bytes", what, lim)
 		}
 		if err := r.fill(); err != nil {
 			if err != io.EOF {
@@ -392,26 +393,53 @@ func (r *Reader) fill() error {
 	return io.ErrNoProgress
 }
 
-// fail builds a stream error; at is relative to base.
-func (r *Reader) fail(cond stream.Error, at int, msg string) error {
-	return fmt.Errorf("wire: %s at input byte %d: %w", msg, r.pos0+int64(r.base+at), cond)
+// cond names the stream errors the Reader returns, so that the hot code
+// passes a byte rather than a stream.Error.
+type cond uint8
+
+const (
+	condNotWellFormed cond = iota
+	condRestrictedXML
+	condPolicyViolation
+	condBadNamespacePrefix
+	condInvalidNamespace
+	condInvalidXML
+	condBadFormat
+	condUnsupportedEncoding
+)
+
+var conds = [...]stream.Error{
+	condNotWellFormed:       stream.NotWellFormed,
+	condRestrictedXML:       stream.RestrictedXML,
+	condPolicyViolation:     stream.PolicyViolation,
+	condBadNamespacePrefix:  stream.BadNamespacePrefix,
+	condInvalidNamespace:    stream.InvalidNamespace,
+	condInvalidXML:          stream.InvalidXML,
+	condBadFormat:           stream.BadFormat,
+	condUnsupportedEncoding: stream.UnsupportedEncoding,
+}
+
+// fail builds a stream error; at is relative to base. It is kept out of
+// line so that the scanner's frame stays small.
+//
+//go:noinline
+func (r *Reader) fail(c cond, at int, format string, args ...any) error {
+	return fmt.Errorf("wire: %s at input byte %d: %w", fmt.Sprintf(format, args...), r.pos0+int64(r.base+at), conds[c])
 }
 
 // lexFail turns a lexing outcome into a stream error.
+//
+//go:noinline
 func (r *Reader) lexFail(res, at int, what string) error {
 	switch res {
 	case lexLong:
-		return r.fail(stream.PolicyViolation, at, what+" too long")
+		return r.fail(condPolicyViolation, at, "%s too long", what)
 	case lexEntity:
-		return r.fail(stream.RestrictedXML, at, "entity reference")
+		return r.fail(condRestrictedXML, at, "entity reference")
 	case lexBadUTF8:
-		return r.fail(stream.NotWellFormed, at, "invalid UTF-8 or character not allowed in XML")
-	case lexBadPrefix:
-		return r.fail(stream.BadNamespacePrefix, at, what)
-	case lexRestricted:
-		return r.fail(stream.RestrictedXML, at, what)
+		return r.fail(condNotWellFormed, at, "invalid UTF-8 or character not allowed in XML")
 	}
-	return r.fail(stream.NotWellFormed, at, "malformed "+what)
+	return r.fail(condNotWellFormed, at, "malformed %s", what)
 }
 
 // consume hands out n bytes from base.
@@ -511,7 +539,7 @@ func (r *Reader) beginElement() {
 
 func (r *Reader) clearHeaderNS() {
 	r.hdrQName, r.hdrDefault = r.hdrQName[:0], -1
-	r.hdrPrefix, r.hdrURI, r.hdrFix, r.used = r.hdrPrefix[:0], r.hdrURI[:0], r.hdrFix[:0], r.used[:0]
+	r.hdrPrefix, r.hdrURI, r.hdrFix, r.used, r.hdrBytes = r.hdrPrefix[:0], r.hdrURI[:0], r.hdrFix[:0], r.used[:0], r.hdrBytes[:0]
 }
 
 // resolve finds the namespace bound to prefix; the empty prefix asks for the
@@ -594,38 +622,77 @@ func (r *Reader) value(a *attr) nsRef {
 func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
 	b := r.buf[r.base:r.end]
 	attrs := r.attrs[:r.nattr]
-	// Duplicates, and declarations first: they apply to the tag's own names.
+	t := &r.top
+	top := r.depth == 0 && r.phase == phaseStream
+	if top {
+		t.to, t.from, t.typ, t.id, t.lang = nsRef{}, nsRef{}, nsRef{}, nsRef{}, nsRef{}
+	}
+	// One pass for duplicates, the routing attributes of a top-level
+	// element, and namespace declarations, which must come first: they
+	// apply to the tag's own names.
 	nsLen := len(r.ns)
 	prefixed := 0
+	var seen uint64 // a Bloom filter of the signatures so far
 	for i := range attrs {
 		a := &attrs[i]
-		for j := range i {
-			if attrs[j].sig == a.sig && bytes.Equal(b[a.name.off:a.name.end], b[attrs[j].name.off:attrs[j].name.end]) {
-				return 0, r.fail(stream.NotWellFormed, int(a.name.off), fmt.Sprintf("duplicate attribute %s", b[a.name.off:a.name.end]))
+		name := b[a.name.off:a.name.end]
+		if bit := uint64(1) << (a.sig * 0x9E3779B1 >> 26); seen&bit == 0 {
+			seen |= bit
+		} else {
+			for j := range i {
+				if attrs[j].sig == a.sig && bytes.Equal(name, b[attrs[j].name.off:attrs[j].name.end]) {
+					return 0, r.fail(condNotWellFormed, int(a.name.off), "duplicate attribute %s", name)
+				}
 			}
 		}
 		var prefix span
 		switch {
 		case a.colon < 0:
-			if a.sig != xmlnsSig || string(b[a.name.off:a.name.end]) != "xmlns" {
-				continue
+			if a.sig == xmlnsSig && string(name) == "xmlns" {
+				break // the default namespace
 			}
+			if top {
+				// The signature rules out most names without comparing
+				// bytes.
+				switch a.sig {
+				case sigTo:
+					if string(name) == "to" {
+						t.to = r.value(a)
+					}
+				case sigID:
+					if string(name) == "id" {
+						t.id = r.value(a)
+					}
+				case sigFrom:
+					if string(name) == "from" {
+						t.from = r.value(a)
+					}
+				case sigType:
+					if string(name) == "type" {
+						t.typ = r.value(a)
+					}
+				}
+			}
+			continue
 		case a.colon-a.name.off == 5 && string(b[a.name.off:a.colon]) == "xmlns":
 			prefix = span{a.colon + 1, a.name.end}
 		default:
 			prefixed++
+			if top && a.sig == sigLang && string(name) == "xml:lang" {
+				t.lang = r.value(a)
+			}
 			continue
 		}
 		uri := r.value(a)
 		ub := r.nsBytes(uri)
 		switch p := string(r.bytesAt(prefix)); {
 		case p == "xmlns":
-			return 0, r.fail(stream.BadNamespacePrefix, int(a.name.off), "declaration of the xmlns prefix")
+			return 0, r.fail(condBadNamespacePrefix, int(a.name.off), "declaration of the xmlns prefix")
 		case p == "xml" && string(ub) != NSXML,
 			p != "xml" && (string(ub) == NSXML || string(ub) == nsXMLNS):
-			return 0, r.fail(stream.BadNamespacePrefix, int(a.name.off), "misuse of the xml namespace")
+			return 0, r.fail(condBadNamespacePrefix, int(a.name.off), "misuse of the xml namespace")
 		case p != "" && len(ub) == 0:
-			return 0, r.fail(stream.BadNamespacePrefix, int(a.name.off), "prefix declared with an empty namespace")
+			return 0, r.fail(condBadNamespacePrefix, int(a.name.off), "prefix declared with an empty namespace")
 		}
 		r.ns = append(r.ns, nsDecl{prefix: prefix, uri: uri})
 	}
@@ -634,12 +701,12 @@ func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
 	if r.tagColon >= 0 {
 		prefix = r.bytesAt(span{r.tagName.off, r.tagColon})
 		if string(prefix) == "xmlns" {
-			return 0, r.fail(stream.BadNamespacePrefix, int(r.tagName.off), "element with the xmlns prefix")
+			return 0, r.fail(condBadNamespacePrefix, int(r.tagName.off), "element with the xmlns prefix")
 		}
 	}
 	ens, ok := r.resolve(prefix)
 	if !ok {
-		return 0, r.fail(stream.BadNamespacePrefix, int(r.tagName.off), fmt.Sprintf("unbound prefix %q", prefix))
+		return 0, r.fail(condBadNamespacePrefix, int(r.tagName.off), "unbound prefix %q", prefix)
 	}
 
 	if prefixed > 0 {
@@ -655,14 +722,17 @@ func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
 			}
 			ref, ok := r.resolve(ap)
 			if !ok {
-				return 0, r.fail(stream.BadNamespacePrefix, int(a.name.off), fmt.Sprintf("unbound prefix %q", ap))
+				return 0, r.fail(condBadNamespacePrefix, int(a.name.off), "unbound prefix %q", ap)
+			}
+			if prefixed == 1 {
+				break
 			}
 			// Two attributes with the same local name and namespace are
 			// duplicates even when their prefixes differ.
 			local := span{a.colon + 1, a.name.end}
 			for _, o := range r.aNS {
 				if bytes.Equal(r.bytesAt(o.local), r.bytesAt(local)) && bytes.Equal(r.nsBytes(o.ns), r.nsBytes(ref)) {
-					return 0, r.fail(stream.NotWellFormed, int(a.name.off), "duplicate attribute")
+					return 0, r.fail(condNotWellFormed, int(a.name.off), "duplicate attribute")
 				}
 			}
 			r.aNS = append(r.aNS, attrNS{ref, local})
@@ -670,14 +740,15 @@ func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
 	}
 
 	if r.depth+1 > r.lim.MaxDepth {
-		return 0, r.fail(stream.PolicyViolation, int(r.tagName.off), fmt.Sprintf("elements nested deeper than %d", r.lim.MaxDepth))
+		return 0, r.fail(condPolicyViolation, int(r.tagName.off), "elements nested deeper than %d", r.lim.MaxDepth)
 	}
 	if r.phase == phaseHeader {
 		return r.endHeader(ens, end, selfClose)
 	}
-	if r.depth == 0 {
-		if err := r.startTop(ens); err != nil {
-			return 0, err
+	if top {
+		t.name, t.colon, t.ns = r.tagName, r.tagColon, ens
+		if string(r.nsBytes(ens)) == NSStream && string(r.localName()) == "stream" {
+			return 0, r.fail(condInvalidXML, int(r.tagName.off)-1, "stream header where an element was expected (call ReadHeader for a restart)")
 		}
 	}
 	if selfClose {
@@ -707,41 +778,6 @@ const (
 
 func attrSig(name []byte) uint32 {
 	return uint32(len(name))&0xffff | uint32(name[0])<<16 | uint32(name[len(name)-1])<<24
-}
-
-// startTop records the top-level element's name and routing attributes.
-func (r *Reader) startTop(ens nsRef) error {
-	t := &r.top
-	t.name, t.colon, t.ns = r.tagName, r.tagColon, ens
-	t.to, t.from, t.typ, t.id, t.lang = nsRef{}, nsRef{}, nsRef{}, nsRef{}, nsRef{}
-	b := r.buf[r.base:r.end]
-	for i := range r.nattr {
-		a := &r.attrs[i]
-		// The signature rules out most names without comparing bytes; for
-		// two-letter names it is the whole name.
-		switch a.sig {
-		case sigTo:
-			t.to = r.value(a)
-		case sigID:
-			t.id = r.value(a)
-		case sigFrom:
-			if string(b[a.name.off:a.name.end]) == "from" {
-				t.from = r.value(a)
-			}
-		case sigType:
-			if string(b[a.name.off:a.name.end]) == "type" {
-				t.typ = r.value(a)
-			}
-		case sigLang:
-			if string(b[a.name.off:a.name.end]) == "xml:lang" {
-				t.lang = r.value(a)
-			}
-		}
-	}
-	if string(r.nsBytes(ens)) == NSStream && string(r.localName()) == "stream" {
-		return r.fail(stream.InvalidXML, int(r.tagName.off)-1, "stream header where an element was expected (call ReadHeader for a restart)")
-	}
-	return nil
 }
 
 func (r *Reader) localName() []byte {
@@ -811,21 +847,46 @@ func classify(ns, prefix, local []byte) Kind {
 	return Other
 }
 
+// intern returns common header values without allocating.
+func intern(b []byte) string {
+	switch string(b) {
+	case "":
+		return ""
+	case NSServer:
+		return NSServer
+	case NSStream:
+		return NSStream
+	case NSDialback:
+		return NSDialback
+	case NSClient:
+		return NSClient
+	case "stream":
+		return "stream"
+	case "db":
+		return "db"
+	case "1.0":
+		return "1.0"
+	case "en":
+		return "en"
+	}
+	return string(b)
+}
+
 // endHeader turns the complete stream start tag into r.hdr.
 func (r *Reader) endHeader(ens nsRef, end int, selfClose bool) (int, error) {
 	local := r.localName()
 	if string(r.nsBytes(ens)) != NSStream {
 		if r.tagColon < 0 {
-			return 0, r.fail(stream.BadNamespacePrefix, int(r.tagName.off), "stream element not in the stream namespace")
+			return 0, r.fail(condBadNamespacePrefix, int(r.tagName.off), "stream element not in the stream namespace")
 		}
-		return 0, r.fail(stream.InvalidNamespace, int(r.tagName.off), "stream element not in the stream namespace")
+		return 0, r.fail(condInvalidNamespace, int(r.tagName.off), "stream element not in the stream namespace")
 	}
 	if string(local) != "stream" {
-		return 0, r.fail(stream.BadFormat, int(r.tagName.off), fmt.Sprintf("<%s> instead of a stream header", r.bytesAt(r.tagName)))
+		return 0, r.fail(condBadFormat, int(r.tagName.off), "<%s> instead of a stream header", r.bytesAt(r.tagName))
 	}
 	h := &Header{}
 	if r.tagColon >= 0 {
-		h.Prefix = string(r.bytesAt(span{r.tagName.off, r.tagColon}))
+		h.Prefix = intern(r.bytesAt(span{r.tagName.off, r.tagColon}))
 	}
 	for i := range r.nattr {
 		a := &r.attrs[i]
@@ -844,21 +905,28 @@ func (r *Reader) endHeader(ens nsRef, end int, selfClose bool) (int, error) {
 		default:
 			continue
 		}
-		*dst = string(r.nsBytes(r.value(a)))
+		*dst = intern(r.nsBytes(r.value(a)))
 	}
 	r.clearHeaderNS()
 	r.hdrQName = append(r.hdrQName, r.bytesAt(r.tagName)...)
 	h.NS = make([]NS, 0, len(r.ns))
+	// The byte forms of the declarations share one reused buffer.
 	for _, d := range r.ns {
-		ns := NS{Prefix: string(r.bytesAt(d.prefix)), URI: string(r.nsBytes(d.uri))}
+		ns := NS{Prefix: intern(r.bytesAt(d.prefix)), URI: intern(r.nsBytes(d.uri))}
 		h.NS = append(h.NS, ns)
 		if ns.Prefix == "" {
-			r.hdrDefault = len(r.hdrPrefix)
+			r.hdrDefault = len(h.NS) - 1
 		}
-		r.hdrPrefix = append(r.hdrPrefix, []byte(ns.Prefix))
-		r.hdrURI = append(r.hdrURI, []byte(ns.URI))
+		r.hdrBytes = append(append(r.hdrBytes, ns.Prefix...), ns.URI...)
 		r.hdrFix = append(r.hdrFix, !standardDecl(ns.Prefix, ns.URI))
 		r.used = append(r.used, 0)
+	}
+	off := 0
+	for _, ns := range h.NS {
+		p, u := off+len(ns.Prefix), off+len(ns.Prefix)+len(ns.URI)
+		r.hdrPrefix = append(r.hdrPrefix, r.hdrBytes[off:p:p])
+		r.hdrURI = append(r.hdrURI, r.hdrBytes[p:u:u])
+		off = u
 	}
 	r.ns = r.ns[:0]
 	r.hdr = h
@@ -871,7 +939,7 @@ func (r *Reader) endHeader(ens nsRef, end int, selfClose bool) (int, error) {
 	// default namespace undeclared or the stream namespace, and each
 	// element declares its own (RFC 6120 §4.8.2).
 	if def := h.Default(); def != NSServer && def != NSStream && def != "" {
-		r.err = r.fail(stream.InvalidNamespace, 0, fmt.Sprintf("default namespace %q", def))
+		r.err = r.fail(condInvalidNamespace, 0, "default namespace %q", def)
 	}
 	return resHeader, nil
 }

@@ -3,37 +3,76 @@ package wire
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"math/bits"
-
-	"mellium.im/xmpp/stream"
+	"unicode/utf8"
 )
 
-// Word-at-a-time tests, eight input bytes per step. Each is exact about
-// whether some byte qualifies (borrows can only mark bytes above one that
-// does), which is all the loops need: a hit sends them to the byte loop.
+// Bytes replicated across a word, for the word-at-a-time loops.
 const (
 	lo8 = 0x0101010101010101
 	hi8 = 0x8080808080808080
 )
 
-// hasByte marks the bytes of x equal to c.
-func hasByte(x, c uint64) uint64 {
-	y := x ^ (lo8 * c)
-	return (y - lo8) &^ y
+// load64 reads eight bytes little-endian with one bounds check; the
+// compiler turns it into a single load.
+func load64(b []byte, p int) uint64 {
+	b = b[p : p+8 : p+8]
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
 }
 
-// textStops marks, in the high bit of each byte, the bytes of x that need
-// attention in character data: below 0x20 (tab, LF and CR included; the
-// caller lets them through), from 0x80 up, '<', '&' and ']'. The lowest
-// marked byte is always a true one; marks above it may be spurious.
-func textStops(x uint64) uint64 {
-	return ((x - lo8*0x20) | x | hasByte(x, '<') | hasByte(x, '&') | hasByte(x, ']')) & hi8
+// skipText returns the index of the first byte from p that needs attention
+// in character data: below 0x20 (tab, LF and CR included; the caller lets
+// them through), from 0x80 up, '<', '&' or ']'; or len(b).
+//
+// Eight bytes at a time: a byte equal to c makes a zero byte in y = x^c,
+// and (y-lo8)&^y marks zero bytes in their high bit; x-0x20 (per byte)
+// marks bytes below 0x20, and x itself those from 0x80. Borrows can only
+// mark bytes above one that truly qualifies, so the lowest mark is exact.
+func skipText(b []byte, p int) int {
+	for ; p+8 <= len(b); p += 8 {
+		x := load64(b, p)
+		t := x - lo8*0x20 | x
+		y := x ^ lo8*'<'
+		t |= (y - lo8) &^ y
+		y = x ^ lo8*'&'
+		t |= (y - lo8) &^ y
+		y = x ^ lo8*']'
+		t |= (y - lo8) &^ y
+		if t &= hi8; t != 0 {
+			return p + bits.TrailingZeros64(t)>>3
+		}
+	}
+	for p < len(b) && class[b[p]]&cText != 0 {
+		p++
+	}
+	return p
 }
 
-// attrStops is textStops for an attribute value quoted with q.
-func attrStops(x, q uint64) uint64 {
-	return ((x - lo8*0x20) | x | hasByte(x, '<') | hasByte(x, '&') | hasByte(x, q)) & hi8
+// skipAttr is skipText for an attribute value quoted with q: it stops at
+// control characters (tab, LF, CR included), non-ASCII, '<', '&' and q.
+// Under the mask m, '&' and the quote are one value: "'" (0x27) differs
+// from '&' (0x26) in bit 0 only, '"' (0x22) in bit 2 only.
+func skipAttr(b []byte, p int, q byte) int {
+	m, w := uint64(lo8*0xFE), uint64(lo8*'&')
+	if q == '"' {
+		m, w = lo8*0xFB, lo8*'"'
+	}
+	for ; p+8 <= len(b); p += 8 {
+		x := load64(b, p)
+		t := x - lo8*0x20 | x
+		y := x ^ lo8*'<'
+		t |= (y - lo8) &^ y
+		y = x&m ^ w
+		t |= (y - lo8) &^ y
+		if t &= hi8; t != 0 {
+			return p + bits.TrailingZeros64(t)>>3
+		}
+	}
+	for p < len(b) && class[b[p]]&cAttr != 0 {
+		p++
+	}
+	return p
 }
 
 // scan advances the state machine over the buffered input, at most up to
@@ -55,6 +94,7 @@ func (r *Reader) scan() (int, error) {
 		err        error
 		dec        bool
 		q          byte
+		sig        uint32
 		name, want []byte
 	)
 
@@ -114,7 +154,7 @@ top: // between top-level elements
 		return resMore, nil
 	}
 	if b[0] != '<' {
-		return 0, r.fail(stream.InvalidXML, 0, "character data at stream level")
+		return 0, r.fail(condInvalidXML, 0, "character data at stream level")
 	}
 	r.beginElement()
 
@@ -126,12 +166,12 @@ lt: // at '<'
 	switch b[p+1] {
 	case '/':
 		if r.phase == phaseHeader {
-			return 0, r.fail(stream.NotWellFormed, p, "end tag before the stream header")
+			return 0, r.fail(condNotWellFormed, p, "end tag before the stream header")
 		}
 		p += 2
 		goto endName
 	case '?':
-		return 0, r.fail(stream.RestrictedXML, p, "processing instruction")
+		return 0, r.fail(condRestrictedXML, p, "processing instruction")
 	case '!':
 		e = min(len(b)-p, len(cdataOpen))
 		if !bytes.Equal(b[p:p+e], cdataOpen[:e]) {
@@ -142,7 +182,7 @@ lt: // at '<'
 			case bytes.HasPrefix(b[p:], []byte("<!D")):
 				what = "document type declaration"
 			}
-			return 0, r.fail(stream.RestrictedXML, p, what)
+			return 0, r.fail(condRestrictedXML, p, "%s", what)
 		}
 		if e < len(cdataOpen) {
 			r.state, r.off = stLT, p
@@ -150,9 +190,9 @@ lt: // at '<'
 		}
 		if r.depth == 0 {
 			if r.phase == phaseHeader {
-				return 0, r.fail(stream.NotWellFormed, p, "CDATA section before the stream header")
+				return 0, r.fail(condNotWellFormed, p, "CDATA section before the stream header")
 			}
-			return 0, r.fail(stream.InvalidXML, p, "character data at stream level")
+			return 0, r.fail(condInvalidXML, p, "character data at stream level")
 		}
 		p += len(cdataOpen)
 		goto cdata
@@ -160,8 +200,10 @@ lt: // at '<'
 	p++
 
 startName:
-	if e, colon = asciiName(b, p), -1; !plainName(b, p, e, r.lim.MaxName) {
-		e, colon, res = lexQNameSlow(b, p, r.lim.MaxName)
+	if e = knownElement(b, p); e > 0 && e-p <= r.lim.MaxName {
+		colon, res = -1, lexOK
+	} else if e, colon = asciiName(b, p), -1; !plainName(b, p, e, r.lim.MaxName) {
+		e, colon, res = lexQName(b, p, r.lim.MaxName)
 	} else {
 		res = lexOK
 	}
@@ -196,16 +238,16 @@ inTag: // inside a start tag, after its name or an attribute
 			return resMore, nil
 		}
 		if b[p+1] != '>' {
-			return 0, r.fail(stream.NotWellFormed, p, "'/' in start tag")
+			return 0, r.fail(condNotWellFormed, p, "'/' in start tag")
 		}
 		p += 2
 		res, err = r.endStartTag(p, true)
 	default:
 		if !r.sawSpace {
-			return 0, r.fail(stream.NotWellFormed, p, "attribute not preceded by whitespace")
+			return 0, r.fail(condNotWellFormed, p, "attribute not preceded by whitespace")
 		}
 		if r.nattr >= r.lim.MaxAttrs && (r.phase != phaseHeader || r.nattr >= len(r.attrs)) {
-			return 0, r.fail(stream.PolicyViolation, p, fmt.Sprintf("more than %d attributes", r.nattr))
+			return 0, r.fail(condPolicyViolation, p, "more than %d attributes", r.nattr)
 		}
 		goto attrName
 	}
@@ -215,8 +257,15 @@ inTag: // inside a start tag, after its name or an attribute
 	goto content
 
 attrName:
+	if e, colon, sig = knownAttr(b, p); e > 0 && e-p <= r.lim.MaxName {
+		// name= seen: straight on to the quote.
+		r.attrs[r.nattr] = attr{sig: sig, name: span{int32(p), int32(e)}, colon: int32(colon)}
+		r.nattr++
+		p = e + 1
+		goto attrQuote
+	}
 	if e, colon = asciiName(b, p), -1; !plainName(b, p, e, r.lim.MaxName) {
-		e, colon, res = lexQNameSlow(b, p, r.lim.MaxName)
+		e, colon, res = lexQName(b, p, r.lim.MaxName)
 	} else {
 		res = lexOK
 	}
@@ -240,7 +289,7 @@ attrEq:
 		return resMore, nil
 	}
 	if b[p] != '=' {
-		return 0, r.fail(stream.NotWellFormed, p, "attribute without '='")
+		return 0, r.fail(condNotWellFormed, p, "attribute without '='")
 	}
 	p++
 
@@ -254,28 +303,16 @@ attrQuote:
 	}
 	q = b[p]
 	if q != '\'' && q != '"' {
-		return 0, r.fail(stream.NotWellFormed, p, "unquoted attribute value")
+		return 0, r.fail(condNotWellFormed, p, "unquoted attribute value")
 	}
 	p++
 	r.valStart, dec = int32(p), false
 
 attrVal:
 	for {
-		if p+8 <= len(b) {
-			t := attrStops(binary.LittleEndian.Uint64(b[p:]), uint64(q))
-			if t == 0 {
-				p += 8
-				continue
-			}
-			p += bits.TrailingZeros64(t) >> 3
-		} else {
-			for p < len(b) && class[b[p]]&cAttr != 0 {
-				p++
-			}
-			if p == len(b) {
-				r.state, r.off, r.quote, r.valDec = stAttrVal, p, q, dec
-				return resMore, nil
-			}
+		if p = skipAttr(b, p, q); p == len(b) {
+			r.state, r.off, r.quote, r.valDec = stAttrVal, p, q, dec
+			return resMore, nil
 		}
 		switch c = b[p]; {
 		case c == q:
@@ -287,7 +324,7 @@ attrVal:
 		case c == '\'' || c == '"':
 			p++
 		case c == '<':
-			return 0, r.fail(stream.NotWellFormed, p, "'<' in attribute value")
+			return 0, r.fail(condNotWellFormed, p, "'<' in attribute value")
 		case c == '&':
 			e, _, res = lexRef(b, p, r.lim.MaxName)
 			if res != lexOK {
@@ -317,27 +354,15 @@ attrVal:
 
 content: // character data inside an element
 	for {
-		if p+8 <= len(b) {
-			t := textStops(binary.LittleEndian.Uint64(b[p:]))
-			if t == 0 {
-				p += 8
-				continue
-			}
-			p += bits.TrailingZeros64(t) >> 3
-		} else {
-			for p < len(b) && class[b[p]]&cText != 0 {
-				p++
-			}
-			if p == len(b) {
-				r.state, r.off = stContent, p
-				return resMore, nil
-			}
+		if p = skipText(b, p); p == len(b) {
+			r.state, r.off = stContent, p
+			return resMore, nil
 		}
 		switch c = b[p]; {
-		case c == '\t' || c == '\n' || c == '\r':
-			p++
 		case c == '<':
 			goto lt
+		case c == '\t' || c == '\n' || c == '\r':
+			p++
 		case c == '&':
 			e, _, res = lexRef(b, p, r.lim.MaxName)
 			if res != lexOK {
@@ -354,7 +379,7 @@ content: // character data inside an element
 				return resMore, nil
 			}
 			if b[p+1] == ']' && b[p+2] == '>' {
-				return 0, r.fail(stream.NotWellFormed, p, "']]>' in character data")
+				return 0, r.fail(condNotWellFormed, p, "']]>' in character data")
 			}
 			p++
 		case c >= 0x80:
@@ -409,6 +434,16 @@ cdata: // inside <![CDATA[ … ]]>
 	}
 
 endName: // after "</"
+	// The common case: the name of the open element, then '>' or space.
+	if r.depth > 0 {
+		want = r.bytesAt(r.stack[len(r.stack)-1].name)
+	} else {
+		want = r.hdrQName
+	}
+	if e = p + len(want); e < len(b) && bytes.Equal(b[p:e], want) && (b[e] == '>' || isSpace(b[e])) {
+		p = e
+		goto endSpace
+	}
 	e, _, res = lexQName(b, p, r.lim.MaxName)
 	if res != lexOK {
 		if res == lexMore {
@@ -420,10 +455,10 @@ endName: // after "</"
 	name = b[p:e]
 	if r.depth == 0 {
 		if !bytes.Equal(name, r.hdrQName) {
-			return 0, r.fail(stream.NotWellFormed, p, fmt.Sprintf("end tag </%s> without start tag", name))
+			return 0, r.fail(condNotWellFormed, p, "end tag </%s> without start tag", name)
 		}
 	} else if want = r.bytesAt(r.stack[len(r.stack)-1].name); !bytes.Equal(name, want) {
-		return 0, r.fail(stream.NotWellFormed, p, fmt.Sprintf("end tag </%s> does not match <%s>", name, want))
+		return 0, r.fail(condNotWellFormed, p, "end tag </%s> does not match <%s>", name, want)
 	}
 	p = e
 
@@ -436,7 +471,7 @@ endSpace:
 		return resMore, nil
 	}
 	if b[p] != '>' {
-		return 0, r.fail(stream.NotWellFormed, p, "malformed end tag")
+		return 0, r.fail(condNotWellFormed, p, "malformed end tag")
 	}
 	p++
 	if r.depth == 0 {
@@ -486,9 +521,9 @@ xmlDecl: // inside <?xml … ?>: find its end first, then check it whole
 	e += int(r.declScan)
 	if res, what := checkXMLDecl(b[r.declFrom:e]); res != lexOK {
 		if res == lexBadUTF8 {
-			return 0, r.fail(stream.UnsupportedEncoding, int(r.declFrom), what)
+			return 0, r.fail(condUnsupportedEncoding, int(r.declFrom), "%s", what)
 		}
-		return 0, r.fail(stream.NotWellFormed, int(r.declFrom), what)
+		return 0, r.fail(condNotWellFormed, int(r.declFrom), "%s", what)
 	}
 	p = e + 2
 
@@ -501,9 +536,93 @@ prolog: // before the stream header's start tag
 		return resMore, nil
 	}
 	if b[p] != '<' {
-		return 0, r.fail(stream.NotWellFormed, p, "character data before the stream header")
+		return 0, r.fail(condNotWellFormed, p, "character data before the stream header")
 	}
 	goto lt
+}
+
+// Names the framer meets all the time, as little-endian words, so that one
+// load and compare recognises them.
+const (
+	wordTo      = uint64('t') | uint64('o')<<8 | uint64('=')<<16
+	wordID      = uint64('i') | uint64('d')<<8 | uint64('=')<<16
+	wordFrom    = uint64('f') | uint64('r')<<8 | uint64('o')<<16 | uint64('m')<<24 | uint64('=')<<32
+	wordType    = uint64('t') | uint64('y')<<8 | uint64('p')<<16 | uint64('e')<<24 | uint64('=')<<32
+	wordXmlns   = uint64('x') | uint64('m')<<8 | uint64('l')<<16 | uint64('n')<<24 | uint64('s')<<32 | uint64('=')<<40
+	wordXMLLang = uint64('x') | uint64('m')<<8 | uint64('l')<<16 | uint64(':')<<24 | uint64('l')<<32 | uint64('a')<<40 | uint64('n')<<48 | uint64('g')<<56
+	wordMessage = uint64('m') | uint64('e')<<8 | uint64('s')<<16 | uint64('s')<<24 | uint64('a')<<32 | uint64('g')<<40 | uint64('e')<<48
+	wordPresenc = uint64('p') | uint64('r')<<8 | uint64('e')<<16 | uint64('s')<<24 | uint64('e')<<32 | uint64('n')<<40 | uint64('c')<<48 | uint64('e')<<56
+	wordIQ      = uint64('i') | uint64('q')<<8
+	wordBody    = uint64('b') | uint64('o')<<8 | uint64('d')<<16 | uint64('y')<<24
+
+	mask2 = 1<<16 - 1
+	mask3 = 1<<24 - 1
+	mask4 = 1<<32 - 1
+	mask5 = 1<<40 - 1
+	mask6 = 1<<48 - 1
+	mask7 = 1<<56 - 1
+)
+
+// knownAttr recognises to=, from=, type=, id=, xmlns= and xml:lang= at p and
+// returns the end of the name (where the '=' is), the colon and the
+// signature, or e == 0.
+func knownAttr(b []byte, p int) (e, colon int, sig uint32) {
+	if p+9 > len(b) {
+		return 0, -1, 0
+	}
+	x := binary.LittleEndian.Uint64(b[p:])
+	switch byte(x) {
+	case 't':
+		if x&mask3 == wordTo {
+			return p + 2, -1, sigTo
+		}
+		if x&mask5 == wordType {
+			return p + 4, -1, sigType
+		}
+	case 'i':
+		if x&mask3 == wordID {
+			return p + 2, -1, sigID
+		}
+	case 'f':
+		if x&mask5 == wordFrom {
+			return p + 4, -1, sigFrom
+		}
+	case 'x':
+		if x&mask6 == wordXmlns {
+			return p + 5, -1, xmlnsSig
+		}
+		if x == wordXMLLang && b[p+8] == '=' {
+			return p + 8, p + 3, sigLang
+		}
+	}
+	return 0, -1, 0
+}
+
+// knownElement recognises message, presence, iq and body at p and returns
+// the end of the name, or 0.
+func knownElement(b []byte, p int) int {
+	if p+9 > len(b) {
+		return 0
+	}
+	x := binary.LittleEndian.Uint64(b[p:])
+	n := 0
+	switch {
+	case x&mask7 == wordMessage:
+		n = 7
+	case x == wordPresenc:
+		n = 8
+	case x&mask2 == wordIQ:
+		n = 2
+	case x&mask4 == wordBody:
+		n = 4
+	default:
+		return 0
+	}
+	// The name must end there.
+	if c := b[p+n]; class[c]&cName != 0 || c == ':' || c >= utf8.RuneSelf {
+		return 0
+	}
+	return p + n
 }
 
 var (

@@ -69,17 +69,18 @@ type Reader struct {
 	arena []byte   // decoded values of the current element
 	aNS   []attrNS // scratch: namespaces of prefixed attributes
 
-	hdr        *Header
-	hdrQName   []byte   // name of the stream element, for its end tag
-	hdrPrefix  [][]byte // hdr.NS as bytes, for the hot path
-	hdrURI     [][]byte
-	hdrBytes   []byte   // backing of hdrPrefix and hdrURI
-	hdrFix     []bool   // whether using hdr.NS[i] needs a fix-up when copied
-	hdrDefault int      // index of the default namespace in hdr.NS, or -1
-	used       []uint32 // generation at which hdr.NS[i] was last recorded in fix
-	gen        uint32
-	fix        []int
-	fixNoNS    bool // the element relies on the header declaring no default namespace
+	hdr          *Header
+	hdrQName     []byte   // name of the stream element, for its end tag
+	hdrPrefix    [][]byte // hdr.NS as bytes, for the hot path
+	hdrURI       [][]byte
+	hdrBytes     []byte   // backing of hdrPrefix and hdrURI
+	hdrFix       []bool   // whether using hdr.NS[i] needs a fix-up when copied
+	hdrDefault   int      // index of the default namespace in hdr.NS, or -1
+	plainDefault bool     // hdr declares a default namespace that needs no fix-up
+	used         []uint32 // generation at which hdr.NS[i] was last recorded in fix
+	gen          uint32
+	fix          []int
+	fixNoNS      bool // the element relies on the header declaring no default namespace
 
 	top topInfo
 	el  Element
@@ -93,7 +94,18 @@ type attr struct {
 	colon int32 // relative offset of the ':' in name, or -1
 	val   span  // between the quotes
 	dec   bool  // contains references or literal tab/LF/CR
+	known uint8 // which of the names the scanner recognises it is, or 0
 }
+
+// Attribute names recognised by the scanner (attr.known).
+const (
+	knownTo = 1 + iota
+	knownFrom
+	knownType
+	knownID
+	knownXmlns
+	knownLang
+)
 
 type open struct {
 	name  span
@@ -538,7 +550,7 @@ func (r *Reader) beginElement() {
 }
 
 func (r *Reader) clearHeaderNS() {
-	r.hdrQName, r.hdrDefault = r.hdrQName[:0], -1
+	r.hdrQName, r.hdrDefault, r.plainDefault = r.hdrQName[:0], -1, false
 	r.hdrPrefix, r.hdrURI, r.hdrFix, r.used, r.hdrBytes = r.hdrPrefix[:0], r.hdrURI[:0], r.hdrFix[:0], r.used[:0], r.hdrBytes[:0]
 }
 
@@ -610,6 +622,10 @@ func (r *Reader) value(a *attr) nsRef {
 	if !a.dec {
 		return nsRef{in: inBuf, s: a.val}
 	}
+	return r.decode(a)
+}
+
+func (r *Reader) decode(a *attr) nsRef {
 	start := len(r.arena)
 	r.arena = appendDecoded(r.arena, r.bytesAt(a.val), true)
 	return nsRef{in: inArena, s: span{int32(start), int32(len(r.arena))}}
@@ -635,10 +651,10 @@ func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
 	var seen uint64 // a Bloom filter of the signatures so far
 	for i := range attrs {
 		a := &attrs[i]
-		name := b[a.name.off:a.name.end]
 		if bit := uint64(1) << (a.sig * 0x9E3779B1 >> 26); seen&bit == 0 {
 			seen |= bit
 		} else {
+			name := b[a.name.off:a.name.end]
 			for j := range i {
 				if attrs[j].sig == a.sig && bytes.Equal(name, b[attrs[j].name.off:attrs[j].name.end]) {
 					return 0, r.fail(condNotWellFormed, int(a.name.off), "duplicate attribute %s", name)
@@ -646,7 +662,38 @@ func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
 			}
 		}
 		var prefix span
+		// The names the scanner recognised need no comparing.
+		switch a.known {
+		case knownTo:
+			if top {
+				t.to = r.value(a)
+			}
+			continue
+		case knownFrom:
+			if top {
+				t.from = r.value(a)
+			}
+			continue
+		case knownType:
+			if top {
+				t.typ = r.value(a)
+			}
+			continue
+		case knownID:
+			if top {
+				t.id = r.value(a)
+			}
+			continue
+		case knownLang:
+			prefixed++
+			if top {
+				t.lang = r.value(a)
+			}
+			continue
+		}
+		name := b[a.name.off:a.name.end]
 		switch {
+		case a.known == knownXmlns:
 		case a.colon < 0:
 			if a.sig == xmlnsSig && string(name) == "xmlns" {
 				break // the default namespace
@@ -704,7 +751,21 @@ func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
 			return 0, r.fail(condBadNamespacePrefix, int(r.tagName.off), "element with the xmlns prefix")
 		}
 	}
-	ens, ok := r.resolve(prefix)
+	var ens nsRef
+	ok := true
+	if i := r.hdrDefault; prefix == nil && len(r.ns) == nsLen && i >= 0 && !r.hdrFix[i] {
+		// The common case: an unprefixed element in the stream's default
+		// namespace, with no declaration in scope to look through.
+		ens = nsRef{in: inHeader, s: span{off: int32(i)}}
+		for _, d := range r.ns {
+			if d.prefix.off == d.prefix.end {
+				ens, ok = r.resolve(nil)
+				break
+			}
+		}
+	} else {
+		ens, ok = r.resolve(prefix)
+	}
 	if !ok {
 		return 0, r.fail(condBadNamespacePrefix, int(r.tagName.off), "unbound prefix %q", prefix)
 	}
@@ -792,13 +853,14 @@ func (r *Reader) localName() []byte {
 func (r *Reader) setElement(end int) {
 	t := &r.top
 	e := &r.el
-	e.Raw = r.buf[r.base : r.base+end]
+	raw := r.buf[r.base : r.base+end]
+	e.Raw = raw
 	if t.colon >= 0 {
-		e.Prefix = r.bytesAt(span{t.name.off, t.colon})
-		e.Local = r.bytesAt(span{t.colon + 1, t.name.end})
+		e.Prefix = raw[t.name.off:t.colon]
+		e.Local = raw[t.colon+1 : t.name.end]
 	} else {
 		e.Prefix = nil
-		e.Local = r.bytesAt(t.name)
+		e.Local = raw[t.name.off:t.name.end]
 	}
 	e.NS = r.nsBytes(t.ns)
 	e.To, e.From, e.Type, e.ID, e.Lang = r.nsBytes(t.to), r.nsBytes(t.from), r.nsBytes(t.typ), r.nsBytes(t.id), r.nsBytes(t.lang)
@@ -928,6 +990,7 @@ func (r *Reader) endHeader(ens nsRef, end int, selfClose bool) (int, error) {
 		r.hdrURI = append(r.hdrURI, r.hdrBytes[p:u:u])
 		off = u
 	}
+	r.plainDefault = r.hdrDefault >= 0 && !r.hdrFix[r.hdrDefault]
 	r.ns = r.ns[:0]
 	r.hdr = h
 	r.consume(end)

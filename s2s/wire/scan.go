@@ -2,7 +2,6 @@ package wire
 
 import (
 	"bytes"
-	"encoding/binary"
 	"math/bits"
 	"unicode/utf8"
 )
@@ -49,23 +48,16 @@ func skipText(b []byte, p int) int {
 	return p
 }
 
-// skipAttr is skipText for an attribute value quoted with q: it stops at
-// control characters (tab, LF, CR included), non-ASCII, '<', '&' and q.
-// Under the mask m, '&' and the quote are one value: "'" (0x27) differs
-// from '&' (0x26) in bit 0 only, '"' (0x22) in bit 2 only.
-func skipAttr(b []byte, p int, q byte) int {
-	m, w := uint64(lo8*0xFE), uint64(lo8*'&')
-	if q == '"' {
-		m, w = lo8*0xFB, lo8*'"'
-	}
+// skipAttr is skipText for attribute values. It stops at every byte
+// below 0x2D, which takes in control characters (tab, LF, CR included),
+// both quotes and '&' with one test, at '<' and at bytes from 0x80; the
+// caller steps over the few printable ones that are not special (space,
+// '!', '#', '$', '%', '(', ')', '*', '+', ',' and the other quote).
+func skipAttr(b []byte, p int) int {
 	for ; p+8 <= len(b); p += 8 {
 		x := load64(b, p)
-		t := x - lo8*0x20 | x
 		y := x ^ lo8*'<'
-		t |= (y - lo8) &^ y
-		y = x&m ^ w
-		t |= (y - lo8) &^ y
-		if t &= hi8; t != 0 {
+		if t := (x - lo8*0x2D | x | (y-lo8)&^y) & hi8; t != 0 {
 			return p + bits.TrailingZeros64(t)>>3
 		}
 	}
@@ -95,6 +87,7 @@ func (r *Reader) scan() (int, error) {
 		dec        bool
 		q          byte
 		sig        uint32
+		known      uint8
 		name, want []byte
 	)
 
@@ -200,7 +193,27 @@ lt: // at '<'
 	p++
 
 startName:
-	if e = knownElement(b, p); e > 0 && e-p <= r.lim.MaxName {
+	// message, presence, iq and body are recognised with one load (this is
+	// knownElement, written out).
+	e = 0
+	if p+9 <= len(b) && r.lim.MaxName >= 8 {
+		x := load64(b, p)
+		switch {
+		case x&mask7 == wordMessage:
+			e = p + 7
+		case x == wordPresenc:
+			e = p + 8
+		case x&mask2 == wordIQ:
+			e = p + 2
+		case x&mask4 == wordBody:
+			e = p + 4
+		}
+		// The name must end there.
+		if c = b[e]; e > 0 && (class[c]&cName != 0 || c == ':' || c >= utf8.RuneSelf) {
+			e = 0
+		}
+	}
+	if e > 0 {
 		colon, res = -1, lexOK
 	} else if e, colon = asciiName(b, p), -1; !plainName(b, p, e, r.lim.MaxName) {
 		e, colon, res = lexQName(b, p, r.lim.MaxName)
@@ -231,6 +244,13 @@ inTag: // inside a start tag, after its name or an attribute
 	switch b[p] {
 	case '>':
 		p++
+		if r.nattr == 0 && r.tagColon < 0 && r.depth > 0 && r.depth < r.lim.MaxDepth && r.plainDefault {
+			// <name> inside an element, in a default namespace that needs
+			// nothing recorded: endStartTag would only push it.
+			r.stack = append(r.stack, open{name: r.tagName, nsLen: int32(len(r.ns))})
+			r.depth++
+			goto content
+		}
 		res, err = r.endStartTag(p, false)
 	case '/':
 		if p+1 == len(b) {
@@ -246,9 +266,6 @@ inTag: // inside a start tag, after its name or an attribute
 		if !r.sawSpace {
 			return 0, r.fail(condNotWellFormed, p, "attribute not preceded by whitespace")
 		}
-		if r.nattr >= r.lim.MaxAttrs && (r.phase != phaseHeader || r.nattr >= len(r.attrs)) {
-			return 0, r.fail(condPolicyViolation, p, "more than %d attributes", r.nattr)
-		}
 		goto attrName
 	}
 	if err != nil || res != resMore {
@@ -257,12 +274,50 @@ inTag: // inside a start tag, after its name or an attribute
 	goto content
 
 attrName:
-	if e, colon, sig = knownAttr(b, p); e > 0 && e-p <= r.lim.MaxName {
-		// name= seen: straight on to the quote.
-		r.attrs[r.nattr] = attr{sig: sig, name: span{int32(p), int32(e)}, colon: int32(colon)}
-		r.nattr++
-		p = e + 1
-		goto attrQuote
+	if r.nattr >= r.lim.MaxAttrs && (r.phase != phaseHeader || r.nattr >= len(r.attrs)) {
+		return 0, r.fail(condPolicyViolation, p, "more than %d attributes", r.nattr)
+	}
+	// to=, from=, type=, id=, xmlns= and xml:lang= are recognised with
+	// one load, and lead straight on to the quote. (This is knownAttr,
+	// written out: a call costs the scanner its registers.)
+	if p+9 <= len(b) && r.lim.MaxName >= 8 {
+		x := load64(b, p)
+		e, colon, known = 0, -1, 0
+		switch byte(x) {
+		case 't':
+			if x&mask3 == wordTo {
+				e, sig, known = p+2, sigTo, knownTo
+			} else if x&mask5 == wordType {
+				e, sig, known = p+4, sigType, knownType
+			}
+		case 'i':
+			if x&mask3 == wordID {
+				e, sig, known = p+2, sigID, knownID
+			}
+		case 'f':
+			if x&mask5 == wordFrom {
+				e, sig, known = p+4, sigFrom, knownFrom
+			}
+		case 'x':
+			if x&mask6 == wordXmlns {
+				e, sig, known = p+5, xmlnsSig, knownXmlns
+			} else if x == wordXMLLang && b[p+8] == '=' {
+				e, colon, sig, known = p+8, p+3, sigLang, knownLang
+			}
+		}
+		if e > 0 {
+			a := &r.attrs[r.nattr]
+			a.sig, a.name, a.colon, a.known = sig, span{int32(p), int32(e)}, int32(colon), known
+			r.nattr++
+			p = e + 1
+			if p < len(b) && (b[p] == '\'' || b[p] == '"') {
+				q = b[p] // the usual name='…', without spaces
+				p++
+				r.valStart, dec = int32(p), false
+				goto attrVal
+			}
+			goto attrQuote
+		}
 	}
 	if e, colon = asciiName(b, p), -1; !plainName(b, p, e, r.lim.MaxName) {
 		e, colon, res = lexQName(b, p, r.lim.MaxName)
@@ -276,7 +331,10 @@ attrName:
 		}
 		return 0, r.lexFail(res, e, "attribute name")
 	}
-	r.attrs[r.nattr] = attr{sig: attrSig(b[p:e]), name: span{int32(p), int32(e)}, colon: int32(colon)}
+	{
+		a := &r.attrs[r.nattr]
+		a.sig, a.name, a.colon, a.known = attrSig(b[p:e]), span{int32(p), int32(e)}, int32(colon), 0
+	}
 	r.nattr++
 	p = e
 
@@ -310,7 +368,7 @@ attrQuote:
 
 attrVal:
 	for {
-		if p = skipAttr(b, p, q); p == len(b) {
+		if p = skipAttr(b, p); p == len(b) {
 			r.state, r.off, r.quote, r.valDec = stAttrVal, p, q, dec
 			return resMore, nil
 		}
@@ -319,10 +377,14 @@ attrVal:
 			a := &r.attrs[r.nattr-1]
 			a.val, a.dec = span{r.valStart, int32(p)}, dec
 			p++
+			// Usually one space and the next attribute's name.
+			if p+1 < len(b) && b[p] == ' ' && class[b[p+1]]&cNameStart != 0 {
+				p++
+				r.sawSpace = true
+				goto attrName
+			}
 			r.sawSpace = false
 			goto inTag
-		case c == '\'' || c == '"':
-			p++
 		case c == '<':
 			return 0, r.fail(condNotWellFormed, p, "'<' in attribute value")
 		case c == '&':
@@ -347,6 +409,8 @@ attrVal:
 			p = e
 		case c == '\t' || c == '\n' || c == '\r':
 			p, dec = p+1, true
+		case c >= 0x20:
+			p++ // a printable byte that skipAttr stops at for speed
 		default:
 			return 0, r.lexFail(lexBadUTF8, p, "")
 		}
@@ -354,6 +418,9 @@ attrVal:
 
 content: // character data inside an element
 	for {
+		if p < len(b) && b[p] == '<' {
+			goto lt // no text between two tags: the usual case
+		}
 		if p = skipText(b, p); p == len(b) {
 			r.state, r.off = stContent, p
 			return resMore, nil
@@ -562,68 +629,6 @@ const (
 	mask6 = 1<<48 - 1
 	mask7 = 1<<56 - 1
 )
-
-// knownAttr recognises to=, from=, type=, id=, xmlns= and xml:lang= at p and
-// returns the end of the name (where the '=' is), the colon and the
-// signature, or e == 0.
-func knownAttr(b []byte, p int) (e, colon int, sig uint32) {
-	if p+9 > len(b) {
-		return 0, -1, 0
-	}
-	x := binary.LittleEndian.Uint64(b[p:])
-	switch byte(x) {
-	case 't':
-		if x&mask3 == wordTo {
-			return p + 2, -1, sigTo
-		}
-		if x&mask5 == wordType {
-			return p + 4, -1, sigType
-		}
-	case 'i':
-		if x&mask3 == wordID {
-			return p + 2, -1, sigID
-		}
-	case 'f':
-		if x&mask5 == wordFrom {
-			return p + 4, -1, sigFrom
-		}
-	case 'x':
-		if x&mask6 == wordXmlns {
-			return p + 5, -1, xmlnsSig
-		}
-		if x == wordXMLLang && b[p+8] == '=' {
-			return p + 8, p + 3, sigLang
-		}
-	}
-	return 0, -1, 0
-}
-
-// knownElement recognises message, presence, iq and body at p and returns
-// the end of the name, or 0.
-func knownElement(b []byte, p int) int {
-	if p+9 > len(b) {
-		return 0
-	}
-	x := binary.LittleEndian.Uint64(b[p:])
-	n := 0
-	switch {
-	case x&mask7 == wordMessage:
-		n = 7
-	case x == wordPresenc:
-		n = 8
-	case x&mask2 == wordIQ:
-		n = 2
-	case x&mask4 == wordBody:
-		n = 4
-	default:
-		return 0
-	}
-	// The name must end there.
-	if c := b[p+n]; class[c]&cName != 0 || c == ':' || c >= utf8.RuneSelf {
-		return 0
-	}
-	return p + n
-}
 
 var (
 	bom         = []byte{0xEF, 0xBB, 0xBF}

@@ -15,8 +15,9 @@ const (
 )
 
 // Limits bound what a peer can make a Reader hold. Exceeding any of them
-// returns a policy-violation stream error. A zero field takes its Default…
-// value; the caller fills the struct from configuration.
+// returns a policy-violation stream error. A zero (or negative) field takes
+// its Default… value, and none may exceed 1 GiB; the caller fills the struct
+// from configuration.
 //
 // Memory per Reader stays below max(MaxStanza, MaxHeader) plus a few KiB of
 // read slack, plus the bookkeeping bounded by MaxDepth and MaxAttrs, whatever
@@ -42,11 +43,15 @@ type Limits struct {
 	MaxHeader int
 }
 
+// maxLimit keeps offsets within an element in 32 bits.
+const maxLimit = 1 << 30
+
 func (l Limits) withDefaults() Limits {
 	def := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d
 		}
+		*v = min(*v, maxLimit)
 	}
 	def(&l.MaxStanza, DefaultMaxStanza)
 	def(&l.MaxStanzaPreAuth, DefaultMaxStanzaPreAuth)

@@ -193,15 +193,16 @@ lt: // at '<'
 	p++
 
 startName:
-	// message, presence, iq and body are recognised with one load (this is
-	// knownElement, written out).
+	// message, presence, iq and body are recognised with one load. (The
+	// fast paths are written out in the scanner: a call would cost it its
+	// registers.)
 	e = 0
 	if p+9 <= len(b) && r.lim.MaxName >= 8 {
 		x := load64(b, p)
 		switch {
 		case x&mask7 == wordMessage:
 			e = p + 7
-		case x == wordPresenc:
+		case x == wordPresence:
 			e = p + 8
 		case x&mask2 == wordIQ:
 			e = p + 2
@@ -209,8 +210,10 @@ startName:
 			e = p + 4
 		}
 		// The name must end there.
-		if c = b[e]; e > 0 && (class[c]&cName != 0 || c == ':' || c >= utf8.RuneSelf) {
-			e = 0
+		if e > 0 {
+			if c = b[e]; class[c]&cName != 0 || c == ':' || c >= utf8.RuneSelf {
+				e = 0
+			}
 		}
 	}
 	if e > 0 {
@@ -278,8 +281,7 @@ attrName:
 		return 0, r.fail(condPolicyViolation, p, "more than %d attributes", r.nattr)
 	}
 	// to=, from=, type=, id=, xmlns= and xml:lang= are recognised with
-	// one load, and lead straight on to the quote. (This is knownAttr,
-	// written out: a call costs the scanner its registers.)
+	// one load, and lead straight on to the quote.
 	if p+9 <= len(b) && r.lim.MaxName >= 8 {
 		x := load64(b, p)
 		e, colon, known = 0, -1, 0
@@ -611,16 +613,16 @@ prolog: // before the stream header's start tag
 // Names the framer meets all the time, as little-endian words, so that one
 // load and compare recognises them.
 const (
-	wordTo      = uint64('t') | uint64('o')<<8 | uint64('=')<<16
-	wordID      = uint64('i') | uint64('d')<<8 | uint64('=')<<16
-	wordFrom    = uint64('f') | uint64('r')<<8 | uint64('o')<<16 | uint64('m')<<24 | uint64('=')<<32
-	wordType    = uint64('t') | uint64('y')<<8 | uint64('p')<<16 | uint64('e')<<24 | uint64('=')<<32
-	wordXmlns   = uint64('x') | uint64('m')<<8 | uint64('l')<<16 | uint64('n')<<24 | uint64('s')<<32 | uint64('=')<<40
-	wordXMLLang = uint64('x') | uint64('m')<<8 | uint64('l')<<16 | uint64(':')<<24 | uint64('l')<<32 | uint64('a')<<40 | uint64('n')<<48 | uint64('g')<<56
-	wordMessage = uint64('m') | uint64('e')<<8 | uint64('s')<<16 | uint64('s')<<24 | uint64('a')<<32 | uint64('g')<<40 | uint64('e')<<48
-	wordPresenc = uint64('p') | uint64('r')<<8 | uint64('e')<<16 | uint64('s')<<24 | uint64('e')<<32 | uint64('n')<<40 | uint64('c')<<48 | uint64('e')<<56
-	wordIQ      = uint64('i') | uint64('q')<<8
-	wordBody    = uint64('b') | uint64('o')<<8 | uint64('d')<<16 | uint64('y')<<24
+	wordTo       = uint64('t') | uint64('o')<<8 | uint64('=')<<16
+	wordID       = uint64('i') | uint64('d')<<8 | uint64('=')<<16
+	wordFrom     = uint64('f') | uint64('r')<<8 | uint64('o')<<16 | uint64('m')<<24 | uint64('=')<<32
+	wordType     = uint64('t') | uint64('y')<<8 | uint64('p')<<16 | uint64('e')<<24 | uint64('=')<<32
+	wordXmlns    = uint64('x') | uint64('m')<<8 | uint64('l')<<16 | uint64('n')<<24 | uint64('s')<<32 | uint64('=')<<40
+	wordXMLLang  = uint64('x') | uint64('m')<<8 | uint64('l')<<16 | uint64(':')<<24 | uint64('l')<<32 | uint64('a')<<40 | uint64('n')<<48 | uint64('g')<<56
+	wordMessage  = uint64('m') | uint64('e')<<8 | uint64('s')<<16 | uint64('s')<<24 | uint64('a')<<32 | uint64('g')<<40 | uint64('e')<<48
+	wordPresence = uint64('p') | uint64('r')<<8 | uint64('e')<<16 | uint64('s')<<24 | uint64('e')<<32 | uint64('n')<<40 | uint64('c')<<48 | uint64('e')<<56
+	wordIQ       = uint64('i') | uint64('q')<<8
+	wordBody     = uint64('b') | uint64('o')<<8 | uint64('d')<<16 | uint64('y')<<24
 
 	mask2 = 1<<16 - 1
 	mask3 = 1<<24 - 1

@@ -668,3 +668,91 @@ func TestInputOffset(t *testing.T) {
 		}
 	}
 }
+
+// TestNamesLikeKnownOnes checks names that begin like the ones the scanner
+// recognises by their first eight bytes.
+func TestNamesLikeKnownOnes(t *testing.T) {
+	in := prosodyHeader +
+		`<messages to='a' from='b'/>` +
+		`<iqs/>` +
+		`<presence2/>` +
+		`<message:x xmlns:message='urn:m'/>` +
+		`<message tos='1' typed='2' id2='3' from-x='4' xmlnsx='5' xml:language='6' to='t'>` +
+		`<body-x/><bodyx/><body:y xmlns:body='urn:b'/><body>b</body></message>` + streamEnd
+	for _, chunked := range []bool{false, true} {
+		var src io.Reader = strings.NewReader(in)
+		if chunked {
+			src = iotest.OneByteReader(src)
+		}
+		_, items, err := readStream(src, wire.Limits{}, true)
+		if err != io.EOF || len(items) != 5 {
+			t.Fatalf("got %d elements, %v", len(items), err)
+		}
+		for i, want := range []struct {
+			local, ns string
+			kind      wire.Kind
+		}{{"messages", wire.NSServer, wire.Other}, {"iqs", wire.NSServer, wire.Other}, {"presence2", wire.NSServer, wire.Other},
+			{"x", "urn:m", wire.Other}, {"message", wire.NSServer, wire.Message}} {
+			if got := items[i]; got.local != want.local || got.ns != want.ns || got.kind != want.kind {
+				t.Errorf("element %d: %s in %q (%v), want %s in %q (%v)", i, got.local, got.ns, got.kind, want.local, want.ns, want.kind)
+			}
+		}
+		if last := items[4]; last.to != "t" || last.from != "" || last.typ != "" || last.hasID || last.text != "b" {
+			t.Errorf("attributes named like the routing ones were taken for them: %+v", last)
+		}
+	}
+}
+
+func TestNonASCIINames(t *testing.T) {
+	ok := `<message><café xmlns='urn:x' naïve='1' 名前='2'><ñ:x xmlns:ñ='urn:ñ'/></café></message>`
+	_, items, err := readStream(strings.NewReader(prosodyHeader+ok+streamEnd), wire.Limits{}, true)
+	if err != io.EOF || len(items) != 1 || items[0].raw != ok {
+		t.Fatalf("got %+v, %v", items, err)
+	}
+	for _, bad := range []string{
+		"<message><a×b/></message>",          // U+00D7 is no name character
+		"<message><·a/></message>",           // U+00B7 may not start a name
+		"<message a\u0300b='1' \u0300='2'/>", // combining mark first
+	} {
+		_, _, err := readStream(strings.NewReader(prosodyHeader+bad), wire.Limits{}, true)
+		if !errors.Is(err, stream.NotWellFormed) {
+			t.Errorf("%q: %v, want not-well-formed", bad, err)
+		}
+	}
+}
+
+func TestTextLineEnds(t *testing.T) {
+	in := prosodyHeader + "<db:result from='a' to='b'>k1\r\nk2\rk3<![CDATA[\r\nc\r]]>&#13;</db:result>" + streamEnd
+	_, items, err := readStream(strings.NewReader(in), wire.Limits{}, true)
+	if err != io.EOF || items[0].text != "k1\nk2\nk3\nc\n\r" {
+		t.Fatalf("text %q, %v", items[0].text, err)
+	}
+}
+
+// TestBufferShrinks checks that a stream that once carried a large stanza
+// goes back to a small buffer.
+func TestBufferShrinks(t *testing.T) {
+	big := `<message><body>` + strings.Repeat("x", 300<<10) + `</body></message>`
+	src := io.MultiReader(strings.NewReader(prosodyHeader+big), strings.NewReader(iqPing), strings.NewReader(iqResult))
+	r := wire.NewReader(src, wire.Limits{})
+	r.ReadHeader()
+	r.SetAuthenticated(true)
+	for _, want := range []string{big, iqPing, iqResult} {
+		e, err := r.Next()
+		if err != nil || string(e.Raw) != want {
+			t.Fatalf("got %v", err)
+		}
+		if want == big && wire.BufferCap(r) < len(big) {
+			t.Fatalf("buffer of %d bytes holds a %d-byte element?", wire.BufferCap(r), len(big))
+		}
+	}
+	if c := wire.BufferCap(r); c > 32<<10 {
+		t.Errorf("buffer still %d bytes after the large element", c)
+	}
+}
+
+func TestKindString(t *testing.T) {
+	if wire.Message.String() != "message" || wire.Kind(200).String() != "kind?" {
+		t.Errorf("Kind.String")
+	}
+}

@@ -406,9 +406,9 @@ func (r *Resolver) LookupAddrs(ctx context.Context, host string) ([]netip.Addr, 
 
 // addrResult is the combined outcome of A and AAAA lookups.
 type addrResult struct {
-	addrs    []netip.Addr // IPv6 first
-	secure   bool         // every answer was authenticated
-	ttl      time.Duration
+	addrs    []netip.Addr  // IPv6 first
+	secure   bool          // every answer with addresses was authenticated
+	ttl      time.Duration // the shortest cache lifetime of those answers
 	nxdomain bool
 }
 
@@ -448,9 +448,12 @@ func (r *Resolver) addrs(ctx context.Context, host string, need family) (addrRes
 		if set == nil {
 			continue
 		}
+		res.nxdomain = res.nxdomain && set.nxdomain
+		if len(set.addrs) == 0 {
+			continue // the TTL and AD bit describe the records used
+		}
 		res.addrs = append(res.addrs, set.addrs...)
 		res.secure = res.secure && set.secure
-		res.nxdomain = res.nxdomain && set.nxdomain
 		if t := set.ttlAt(now); first || t < res.ttl {
 			res.ttl, first = t, false
 		}

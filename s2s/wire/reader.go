@@ -248,13 +248,15 @@ var errNoHeader = errors.New("wire: Next called before ReadHeader")
 // Reset, or after SASL success on the same Reader). Namespace declarations of
 // the new header replace the old ones.
 //
-// The header must be <stream> in http://etherx.jabber.org/streams. Its
-// default namespace must be jabber:server, except with prefix-free
-// canonicalization (RFC 6120 §4.8.2), where it may be the stream namespace or
-// absent. A header that is well-formed but breaks these rules is returned
-// along with the invalid-namespace or bad-namespace-prefix error, so that
-// the caller can answer it with a header of its own before the stream error
-// (RFC 6120 §4.9.1.2).
+// The header must be <stream> in http://etherx.jabber.org/streams
+// (otherwise invalid-namespace, bad-namespace-prefix when unprefixed or with
+// an unbound prefix, or bad-format for another name). Its default namespace
+// must be jabber:server, except with prefix-free canonicalization (RFC 6120
+// §4.8.2), where it may be the stream namespace or absent (otherwise
+// invalid-namespace). A header that is well-formed XML but breaks these rules
+// (except an unbound prefix) is returned along with its error, so that the
+// caller can answer it with a header of its own before the stream error (RFC
+// 6120 §4.9.1.2); the error sticks as for any stream error.
 //
 // A header ending in "/>" opens and closes the stream: ReadHeader succeeds
 // and the next Next returns io.EOF.
@@ -936,15 +938,16 @@ func intern(b []byte) string {
 
 // endHeader turns the complete stream start tag into r.hdr.
 func (r *Reader) endHeader(ens nsRef, end int, selfClose bool) (int, error) {
-	local := r.localName()
-	if string(r.nsBytes(ens)) != NSStream {
-		if r.tagColon < 0 {
-			return 0, r.fail(condBadNamespacePrefix, int(r.tagName.off), "stream element not in the stream namespace")
-		}
-		return 0, r.fail(condInvalidNamespace, int(r.tagName.off), "stream element not in the stream namespace")
-	}
-	if string(local) != "stream" {
-		return 0, r.fail(condBadFormat, int(r.tagName.off), "<%s> instead of a stream header", r.bytesAt(r.tagName))
+	// A header that breaks XMPP's rules but not XML's is still returned, so
+	// that the caller can answer with a header before the stream error.
+	var err error
+	switch {
+	case string(r.nsBytes(ens)) != NSStream && r.tagColon < 0:
+		err = r.fail(condBadNamespacePrefix, int(r.tagName.off), "stream element not in the stream namespace")
+	case string(r.nsBytes(ens)) != NSStream:
+		err = r.fail(condInvalidNamespace, int(r.tagName.off), "stream element not in the stream namespace")
+	case string(r.localName()) != "stream":
+		err = r.fail(condBadFormat, int(r.tagName.off), "<%s> instead of a stream header", r.bytesAt(r.tagName))
 	}
 	h := &Header{}
 	if r.tagColon >= 0 {
@@ -1001,8 +1004,9 @@ func (r *Reader) endHeader(ens nsRef, end int, selfClose bool) (int, error) {
 	// Besides jabber:server, prefix-free canonicalization leaves the
 	// default namespace undeclared or the stream namespace, and each
 	// element declares its own (RFC 6120 §4.8.2).
-	if def := h.Default(); def != NSServer && def != NSStream && def != "" {
-		r.err = r.fail(condInvalidNamespace, 0, "default namespace %q", def)
+	if def := h.Default(); err == nil && def != NSServer && def != NSStream && def != "" {
+		err = r.fail(condInvalidNamespace, 0, "default namespace %q", def)
 	}
+	r.err = err
 	return resHeader, nil
 }

@@ -320,12 +320,12 @@ func TestHeaderRefused(t *testing.T) {
 		want       error
 		wantHeader bool
 	}{
-		{"wrong stream namespace", `<stream:stream xmlns='jabber:server' xmlns:stream='http://wrong.example/'>`, stream.InvalidNamespace, false},
+		{"wrong stream namespace", `<stream:stream xmlns='jabber:server' xmlns:stream='http://wrong.example/' to='b.test'>`, stream.InvalidNamespace, true},
 		{"undeclared stream prefix", `<stream:stream xmlns='jabber:server'>`, stream.BadNamespacePrefix, false},
-		{"unprefixed stream element in jabber:server", `<stream xmlns='jabber:server'>`, stream.BadNamespacePrefix, false},
-		{"not a stream element", `<stream:features` + ns + `>`, stream.BadFormat, false},
-		{"client namespace", `<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>`, stream.InvalidNamespace, true},
-		{"unknown content namespace", `<stream:stream xmlns='urn:example' xmlns:stream='http://etherx.jabber.org/streams'>`, stream.InvalidNamespace, true},
+		{"unprefixed stream element in jabber:server", `<stream xmlns='jabber:server' to='b.test'>`, stream.BadNamespacePrefix, true},
+		{"not a stream element", `<stream:features` + ns + ` to='b.test'>`, stream.BadFormat, true},
+		{"client namespace", `<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='b.test'>`, stream.InvalidNamespace, true},
+		{"unknown content namespace", `<stream:stream xmlns='urn:example' xmlns:stream='http://etherx.jabber.org/streams' to='b.test'>`, stream.InvalidNamespace, true},
 		{"UTF-16", `<?xml version='1.0' encoding='UTF-16'?><stream:stream` + ns + `>`, stream.UnsupportedEncoding, false},
 		{"XML 1.1", `<?xml version='1.1'?><stream:stream` + ns + `>`, stream.NotWellFormed, false},
 		{"declaration without version", `<?xml encoding='UTF-8'?><stream:stream` + ns + `>`, stream.NotWellFormed, false},
@@ -346,7 +346,7 @@ func TestHeaderRefused(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
-			if (h != nil) != tc.wantHeader {
+			if (h != nil) != tc.wantHeader || h != nil && h.To != "b.test" {
 				t.Errorf("header %+v returned with the error; want one: %v", h, tc.wantHeader)
 			}
 			if _, err2 := r.Next(); err2 == nil {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -20,7 +21,13 @@ func ToASCII(domain string) (string, error) {
 		return "", errors.New("empty domain name")
 	}
 	if plainLDH(d) {
+		if err := numericTLD(d); err != nil {
+			return "", err
+		}
 		return d, nil // the common case, without allocating
+	}
+	if !utf8.ValidString(d) {
+		return "", errors.New("not valid UTF-8")
 	}
 	a, err := idna.Lookup.ToASCII(d)
 	if err != nil {
@@ -30,7 +37,25 @@ func ToASCII(domain string) (string, error) {
 	if err := checkLabels(a); err != nil {
 		return "", err
 	}
+	// The A-labels must themselves pass the lookup rules (a name that
+	// IDNA maps but cannot take back is no host name).
+	if again, err := idna.Lookup.ToASCII(a); err != nil || again != a {
+		return "", errors.New("not a valid internationalised name")
+	}
+	if err := numericTLD(a); err != nil {
+		return "", err
+	}
 	return a, nil
+}
+
+// numericTLD rejects a name whose last label is all digits: no top-level
+// domain is (RFC 3696 §2), so it is an IPv4 address or garbage, not a name
+// to look up.
+func numericTLD(a string) error {
+	if digitsAndDots(a[strings.LastIndexByte(a, '.')+1:]) {
+		return errors.New("the last label is numeric: an IP address is not a host name")
+	}
+	return nil
 }
 
 // checkLabels checks what IDNA lookup rules leave open: the lengths of the

@@ -464,7 +464,7 @@ func TestToASCII(t *testing.T) {
 			t.Errorf("ToASCII(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", ".", "a..b", "-a.b", "a_b.c", "a b", strings.Repeat("a", 64) + ".b", "xn--zz.test"} {
+	for _, in := range []string{"", ".", "a..b", "-a.b", "a_b.c", "a b", strings.Repeat("a", 64) + ".b", "xn--zz.test", "0\xe500", "192.0.2.1.", "host.123", "³"} {
 		if got, err := resolve.ToASCII(in); err == nil {
 			t.Errorf("ToASCII(%q) = %q, want an error", in, got)
 		}

@@ -46,7 +46,7 @@ func (d Decision) Record(t time.Time, face Face, dir Direction, local, remote st
 		Allowed: d.Allowed, Reason: d.Reason, Rule: d.Rule,
 	}
 	if !d.Allowed && d.Send {
-		r.Error, r.ErrorType = string(d.Condition), string(d.Type)
+		r.Error, r.ErrorType = string(d.Condition()), string(d.ErrorType())
 	}
 	return r
 }

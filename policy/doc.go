@@ -64,11 +64,17 @@
 // subscriptions setting for the direction, and the size; Limiter.Limit then
 // takes a rate token. Conditions:
 //
-//	deny list, default deny, kinds     not-allowed       cancel  (RFC 6120 §8.3.3.10)
-//	subscriptions denied by a rule     not-allowed       cancel  (the action is barred, not malformed)
-//	invalid type, full-JID subscription bad-request      modify  (RFC 6120 §8.3.3.1)
-//	size                               policy-violation  modify  (RFC 6120 §8.3.3.12)
-//	rate                               resource-constraint wait  (RFC 6120 §8.3.3.18)
+//	refusal                              condition            type    why
+//	deny list, default deny, kinds       not-allowed          cancel  RFC 6120 §8.3.3.10
+//	subscriptions denied by a rule       not-allowed          cancel  barred, not malformed
+//	invalid type, full-JID subscription  bad-request          modify  RFC 6120 §8.3.3.1
+//	size                                 policy-violation     modify  RFC 6120 §8.3.3.12
+//	rate                                 resource-constraint  wait    RFC 6120 §8.3.3.18
+//
+// Subscriptions a rule denies get not-allowed rather than policy-violation:
+// RFC 6120 gives policy-violation the types modify or wait (the sender could
+// change the stanza or try later), while not-allowed/cancel is the
+// condition for an action nobody may perform, which a per-domain ban is.
 //
 // A full JID in the from of a subscription stanza means the sending server
 // failed to stamp the bare JID (RFC 6121 §3.1.2, §3.1.5 …): the JID itself

@@ -45,7 +45,7 @@ func Example() {
 
 	sub := policy.Stanza{Kind: policy.Presence, Type: "subscribe", From: "juliet@partner.example", Size: 150}
 	dec = p.Stanza("partner.example", policy.In, sub)
-	fmt.Println(dec.Allowed, dec.Send, dec.Condition, dec.Type, dec.Rule)
+	fmt.Println(dec.Allowed, dec.Send, dec.Condition(), dec.ErrorType(), dec.Rule)
 
 	// Every refusal can become an audit line.
 	os.Stdout.Write(dec.Record(now, policy.Federation, policy.In, "a.example", "partner.example", policy.Presence).AppendJSON(nil))

@@ -4,8 +4,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"mellium.im/xmpp/stanza"
 )
 
 // DefaultMaxBuckets is the bucket count of a Limiter made with
@@ -70,8 +68,6 @@ func (l *Limiter) Limit(remote string, dir Direction, d Decision, now time.Time)
 	d.Send = d.send
 	d.Reason = ReasonRate
 	d.Rule = d.rule.rateLabel
-	d.Condition = stanza.ResourceConstraint
-	d.Type = stanza.Wait
 	return d
 }
 

@@ -60,10 +60,10 @@ func TestLimit(t *testing.T) {
 		if d.Allowed != s.allowed || d.Send != s.send {
 			t.Fatalf("%s: allowed %v send %v (%q), want %v %v", s.name, d.Allowed, d.Send, d.Rule, s.allowed, s.send)
 		}
-		if !d.Allowed && (d.Reason != policy.ReasonRate || d.Condition != stanza.ResourceConstraint ||
-			d.Type != stanza.Wait || d.Rule != "rules[0].rate") {
+		if !d.Allowed && (d.Reason != policy.ReasonRate || d.Condition() != stanza.ResourceConstraint ||
+			d.ErrorType() != stanza.Wait || d.Rule != "rules[0].rate") {
 			t.Fatalf("%s: refusal %v %v %v %q, want rate resource-constraint wait rules[0].rate",
-				s.name, d.Reason, d.Condition, d.Type, d.Rule)
+				s.name, d.Reason, d.Condition(), d.ErrorType(), d.Rule)
 		}
 	}
 	if n := l.Len(); n > 3 {

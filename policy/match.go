@@ -154,12 +154,12 @@ func find[T text](t *table, h uint64, k T) *entry {
 	}
 }
 
-// findFold is find for a key that may hold upper case (rare: callers pass
-// normalised names); it folds the key into a stack buffer first.
-func findFold[T text](t *table, h uint64, k T, upper bool) *entry {
-	if !upper {
-		return find(t, h, k)
-	}
+// findFolded is find for a key that holds upper case (rare: callers pass
+// normalised names); it folds the key into a stack buffer first. It is
+// kept out of line so the common path does not carry the buffer.
+//
+//go:noinline
+func findFolded[T text](t *table, h uint64, k T) *entry {
 	var buf [maxDomain]byte
 	for i := 0; i < len(k); i++ {
 		c := k[i]
@@ -218,14 +218,22 @@ func resolve[T text](p *Policy, d T) resolved {
 			if a+j+1 < b {
 				sh = mix(h, w>>(8*(j+1)))
 			}
-			if e := findFold(t, sh, d[a+j+1:n], upper); e != nil {
+			e := find(t, sh, d[a+j+1:n])
+			if upper {
+				e = findFolded(t, sh, d[a+j+1:n])
+			}
+			if e != nil {
 				m.add(e.wild)
 			}
 		}
 		h = mix(h, w)
 	}
 	if t.slots != nil {
-		if e := findFold(t, h, d[:n], upper); e != nil {
+		e := find(t, h, d[:n])
+		if upper {
+			e = findFolded(t, h, d[:n])
+		}
+		if e != nil {
 			m.add(e.exact)
 		}
 	}

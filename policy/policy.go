@@ -209,7 +209,8 @@ type Options struct {
 
 // Policy is a compiled policy: an immutable value, safe for any number of
 // goroutines. Compile a new one on reload and swap the pointer (an
-// atomic.Pointer[Policy] suits); decisions never change a Policy.
+// atomic.Pointer[Policy] suits); decisions never change a Policy. A zero
+// Policy, made without Compile, refuses every domain.
 type Policy struct {
 	defaultAllow bool
 	defaultLabel string

@@ -152,3 +152,13 @@ func TestParseKind(t *testing.T) {
 		})
 	}
 }
+
+func TestZeroPolicyRefuses(t *testing.T) {
+	var p policy.Policy
+	if d := p.Domain("remote.example"); d.Allowed {
+		t.Errorf("zero Policy allowed a domain: %+v", d)
+	}
+	if d := p.Stanza("remote.example", policy.In, policy.Stanza{Kind: policy.Message, Size: 10}); d.Allowed {
+		t.Errorf("zero Policy allowed a stanza: %+v", d)
+	}
+}

@@ -31,10 +31,13 @@ type RawStanza struct {
 //
 // When Allowed is false the stanza is not forwarded. If Send is true the
 // relay answers the sender with an error stanza of the same kind carrying
-// Type and Condition (see StanzaError); if Send is false the stanza is
+// Condition and ErrorType (see StanzaError); if Send is false the stanza is
 // dropped silently, because RFC 6120 §8.3.1 and RFC 6121 forbid or advise
 // against an answer (type='error' stanzas, IQ results, most presence).
 // An allowed stanza is forwarded unchanged: policy never alters payloads.
+//
+// The condition follows from the Reason, so it is a method: that keeps a
+// Decision small enough to be returned in registers on the hot path.
 type Decision struct {
 	// Allowed reports whether the stanza may cross.
 	Allowed bool
@@ -44,9 +47,6 @@ type Decision struct {
 	// Reason is what decided; for an allowed stanza, ReasonAllowList or
 	// ReasonDefault.
 	Reason Reason
-	// Condition and Type are the stanza error to send; empty when allowed.
-	Condition stanza.Condition
-	Type      stanza.ErrorType
 	// Rule names the configuration entry that decided, for logs and audit:
 	// "deny[2] *.evil.example", "rules[0].kinds", "default deny",
 	// "limits.max_stanza_bytes", or the RFC rule for protocol refusals.
@@ -65,7 +65,39 @@ func (d Decision) StanzaError() stanza.Error {
 	if !d.Send {
 		return stanza.Error{}
 	}
-	return stanza.Error{Type: d.Type, Condition: d.Condition}
+	return stanza.Error{Type: d.ErrorType(), Condition: d.Condition()}
+}
+
+// Condition returns the stanza error condition of a refusal, "" when
+// allowed: not-allowed for the domain lists, kinds and subscriptions;
+// bad-request for an invalid type or a full-JID subscription;
+// policy-violation for size; resource-constraint for rate.
+func (d Decision) Condition() stanza.Condition {
+	c, _ := d.stanzaError()
+	return c
+}
+
+// ErrorType returns the stanza error type of a refusal, "" when allowed:
+// cancel, modify (bad-request, size) or wait (rate).
+func (d Decision) ErrorType() stanza.ErrorType {
+	_, t := d.stanzaError()
+	return t
+}
+
+func (d Decision) stanzaError() (stanza.Condition, stanza.ErrorType) {
+	if d.Allowed {
+		return "", ""
+	}
+	switch d.Reason {
+	case ReasonType, ReasonFullJID:
+		return stanza.BadRequest, stanza.Modify
+	case ReasonSize:
+		return stanza.PolicyViolation, stanza.Modify
+	case ReasonRate:
+		return stanza.ResourceConstraint, stanza.Wait
+	}
+	// Deny list, default deny, unusable domain, kinds, subscriptions.
+	return stanza.NotAllowed, stanza.Cancel
 }
 
 // Rate returns the token bucket that applies to the remote domain (stanzas
@@ -110,7 +142,7 @@ func decide[T text](p *Policy, remote string, dir Direction, kind Kind, typ, fro
 	st := classify(kind, typ)
 	d := Decision{Reason: r.reason, Rule: r.label, rule: r.rule, send: sendError(kind, st)}
 	if !r.allowed {
-		return d.refuse(r.reason, r.label, stanza.NotAllowed, stanza.Cancel)
+		return d.refuse(r.reason, r.label)
 	}
 	ru := r.rule
 	kinds := Message.bit() | Presence.bit() | IQ.bit()
@@ -119,19 +151,19 @@ func decide[T text](p *Policy, remote string, dir Direction, kind Kind, typ, fro
 	}
 	switch {
 	case kind < Message || kind > IQ:
-		return d.refuse(ReasonKind, labelKind, stanza.NotAllowed, stanza.Cancel)
+		return d.refuse(ReasonKind, labelKind)
 	case kinds&kind.bit() == 0:
-		return d.refuse(ReasonKind, ru.kindsLabel, stanza.NotAllowed, stanza.Cancel)
+		return d.refuse(ReasonKind, ru.kindsLabel)
 	case st == typeInvalid:
 		label := labelIQType
 		if kind == Presence {
 			label = labelPresenceType
 		}
-		return d.refuse(ReasonType, label, stanza.BadRequest, stanza.Modify)
+		return d.refuse(ReasonType, label)
 	}
 	if st.subscription() {
 		if hasResource(from) {
-			return d.refuse(ReasonFullJID, labelBareJID, stanza.BadRequest, stanza.Modify)
+			return d.refuse(ReasonFullJID, labelBareJID)
 		}
 		if ru != nil {
 			ok, label := ru.subsIn, ru.subsInLabel
@@ -146,7 +178,7 @@ func decide[T text](p *Policy, remote string, dir Direction, kind Kind, typ, fro
 				}
 			}
 			if !ok {
-				return d.refuse(ReasonSubscription, label, stanza.NotAllowed, stanza.Cancel)
+				return d.refuse(ReasonSubscription, label)
 			}
 		}
 	}
@@ -155,19 +187,17 @@ func decide[T text](p *Policy, remote string, dir Direction, kind Kind, typ, fro
 		limit, label = ru.maxBytes, ru.sizeLabel
 	}
 	if limit > 0 && size > limit {
-		return d.refuse(ReasonSize, label, stanza.PolicyViolation, stanza.Modify)
+		return d.refuse(ReasonSize, label)
 	}
 	d.Allowed = true
 	return d
 }
 
-func (d Decision) refuse(why Reason, label string, cond stanza.Condition, typ stanza.ErrorType) Decision {
+func (d Decision) refuse(why Reason, label string) Decision {
 	d.Allowed = false
 	d.Send = d.send
 	d.Reason = why
 	d.Rule = label
-	d.Condition = cond
-	d.Type = typ
 	return d
 }
 

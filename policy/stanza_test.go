@@ -112,7 +112,7 @@ func TestStanza(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := p.Stanza(tt.remote, tt.dir, tt.s)
-			got := want{d.Allowed, d.Send, d.Reason, d.Condition, d.Type, d.Rule}
+			got := want{d.Allowed, d.Send, d.Reason, d.Condition(), d.ErrorType(), d.Rule}
 			if got != tt.want {
 				t.Errorf("Stanza(%q, %v, %+v)\n got %+v\nwant %+v", tt.remote, tt.dir, tt.s, got, tt.want)
 			}

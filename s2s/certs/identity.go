@@ -7,6 +7,9 @@ import (
 	"github.com/fedrelay/fedrelay/config"
 )
 
+// maxDomainBytes is the longest domainpart of a JID (RFC 7622 §3.2).
+const maxDomainBytes = 1023
+
 // srvPrefix is the service part of the SRV-ID an XMPP server presents
 // (RFC 6120 §13.7.1.2.1, RFC 4985): "_xmpp-server.<domain>".
 const srvPrefix = "_xmpp-server."
@@ -68,6 +71,10 @@ func matchNames(n sanNames, ref string) idKind {
 	for _, p := range n.XMPP {
 		// A JID with a localpart or resource names an account, not the
 		// server; NormalizeDomain refuses it. No wildcards in XmppAddr.
+		// The length check spares PRECIS work on what cannot be a domain.
+		if len(p) > maxDomainBytes {
+			continue
+		}
 		if d, err := config.NormalizeDomain(p); err == nil && d == ref {
 			return idXMPP
 		}

@@ -239,6 +239,9 @@ type Peer struct {
 // left-most DNS label; never the common name), comparing IDNA ASCII forms
 // case-insensitively, and that its chain is still valid now.
 func (p *Peer) VerifyDomain(domain string) error {
+	if len(domain) > maxDomainBytes {
+		return &PeerError{Domain: domain[:64] + "…", Reason: ErrNameMismatch, Err: errors.New("domain too long")}
+	}
 	ref, err := config.NormalizeDomain(domain)
 	if err != nil {
 		return &PeerError{Domain: domain, Reason: ErrNameMismatch, Err: err}

@@ -47,6 +47,7 @@ func TestVerifyPeer(t *testing.T) {
 		{name: "CN ignored beside other names", spec: leafSpec{cn: "example.org", dns: []string{"other.net"}}, domain: "example.org", want: certs.ErrNameMismatch},
 		{name: "wrong name", spec: leafSpec{dns: []string{"example.net"}, srv: []string{"_xmpp-server.example.net"}, xmpp: []string{"example.net"}}, domain: "example.org", want: certs.ErrNameMismatch},
 		{name: "suffix is not a match", spec: leafSpec{dns: []string{"ample.org"}}, domain: "example.org", want: certs.ErrNameMismatch},
+		{name: "reference domain too long", spec: leafSpec{xmpp: []string{strings.Repeat("a", 1100)}}, domain: strings.Repeat("a", 1100), want: certs.ErrNameMismatch},
 		{name: "invalid reference domain", spec: leafSpec{dns: []string{"example.org"}}, domain: "user@example.org", want: certs.ErrNameMismatch},
 
 		{name: "IDNA: U-label reference, A-label DNS-ID", spec: leafSpec{dns: []string{"xn--bcher-kva.example"}}, domain: "bücher.example"},

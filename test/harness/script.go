@@ -220,6 +220,20 @@ func (s *Script) Next() (Element, error) {
 // answer, say). It fails if the stream ends, or the connection breaks,
 // without one.
 func (s *Script) StreamError() (cond string, before []Element, err error) {
+	if s.Header == nil {
+		// Nothing read yet: the peer's header comes first, then (for
+		// version 1.0) features or the error itself.
+		if err := s.ReadHeader(); err != nil {
+			var se *StreamError
+			if errors.As(err, &se) {
+				return se.Condition, nil, nil
+			}
+			return "", nil, err
+		}
+		if s.Features.Raw != "" {
+			before = append(before, s.Features)
+		}
+	}
 	for {
 		el, err := s.Next()
 		if err != nil {

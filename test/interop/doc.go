@@ -1,0 +1,31 @@
+// Package interop runs fedrelay between real, unmodified XMPP servers on
+// loopback addresses and checks what their users see (issue 7).
+//
+// The tests are behind the interop build tag and need root (Prosody refuses
+// to run as root, so it is started as the prosody user; the DNS servers
+// listen on port 53), Prosody 0.12 with lua-unbound, and ejabberd 23.01:
+//
+//	go test -tags interop ./test/interop/ -count=1 -v
+//
+// .ci/run installs the servers and runs them after the unit tests. Without
+// root or without the servers the tests skip, unless
+// FEDRELAY_INTEROP_REQUIRE=1 (set by CI), which turns that into a failure.
+//
+// The topology, all on 127.0.77.0/24 (FEDRELAY_INTEROP_NET overrides the
+// first three octets):
+//
+//	a.test  Prosody, the internal server; its resolver is the relay's
+//	        internal DNS responder (.53:53)                           .2
+//	relay   fedrelay in process: federation face .10:5269, internal
+//	        face .11:5269, fronting a.test
+//	b.test  Prosody, a public peer; resolves through the test DNS
+//	        server (.54:53, in process) where a.test's SRV record
+//	        points at relay.test = the federation face               .3
+//	c.test  ejabberd, a public peer; SRV through the test DNS server,
+//	        A records through the system (a tagged /etc/hosts line)   .4
+//
+// Every server gets its own directory under a temporary run directory with
+// its configuration and logs; the directory is removed when the tests
+// pass and kept (its path is printed) when they fail or when
+// FEDRELAY_INTEROP_KEEP=1.
+package interop

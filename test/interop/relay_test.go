@@ -1,0 +1,159 @@
+//go:build interop
+
+package interop_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/stanza"
+
+	"github.com/fedrelay/fedrelay/cmd/fedrelay/app"
+	"github.com/fedrelay/fedrelay/config"
+	"github.com/fedrelay/fedrelay/routing"
+)
+
+// relay runs fedrelay in process, as cmd/fedrelay's run command does,
+// through package app: that gives the tests its counters and a hook on
+// every bounce. Its log goes to relay.log (debug level), its audit log to
+// audit.log.
+type relay struct {
+	dir     string
+	fed     string // federation face
+	intl    string // internal face
+	dnsAddr string // internal DNS responder
+	route   string // a.test's server
+	pubDNS  string // the "public" DNS server
+
+	logf *os.File
+	gen  int        // instances started: restarts make new ones
+	cur  *app.Relay // the running instance
+	all  []*app.Relay
+
+	mu      sync.Mutex
+	bounces []bounce
+}
+
+// bounce is one error stanza the relay made, as OnBounce saw it.
+type bounce struct {
+	gen       int
+	to        string // the bounced stanza's to (the error goes to its from)
+	condition string
+	text      string
+	elapsed   time.Duration // from reading the stanza to the bounce being routed
+}
+
+// yaml returns the relay's configuration; deny is policy.deny.
+func (r *relay) yaml(deny []string) string {
+	q := make([]string, len(deny))
+	for i, d := range deny {
+		q[i] = fmt.Sprintf("%q", d)
+	}
+	return fmt.Sprintf(`log: {level: debug}
+federation: {listen: [%q], listen_tls: []}
+internal: {listen: [%q], dns_listen: %q}
+domains: [{name: a.test, route: %q}]
+dialback: {secret: "interop-test-secret-0123456789"}
+dns: {servers: [%q], timeout: 2s, retries: 1}
+limits: {connect_timeout: 5s, negotiation_timeout: 10s}
+breaker: {failures: 2, open_for: %s, max_open_for: 30s}
+policy: {deny: [%s], audit_log: %q}
+admin: {listen: ""}
+`, r.fed, r.intl, r.dnsAddr, r.route, r.pubDNS, breakerOpenFor, strings.Join(q, ", "), r.auditLog())
+}
+
+// breakerOpenFor is breaker.open_for: short, so the remote-down scenario
+// sees the breaker open and close again quickly.
+const breakerOpenFor = 3 * time.Second
+
+func (r *relay) auditLog() string { return filepath.Join(r.dir, "audit.log") }
+
+// load writes the configuration and loads it as fedrelay would, with no
+// environment overrides.
+func (r *relay) load(deny []string) (*config.Config, error) {
+	path := filepath.Join(r.dir, "relay.yaml")
+	if err := os.WriteFile(path, []byte(r.yaml(deny)), 0o644); err != nil {
+		return nil, err
+	}
+	return config.Load(config.Options{Path: path, Getenv: func(string) (string, bool) { return "", false }})
+}
+
+// start builds and starts a new instance.
+func (r *relay) start(deny []string) error {
+	cfg, err := r.load(deny)
+	if err != nil {
+		return err
+	}
+	if r.logf == nil {
+		if r.logf, err = os.OpenFile(filepath.Join(r.dir, "relay.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+			return err
+		}
+	}
+	r.gen++
+	gen := r.gen
+	log := slog.New(slog.NewTextHandler(r.logf, &slog.HandlerOptions{Level: cfg.Log.Level})).With("relay", gen)
+	a, err := app.New(cfg, log, app.Options{OnBounce: func(st *routing.Stanza, e stanza.Error) {
+		b := bounce{gen: gen, elapsed: time.Since(st.Received), to: st.To, condition: string(e.Condition), text: e.Text[""]}
+		r.mu.Lock()
+		r.bounces = append(r.bounces, b)
+		r.mu.Unlock()
+	}})
+	if err != nil {
+		return err
+	}
+	if err := a.Start(); err != nil {
+		a.Shutdown(context.Background())
+		return err
+	}
+	r.cur = a
+	r.all = append(r.all, a)
+	return nil
+}
+
+// reload applies a new policy.deny to the running instance.
+func (r *relay) reload(deny []string) error {
+	cfg, err := r.load(deny)
+	if err != nil {
+		return err
+	}
+	return r.cur.Reload(cfg)
+}
+
+// shutdown stops the running instance gracefully.
+func (r *relay) shutdown() error {
+	if r.cur == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err := r.cur.Shutdown(ctx)
+	r.cur = nil
+	return err
+}
+
+// bouncesFrom returns the bounces recorded from index i on.
+func (r *relay) bouncesFrom(i int) []bounce {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]bounce(nil), r.bounces[min(i, len(r.bounces)):]...)
+}
+
+func (r *relay) bounceCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.bounces)
+}
+
+// stats formats an instance's router counters.
+func stats(a *app.Relay) string {
+	s := a.Router.Stats()
+	return fmt.Sprintf("accepted=%d delivered=%d bounced=%d dropped=%d refused=%d breaker_bounces=%d "+
+		"bounces_delivered=%d bounces_dropped=%d", s.Accepted.Load(), s.Delivered.Load(), s.Bounced.Load(),
+		s.Dropped.Load(), s.Refused.Load(), s.BreakerBounces.Load(), s.BouncesDelivered.Load(), s.BouncesDropped.Load())
+}

@@ -74,6 +74,7 @@ type Proxy struct {
 	accepted atomic.Int64
 	ln       net.Listener
 	mu       sync.Mutex
+	times    []time.Time
 	conns    map[net.Conn]struct{}
 	closed   bool
 	wg       sync.WaitGroup
@@ -104,6 +105,13 @@ func (p *Proxy) SetRefuseDelay(d time.Duration) { p.delay.Store(int64(d)) }
 // Accepted returns how many connections the proxy has accepted.
 func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
 
+// AcceptTimes returns when each connection was accepted.
+func (p *Proxy) AcceptTimes() []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Time(nil), p.times...)
+}
+
 func (p *Proxy) serve() {
 	defer p.wg.Done()
 	for {
@@ -111,6 +119,9 @@ func (p *Proxy) serve() {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		p.times = append(p.times, time.Now())
+		p.mu.Unlock()
 		p.accepted.Add(1)
 		if !p.track(c, true) {
 			c.Close()

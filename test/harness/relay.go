@@ -76,8 +76,10 @@ type Bounce struct {
 	Condition    stanza.Condition
 	ErrorType    stanza.ErrorType
 	Text         string
-	// Latency is the time from reading the stanza to bouncing it.
+	// Latency is the time from reading the stanza to bouncing it, and At
+	// the time of the bounce.
 	Latency time.Duration
+	At      time.Time
 }
 
 // Option adjusts StartRelay.
@@ -234,7 +236,8 @@ func (r *Relay) ReloadYAML(t testing.TB, configYAML string) {
 
 func (r *Relay) onBounce(st *routing.Stanza, e stanza.Error) {
 	b := Bounce{Kind: st.Kind, From: st.From, To: st.To, ID: st.ID, Type: st.Type,
-		Condition: e.Condition, ErrorType: e.Type, Text: e.Text[""], Latency: time.Since(st.Received)}
+		Condition: e.Condition, ErrorType: e.Type, Text: e.Text[""], At: time.Now()}
+	b.Latency = b.At.Sub(st.Received)
 	r.mu.Lock()
 	r.bounces = append(r.bounces, b)
 	r.mu.Unlock()

@@ -71,15 +71,15 @@ func parseFeatures(raw []byte) (*features, error) {
 			switch {
 			case depth == 2 && t.Name.Space == NSTLS && t.Name.Local == "starttls":
 				f.StartTLS = true
-			case depth == 3 && path[1].Space == NSTLS && t.Name.Local == "required":
+			case depth == 3 && path[1] == (xml.Name{Space: NSTLS, Local: "starttls"}) && t.Name.Local == "required":
 				f.StartTLSRequired = true
 			case depth == 2 && t.Name.Space == NSSASL && t.Name.Local == "mechanisms":
 				f.Mechanisms = []string{}
 			case depth == 2 && t.Name.Space == dialback.NSFeature && t.Name.Local == "dialback":
 				f.Dialback = true
-			case depth == 3 && path[1].Space == dialback.NSFeature && t.Name.Local == "errors":
+			case depth == 3 && path[1] == (xml.Name{Space: dialback.NSFeature, Local: "dialback"}) && t.Name.Local == "errors":
 				f.DialbackErrors = true
-			case depth == 3 && path[1].Space == NSSASL && t.Name.Local == "mechanism":
+			case depth == 3 && path[1] == (xml.Name{Space: NSSASL, Local: "mechanisms"}) && t.Name.Local == "mechanism":
 				var m string
 				if err := d.DecodeElement(&m, &t); err != nil {
 					return nil, err

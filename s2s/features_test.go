@@ -1,0 +1,127 @@
+package s2s
+
+import (
+	"encoding/base64"
+	"reflect"
+	"testing"
+)
+
+func TestParseFeatures(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  string
+		want features
+	}{
+		{"prosody before TLS",
+			"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>",
+			features{StartTLS: true, StartTLSRequired: true}},
+		{"prosody after TLS, certificate not acceptable",
+			"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>",
+			features{Mechanisms: []string{}, Dialback: true}},
+		{"ejabberd after TLS",
+			`<stream:features><mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><mechanism>EXTERNAL</mechanism></mechanisms>` +
+				`<dialback xmlns="urn:xmpp:features:dialback"><errors/></dialback><bidi xmlns="urn:xmpp:features:bidi"/></stream:features>`,
+			features{Mechanisms: []string{"EXTERNAL"}, Dialback: true, DialbackErrors: true}},
+		{"empty", "<stream:features/>", features{}},
+		{"unknown required feature",
+			"<stream:features><foo xmlns='urn:example:foo'><required/></foo></stream:features>",
+			features{Unknown: []string{"urn:example:foo foo"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseFeatures([]byte(tc.raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(*got, tc.want) {
+				t.Errorf("got %+v, want %+v", *got, tc.want)
+			}
+		})
+	}
+	if f, _ := parseFeatures([]byte("<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>EXTERNAL</mechanism></mechanisms></stream:features>")); !f.External() {
+		t.Error("External() = false for an EXTERNAL offer")
+	}
+}
+
+func TestParseAuth(t *testing.T) {
+	b64 := base64.StdEncoding.EncodeToString
+	tests := []struct {
+		raw     string
+		want    saslAuth
+		wantErr bool
+	}{
+		{"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>", saslAuth{Mechanism: "EXTERNAL"}, false},
+		{"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'/>", saslAuth{Mechanism: "EXTERNAL"}, false},
+		{"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>" + b64([]byte("a.test")) + "</auth>",
+			saslAuth{Mechanism: "EXTERNAL", AuthzID: "a.test"}, false},
+		{"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth>", saslAuth{Mechanism: "PLAIN", AuthzID: "\x00a\x00b"}, false},
+		{"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>not base64!</auth>", saslAuth{}, true},
+		{"<auth xmlns='jabber:server' mechanism='EXTERNAL'>=</auth>", saslAuth{}, true},
+	}
+	for _, tc := range tests {
+		got, err := parseAuth([]byte(tc.raw))
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("parseAuth(%q) = %+v, %v; want %+v, error %v", tc.raw, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+func TestParseStreamError(t *testing.T) {
+	got := parseStreamError([]byte("<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" +
+		"<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'> no such host </text></stream:error>"))
+	if got.Condition != "host-unknown" || got.Text != "no such host" {
+		t.Errorf("got %+v", got)
+	}
+	if got := parseStreamError([]byte("<stream:error/>")); got.Condition != "undefined-condition" {
+		t.Errorf("empty error: %+v", got)
+	}
+}
+
+func TestSplitDomain(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"alice@a.test/res", "a.test"},
+		{"a.test", "a.test"},
+		{"a.test/res@x", "a.test"},
+		{"Alice@A.Test", "a.test"},
+		{"user@bücher.example", "xn--bcher-kva.example"},
+		{"a.test.", "a.test"},
+	}
+	for _, tc := range tests {
+		if got, err := splitDomain([]byte(tc.in)); err != nil || got != tc.want {
+			t.Errorf("splitDomain(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "alice@", "@/x", "a b.test"} {
+		if got, err := splitDomain([]byte(bad)); err == nil {
+			t.Errorf("splitDomain(%q) = %q, want an error", bad, got)
+		}
+	}
+}
+
+// FuzzNegotiationParsers feeds arbitrary bytes to the parsers of negotiation
+// elements: they must never panic, and what parseFeatures accepts must be
+// internally consistent.
+func FuzzNegotiationParsers(f *testing.F) {
+	f.Add([]byte("<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>"))
+	f.Add([]byte(`<stream:features><mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><mechanism>EXTERNAL</mechanism></mechanisms><dialback xmlns="urn:xmpp:features:dialback"><errors/></dialback></stream:features>`))
+	f.Add([]byte("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>YS50ZXN0</auth>"))
+	f.Add([]byte("<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>x</text></stream:error>"))
+	f.Add([]byte("alice@a.test/r"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if fe, err := parseFeatures(raw); err == nil {
+			if fe.StartTLSRequired && !fe.StartTLS {
+				t.Fatalf("required without starttls: %+v", fe)
+			}
+			if fe.DialbackErrors && !fe.Dialback {
+				t.Fatalf("errors without dialback: %+v", fe)
+			}
+		}
+		parseAuth(raw)
+		if e := parseStreamError(raw); e.Condition == "" {
+			t.Fatal("empty condition")
+		}
+		if d, err := splitDomain(raw); err == nil && d == "" {
+			t.Fatal("empty domain without error")
+		}
+	})
+}

@@ -56,6 +56,7 @@ type inConn struct {
 	from, to   string      // stream header addresses (normal form)
 	id         string
 	saslDomain string // authenticated by SASL EXTERNAL
+	legacy     bool   // the peer's header had no version (RFC 6120 §4.7.5)
 	authed     bool   // some pair authorized: idle timeout instead of negotiation deadline
 
 	ctx    context.Context
@@ -114,12 +115,6 @@ func (c *inConn) run() error {
 			return err
 		}
 		for restart := false; !restart; {
-			if !c.authed && c.dr.authenticated() {
-				// A pair was authorized (perhaps by a verification
-				// goroutine): the larger stanza limit applies.
-				c.authed = true
-				c.r.SetAuthenticated(true)
-			}
 			el, err := c.r.Next()
 			if err != nil {
 				return err
@@ -155,7 +150,11 @@ func (c *inConn) finish(err error) {
 		// without a closing tag.
 	case se != nil:
 		if !c.headerSent {
-			c.w.WriteHeader(&wire.Header{From: c.to, To: c.from, ID: newStreamID(), Version: "1.0", Lang: langDefault})
+			h := &wire.Header{From: c.to, To: c.from, ID: newStreamID(), Version: "1.0", Lang: langDefault}
+			if c.legacy {
+				h.Version = "" // RFC 6120 §4.7.5: answer a pre-1.0 peer without version
+			}
+			c.w.WriteHeader(h)
 		}
 		c.w.WriteStreamError(*se)
 	case c.headerSent:
@@ -221,6 +220,7 @@ func (c *inConn) readHeader() error {
 	}
 	restart := c.id != ""
 	legacy := hdr.Version == "" || hdr.Version[0] == '0'
+	c.legacy = legacy
 
 	to, from := "", ""
 	if hdr.To != "" {
@@ -277,6 +277,10 @@ func (c *inConn) readHeader() error {
 		c.authorize(dialback.Pair{From: c.saslDomain, To: c.to}, policy.AuthExternal)
 	}
 	c.mu.Unlock()
+	if c.saslDomain != "" {
+		c.authenticated()
+		c.raiseLimit()
+	}
 
 	h := &wire.Header{To: c.from, From: c.to, ID: c.id, Lang: langDefault}
 	if !legacy {
@@ -513,6 +517,9 @@ func (c *inConn) dialback(el *wire.Element) error {
 	c.mu.Lock()
 	dec := c.db.Handle(e)
 	c.mu.Unlock()
+	if dec.Action == dialback.Forward || dec.Action == dialback.Reply && dec.Reply.Type == dialback.TypeValid {
+		c.raiseLimit()
+	}
 	return c.apply(dec)
 }
 
@@ -555,6 +562,27 @@ func (c *inConn) apply(dec dialback.Decision) error {
 func (c *inConn) authenticated() {
 	if c.dr.setIdle(c.s.Limits.IdleTimeout) {
 		c.raw.SetWriteDeadline(time.Time{})
+		// The owner may be blocked in a read that began under the
+		// negotiation deadline: move that read's deadline too.
+		c.raw.SetReadDeadline(time.Now().Add(c.s.Limits.IdleTimeout))
+		if c.dr.stopped.Load() {
+			c.dr.stop() // a stop that raced with this keeps its effect
+		}
+	}
+}
+
+// raiseLimit switches the reader to the post-authentication stanza limit.
+// Owner only. It is called as soon as a pair is authorized on the owner's
+// side, and when a verification starts: the peer sends its first stanza as
+// soon as it reads our valid answer, while the owner is already blocked
+// reading with whatever limit was set before, so the limit must be raised
+// before the answer can go out. During a verification the peer, which has
+// presented a key over the stream, may thus send elements up to
+// limits.max_stanza_bytes: memory stays bounded by that.
+func (c *inConn) raiseLimit() {
+	if !c.authed {
+		c.authed = true
+		c.r.SetAuthenticated(true)
 	}
 }
 

@@ -34,6 +34,8 @@ type link struct {
 	draining bool
 	stopErr  error // set by stop: close with this stream error
 	wake     chan struct{}
+	up       bool          // authenticated: the queue only waits for the writer
+	space    chan struct{} // closed by take, for Enqueue calls waiting for room
 }
 
 func (s *Server) newLink(pair routing.Pair, report func(error)) *link {
@@ -42,20 +44,46 @@ func (s *Server) newLink(pair routing.Pair, report func(error)) *link {
 		log: s.Log.With("face", face.String(), "dir", "out", "from", pair.From, "to", pair.To)}
 }
 
-// Enqueue implements routing.Link.
+// Enqueue implements routing.Link. While the link is being set up the
+// queue bounds (limits.queue_stanzas, queue_bytes) refuse at once. Once it
+// is up, a full queue only means the writer is behind: Enqueue waits for
+// room, which slows the inbound stream that feeds it (TCP back-pressure),
+// and refuses only if no room comes within limits.negotiation_timeout (a
+// peer that stopped reading).
 func (l *link) Enqueue(st *routing.Stanza) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	switch {
-	case l.closed || l.draining:
-		return routing.ErrClosed
-	case len(l.queue) >= l.s.Limits.QueueStanzas || l.qbytes+len(st.Raw) > l.s.Limits.QueueBytes:
-		return routing.ErrQueueFull
+	var timer *time.Timer
+	for {
+		switch {
+		case l.closed || l.draining:
+			return routing.ErrClosed
+		case len(l.queue) < l.s.Limits.QueueStanzas && l.qbytes+len(st.Raw) <= l.s.Limits.QueueBytes,
+			len(l.queue) == 0: // one stanza always fits: its size was checked on reading
+			l.queue = append(l.queue, st)
+			l.qbytes += len(st.Raw)
+			l.signal()
+			return nil
+		case !l.up:
+			return routing.ErrQueueFull
+		}
+		if timer == nil {
+			timer = time.NewTimer(l.s.Limits.NegotiationTimeout)
+			defer timer.Stop()
+		}
+		if l.space == nil {
+			l.space = make(chan struct{})
+		}
+		space := l.space
+		l.mu.Unlock()
+		select {
+		case <-space:
+			l.mu.Lock()
+		case <-timer.C:
+			l.mu.Lock()
+			return routing.ErrQueueFull
+		}
 	}
-	l.queue = append(l.queue, st)
-	l.qbytes += len(st.Raw)
-	l.signal()
-	return nil
 }
 
 func (l *link) signal() {
@@ -71,6 +99,10 @@ func (l *link) take() []*routing.Stanza {
 	defer l.mu.Unlock()
 	q := l.queue
 	l.queue, l.qbytes = nil, 0
+	if l.space != nil {
+		close(l.space)
+		l.space = nil
+	}
 	return q
 }
 
@@ -149,6 +181,9 @@ func (l *link) serve() error {
 		return err
 	}
 	o.raw.SetDeadline(time.Time{})
+	l.mu.Lock()
+	l.up = true
+	l.mu.Unlock()
 	l.log.Info("outbound stream up", "addr", o.cand.Address(), "tls", o.tls, "took", time.Since(started).Round(time.Millisecond))
 
 	readErr := make(chan error, 1)
@@ -269,9 +304,8 @@ func (l *link) finish(err error) {
 	l.s.removeLink(l)
 	l.mu.Lock()
 	l.closed = true
-	rest := l.queue
-	l.queue, l.qbytes = nil, 0
 	l.mu.Unlock()
+	rest := l.take() // also wakes Enqueue calls waiting for room
 
 	var de *routing.DeliveryError
 	switch {

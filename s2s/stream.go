@@ -143,9 +143,6 @@ func (d *deadlineReader) setIdle(idle time.Duration) bool {
 	return d.idle.Swap(int64(idle)) == 0
 }
 
-// authenticated reports whether setIdle was called.
-func (d *deadlineReader) authenticated() bool { return d.idle.Load() != 0 }
-
 func (d *deadlineReader) stop() {
 	d.stopped.Store(true)
 	d.raw.SetReadDeadline(time.Unix(1, 0))

@@ -3,6 +3,7 @@ package routing_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -165,5 +166,40 @@ policy:
 	s.Remote.WaitID(t, "o0")
 	s.Remote.WaitID(t, "o1")
 	expectError(t, s.Internal, "o2", "message", "wait", "resource-constraint")
+	s.Relay.WaitBalanced(t)
+}
+
+// TestStanzaRefusals: the other refusals of policy.Stanza, with the
+// condition and type of policy/doc.go's table: a rule's lower size limit
+// (policy-violation, modify), an invalid IQ or presence type (bad-request,
+// modify); refused stanzas that must not be answered (a headline, an IQ
+// result, an error) are dropped.
+func TestStanzaRefusals(t *testing.T) {
+	s := harness.StartSite(t, `
+policy:
+  rules:
+    - {match: [small.test], max_stanza_bytes: 1000}
+`, "small.test")
+	out := s.FromInside(t, "small.test")
+	out.Send(harness.BigMessage("alice@a.test", "bob@small.test", "size-ok", 500))
+	out.Send(harness.BigMessage("alice@a.test", "bob@small.test", "size-big", 2000))
+	out.Send("<iq from='alice@a.test/phone' to='bob@small.test' id='bad-iq' type='bogus'><query xmlns='jabber:iq:version'/></iq>")
+	out.Send("<presence from='alice@a.test/phone' to='bob@small.test' id='bad-pres' type='bogus'/>")
+	dropped := []string{
+		"<message from='alice@a.test' to='bob@small.test' id='big-headline' type='headline'><body>" + strings.Repeat("x", 2000) + "</body></message>",
+		"<iq from='alice@a.test/phone' to='bob@small.test' id='big-result' type='result'><query xmlns='jabber:iq:version'><name>" + strings.Repeat("x", 2000) + "</name></query></iq>",
+		"<message from='alice@a.test' to='bob@small.test' id='big-error' type='error'><body>" + strings.Repeat("x", 2000) + "</body><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>",
+	}
+	for _, st := range dropped {
+		out.Send(st)
+	}
+	s.Remote.WaitID(t, "size-ok")
+	expectError(t, s.Internal, "size-big", "message", "modify", "policy-violation")
+	expectError(t, s.Internal, "bad-iq", "iq", "modify", "bad-request")
+	expectError(t, s.Internal, "bad-pres", "presence", "modify", "bad-request")
+	harness.Eventually(t, func() bool { return s.Relay.Router.Stats().Dropped.Load() == int64(len(dropped)) },
+		"the refused headline, IQ result and error dropped (%s)", s.Relay.Stats())
+	notReceived(t, s.Remote, "size-big", "bad-iq", "bad-pres", "big-headline", "big-result", "big-error")
+	notReceived(t, s.Internal, "big-headline", "big-result", "big-error")
 	s.Relay.WaitBalanced(t)
 }

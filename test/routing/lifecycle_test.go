@@ -1,0 +1,97 @@
+package routing_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/fedrelay/fedrelay/test/harness"
+)
+
+// TestInternalServerDown: when the route of an internal domain refuses,
+// stanzas from the federation to it bounce with remote-server-timeout,
+// back over the federation.
+func TestInternalServerDown(t *testing.T) {
+	proxy := harness.StartProxy(t, harness.ClosedAddr(t))
+	proxy.SetMode(harness.Refuse)
+	s := harness.StartSite(t, fmt.Sprintf("domains: [{name: a.test, route: %q}]", proxy.Addr), "remote.test")
+	in := s.FromOutside(t, "remote.test")
+	in.Send(harness.Message("bob@remote.test", "alice@a.test", "down-in", "hi"))
+	expectError(t, s.Remote, "down-in", "message", "wait", "remote-server-timeout")
+	if proxy.Accepted() == 0 {
+		t.Errorf("the relay never tried the route")
+	}
+	s.Relay.WaitBalanced(t)
+}
+
+// TestIdleLinkReopens: an outbound link that carried nothing for
+// limits.idle_timeout closes; the next stanza opens a new one.
+func TestIdleLinkReopens(t *testing.T) {
+	s := harness.StartSite(t, "limits: {idle_timeout: 500ms}", "remote.test")
+	s.FromInside(t, "remote.test").Send(harness.Message("alice@a.test", "bob@remote.test", "idle-1", "hi"))
+	s.Remote.WaitID(t, "idle-1")
+	harness.Eventually(t, func() bool { return s.Relay.Server.Stats().OutboundOpen.Load() == 0 },
+		"the idle link to close")
+	s.Relay.Logs.Wait(t, "outbound stream closed", "to", "remote.test", "reason", "idle")
+	s.FromInside(t, "remote.test").Send(harness.Message("alice@a.test", "bob@remote.test", "idle-2", "hi"))
+	s.Remote.WaitID(t, "idle-2")
+	if n := s.Relay.Server.Stats().OutboundTotal.Load(); n != 2 {
+		t.Errorf("%d links, want 2", n)
+	}
+	s.Relay.WaitBalanced(t)
+}
+
+// TestShutdown: Shutdown closes every inbound stream with system-shutdown
+// and closes the outbound links cleanly.
+func TestShutdown(t *testing.T) {
+	s := harness.StartSite(t, "", "remote.test")
+	in := s.FromOutside(t, "remote.test")
+	out := s.FromInside(t, "remote.test")
+	in.Send(harness.Message("bob@remote.test", "alice@a.test", "s-in", "hi"))
+	out.Send(harness.Message("alice@a.test", "bob@remote.test", "s-out", "hi"))
+	s.Internal.WaitID(t, "s-in")
+	s.Remote.WaitID(t, "s-out")
+
+	ctx, cancel := context.WithTimeout(context.Background(), harness.WaitTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := s.Relay.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	t.Logf("shutdown took %s", time.Since(start))
+	in.ExpectStreamError("system-shutdown")
+	out.ExpectStreamError("system-shutdown")
+	// The links' peers see a clean end of stream, not an error.
+	for _, f := range []*harness.FakeServer{s.Internal, s.Remote} {
+		if errs := f.StreamErrors(); len(errs) > 0 {
+			t.Errorf("%s: links closed with %v", f.Name, errs)
+		}
+	}
+	s.Relay.WaitBalanced(t)
+}
+
+// TestIdleInboundStream: an inbound stream idle for limits.idle_timeout is
+// closed gracefully with the closing tag: connection-timeout is for a peer
+// that stopped responding, not for mere idleness (RFC 6120 §4.9.3.4,
+// protocol digest §1.5 and §1.8).
+//
+// It fails at the time of writing: the idle timeout is a read deadline
+// (s2s/stream.go, deadlineReader), and closeReason turns every timeout
+// into connection-timeout.
+func TestIdleInboundStream(t *testing.T) {
+	s := harness.StartSite(t, "limits: {idle_timeout: 500ms}", "remote.test")
+	in := s.FromOutside(t, "remote.test")
+	in.Send(harness.Message("bob@remote.test", "alice@a.test", "before-idle", "hi"))
+	s.Internal.WaitID(t, "before-idle")
+	el, err := in.Next()
+	switch {
+	case err == nil:
+		t.Errorf("idle stream closed with %s, want </stream:stream>", el.Raw)
+	case !errors.Is(err, io.EOF):
+		t.Errorf("idle stream: %v, want the closing tag", err)
+	}
+	s.Relay.WaitBalanced(t)
+}

@@ -6,9 +6,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/spf13/cobra"
 
 	"github.com/fedrelay/fedrelay/cmd/fedrelay/app"
@@ -21,8 +24,10 @@ func newRunCmd() *cobra.Command {
 		Use:   "run",
 		Short: "Run the relay",
 		Long: "run starts the relay: the federation face, the internal face, the internal DNS responder\n" +
-			"and the admin endpoint as configured. SIGHUP reloads domains, policy and breaker settings\n" +
-			"without dropping streams that are still allowed; SIGINT or SIGTERM stop it gracefully.",
+			"and the admin endpoint as configured. SIGHUP, or saving the configuration file, reloads\n" +
+			"domains, policy and breaker settings without dropping streams that are still allowed (an\n" +
+			"invalid file is refused and the running configuration stays); SIGINT or SIGTERM stop it\n" +
+			"gracefully.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := cf.load()
@@ -52,6 +57,18 @@ func serveSignals(relay *app.Relay, cf *configFlags, log *slog.Logger) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	changed, stopWatch := watchFile(cf.path, log)
+	defer stopWatch()
+	reload := func(why string) {
+		cfg, err := cf.load()
+		if err != nil {
+			log.Error("reload refused; the running configuration stays", "trigger", why, "err", err)
+			return
+		}
+		if err := relay.Reload(cfg); err != nil {
+			log.Error("reload refused; the running configuration stays", "trigger", why, "err", err)
+		}
+	}
 	var failure error
 loop:
 	for {
@@ -61,14 +78,9 @@ loop:
 				log.Info("stopping", "signal", sig.String())
 				break loop
 			}
-			cfg, err := cf.load()
-			if err != nil {
-				log.Error("reload refused; the running configuration stays", "err", err)
-				continue
-			}
-			if err := relay.Reload(cfg); err != nil {
-				log.Error("reload refused; the running configuration stays", "err", err)
-			}
+			reload("SIGHUP")
+		case <-changed:
+			reload("file changed")
 		case err := <-relay.Err():
 			log.Error("listener failed; stopping", "err", err)
 			failure = &exitError{code: exitFailure, err: err}
@@ -90,4 +102,59 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// watchFile reports changes of the configuration file on the returned
+// channel, debounced (editors write a file in several steps, often by
+// renaming a new one over it, so the directory is watched). Without a file,
+// or if watching is impossible, the channel never fires: SIGHUP still works.
+func watchFile(path string, log *slog.Logger) (<-chan struct{}, func()) {
+	out := make(chan struct{}, 1)
+	if path == "" {
+		return out, func() {}
+	}
+	w, err := fsnotify.NewWatcher()
+	if err == nil {
+		err = w.Add(filepath.Dir(path))
+	}
+	if err != nil {
+		log.Warn("not watching the configuration file; reload with SIGHUP", "err", err)
+		if w != nil {
+			w.Close()
+		}
+		return out, func() {}
+	}
+	abs, _ := filepath.Abs(path)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var debounce <-chan time.Time
+		for {
+			select {
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if p, _ := filepath.Abs(ev.Name); p == abs && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+					debounce = time.After(300 * time.Millisecond)
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				log.Warn("configuration file watch", "err", err)
+			case <-debounce:
+				debounce = nil
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return out, func() { close(done); w.Close(); wg.Wait() }
 }

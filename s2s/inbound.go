@@ -142,6 +142,13 @@ func (c *inConn) finish(err error) {
 	c.dr.stop()
 
 	se := closeReason(err)
+	idle := isTimeout(err) && c.dr.idle.Load() != 0
+	if idle {
+		// An authenticated stream that carried nothing for
+		// limits.idle_timeout is closed cleanly: connection-timeout is for
+		// peers that stopped responding, not for idleness (RFC 6120 §4.6).
+		se = nil
+	}
 	c.wmu.Lock()
 	c.raw.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	switch {
@@ -178,6 +185,8 @@ func (c *inConn) finish(err error) {
 		c.log.Debug("stream closed for shutdown")
 	case se != nil:
 		c.log.Info("stream closed with an error", "condition", se.Err, "err", err, "abandoned_checks", pending)
+	case idle:
+		c.log.Debug("idle stream closed", "idle_timeout", c.s.Limits.IdleTimeout)
 	case err != nil && !errors.Is(err, io.EOF):
 		c.log.Debug("stream ended", "err", err)
 	default:

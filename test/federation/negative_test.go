@@ -204,12 +204,11 @@ func TestOversizeStanza(t *testing.T) {
 // may use the whole of limits.max_stanza_bytes, like every later one: the
 // stream is authenticated once the relay has said valid.
 //
-// It fails at the time of writing: the relay's inbound stream switches its
-// framer to the authenticated limit (wire.Reader.SetAuthenticated) only on
-// its owner goroutine before each read (s2s/inbound.go, run), but dialback
-// concludes on a verification goroutine while the owner is already blocked
-// in the read that will return the next element, which is therefore still
-// bounded by limits.max_preauth_bytes: policy-violation.
+// A regression test: dialback concludes on a verification goroutine while
+// the stream's owner is already blocked in the read that returns the peer's
+// next element, so raising the limit only before each read left that first
+// stanza under limits.max_preauth_bytes (policy-violation); fixed in
+// 332ee76.
 func TestFirstStanzaAfterDialback(t *testing.T) {
 	s := harness.StartSite(t, "limits: {max_preauth_bytes: 2048, max_stanza_bytes: 10000}", "remote.test")
 	sc := s.FromOutside(t, "remote.test")

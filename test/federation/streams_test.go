@@ -30,12 +30,11 @@ func saslWorld(t *testing.T, limits string) *world {
 // TestSASLExternalStanzaLimit: a stream authenticated by SASL EXTERNAL
 // accepts stanzas up to limits.max_stanza_bytes.
 //
-// It fails at the time of writing: after SASL success and the restart
-// (s2s/inbound.go, handleAuth and readHeader) the inbound stream never
-// calls authenticated(), so its framer keeps the pre-auth limit for the
-// stream's whole life: relay B closes relay A's stream with
-// policy-violation at the first stanza over limits.max_preauth_bytes, and
-// that stanza, already counted delivered by relay A, is lost.
+// A regression test: a SASL-authenticated inbound stream used to keep the
+// pre-auth limit for its whole life, so relay B closed relay A's stream
+// with policy-violation at the first stanza over limits.max_preauth_bytes,
+// and that stanza, already counted delivered by relay A, was lost; fixed
+// in 332ee76.
 func TestSASLExternalStanzaLimit(t *testing.T) {
 	w := saslWorld(t, "limits: {max_preauth_bytes: 2048, max_stanza_bytes: 10000}")
 	toB := w.FA.Dial(t, w.A.InternalAddr, "a.test", "b.test")
@@ -53,11 +52,10 @@ func TestSASLExternalStanzaLimit(t *testing.T) {
 // SASL EXTERNAL stays open past limits.negotiation_timeout, until
 // limits.idle_timeout; the next stanza uses it.
 //
-// It fails at the time of writing: the negotiation deadline set on the
-// connection when it was accepted (s2s/inbound.go, run) is never lifted
-// for a SASL-authenticated stream (handleAuth does not call
-// authenticated()), so relay B closes relay A's working stream with
-// connection-timeout limits.negotiation_timeout after it was opened.
+// A regression test: the negotiation deadline set when the connection was
+// accepted used to stay in force on SASL-authenticated streams, so relay B
+// closed relay A's working stream with connection-timeout
+// limits.negotiation_timeout after it was opened; fixed in 332ee76.
 func TestSASLExternalStreamOutlivesNegotiation(t *testing.T) {
 	const negotiation = 1500 * time.Millisecond
 	w := saslWorld(t, fmt.Sprintf("limits: {negotiation_timeout: %s, idle_timeout: 1m}", negotiation))
@@ -85,13 +83,11 @@ func TestSASLExternalStreamOutlivesNegotiation(t *testing.T) {
 // says nothing for a while after the valid answer stays open past
 // limits.negotiation_timeout.
 //
-// It fails at the time of writing: the owner goroutine of the relay's
-// inbound stream is blocked in a read started under the negotiation
-// deadline when dialback concludes on the verification goroutine;
-// authenticated() (s2s/inbound.go) switches the deadlineReader to the idle
-// timeout for later reads but leaves that read's deadline in place, so the
-// read times out at the negotiation deadline and the stream is closed with
-// connection-timeout.
+// A regression test: the stream's owner is blocked in a read started under
+// the negotiation deadline when dialback concludes on the verification
+// goroutine; switching to the idle timeout for later reads only left that
+// read's deadline in place, and the stream was closed with
+// connection-timeout at the negotiation deadline; fixed in 332ee76.
 func TestQuietAfterDialback(t *testing.T) {
 	const negotiation = 1500 * time.Millisecond
 	s := harness.StartSite(t, fmt.Sprintf("limits: {negotiation_timeout: %s, idle_timeout: 1m}", negotiation), "remote.test")

@@ -220,13 +220,12 @@ func TestQueueOverflow(t *testing.T) {
 // stanzas held for a pair "while its outbound stream is being set up"
 // (docs/config.md); a burst on a link that is up is written, not refused.
 //
-// It fails at the time of writing: link.Enqueue (s2s/link.go) applies the
-// bound to every link, so a burst that arrives faster than the link's
-// writer goroutine drains its queue is refused with resource-constraint
-// although the stream to the peer is up. When the refused stanzas are the
-// relay's own bounces (on the link back to the sender), they are dropped
-// without trace: the sender learns nothing of a stanza the relay did not
-// deliver.
+// A regression test: the bound used to apply to established links too, so
+// a burst faster than the link's writer was refused with
+// resource-constraint although the stream was up (18 of 20 here), and the
+// relay's own bounces of it, refused in turn on the link back to the
+// sender, were dropped without trace; fixed in 332ee76 (an established link
+// now waits for its writer).
 func TestQueueBoundOnEstablishedLink(t *testing.T) {
 	s := harness.StartSite(t, "limits: {queue_stanzas: 2}", "remote.test")
 	out := s.FromInside(t, "remote.test")

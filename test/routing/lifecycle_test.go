@@ -78,9 +78,8 @@ func TestShutdown(t *testing.T) {
 // that stopped responding, not for mere idleness (RFC 6120 §4.9.3.4,
 // protocol digest §1.5 and §1.8).
 //
-// It fails at the time of writing: the idle timeout is a read deadline
-// (s2s/stream.go, deadlineReader), and closeReason turns every timeout
-// into connection-timeout.
+// A regression test: the idle timeout is a read deadline, and every
+// timeout used to become connection-timeout; fixed in 2351101.
 func TestIdleInboundStream(t *testing.T) {
 	s := harness.StartSite(t, "limits: {idle_timeout: 500ms}", "remote.test")
 	in := s.FromOutside(t, "remote.test")

@@ -222,7 +222,7 @@ func merge(base, over map[string]any) map[string]any {
 	return out
 }
 
-// Reload applies a new configuration (laid over the test defaults like
+// ReloadYAML applies a new configuration (laid over the test defaults like
 // StartRelay's, with the same secret, addresses and DNS) with
 // app.Relay.Reload.
 func (r *Relay) ReloadYAML(t testing.TB, configYAML string) {

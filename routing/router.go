@@ -127,7 +127,7 @@ func (r *Router) Stats() *Stats { return &r.stats }
 // pair, or back to its sender as an error. It never blocks on the network.
 // Route owns st from here on.
 func (r *Router) Route(st *Stanza) {
-	if !st.Bounce {
+	if !st.Own {
 		r.stats.Accepted.Add(1)
 	}
 	t := r.table.Load()
@@ -147,12 +147,12 @@ func (r *Router) Route(st *Stanza) {
 			Condition: stanza.NotAllowed, Text: map[string]string{"": "the relay does not route this pair"}})
 		return
 	}
-	if !st.Bounce && ((dir == policy.In) != (st.Face == policy.Federation)) {
+	if !st.Own && ((dir == policy.In) != (st.Face == policy.Federation)) {
 		r.refuse(st, "routing: stanza from the wrong face", stanza.Error{Type: stanza.Cancel,
 			Condition: stanza.NotAllowed, Text: map[string]string{"": "the relay does not route this pair"}})
 		return
 	}
-	if !st.Bounce {
+	if !st.Own {
 		p := r.policy.Load()
 		d := p.Stanza(remote, dir, policy.Stanza{Kind: st.Kind, Type: st.Type, From: st.From, Size: len(st.Raw)})
 		d = r.limiter.Limit(remote, dir, d, r.now())
@@ -222,9 +222,18 @@ func openRelayRule(fromInternal bool) string {
 	return "remote domain to remote domain (open relay)"
 }
 
+// Answer routes a stanza the relay makes itself in answer to one addressed
+// to it (an XEP-0199 ping to one of the domains it speaks as): like a bounce
+// it is not counted as accepted, and it is never answered in turn.
+func (r *Router) Answer(st *Stanza) {
+	st.Own = true
+	r.stats.Answered.Add(1)
+	r.Route(st)
+}
+
 // Delivered records that a link wrote st to its next hop.
 func (r *Router) Delivered(st *Stanza) {
-	if st.Bounce {
+	if st.Own {
 		r.stats.BouncesDelivered.Add(1)
 		return
 	}
@@ -283,7 +292,7 @@ func (r *Router) refuse(st *Stanza, rule string, e stanza.Error) {
 // st must not be answered (it is an error itself, an IQ result or error, or
 // the bounce of a bounce): then st is dropped.
 func (r *Router) bounce(st *Stanza, e stanza.Error) {
-	if st.Bounce {
+	if st.Own {
 		r.stats.BouncesDropped.Add(1)
 		return
 	}
@@ -296,7 +305,7 @@ func (r *Router) bounce(st *Stanza, e stanza.Error) {
 	r.Route(&Stanza{
 		Kind: st.Kind, Type: "error", From: st.To, To: st.From, ID: st.ID,
 		FromDomain: st.ToDomain, ToDomain: st.FromDomain, Raw: raw,
-		Face: st.Face, Bounce: true, Received: st.Received,
+		Face: st.Face, Own: true, Received: st.Received,
 	})
 	if r.onBounce != nil {
 		r.onBounce(st, e)
@@ -304,7 +313,7 @@ func (r *Router) bounce(st *Stanza, e stanza.Error) {
 }
 
 func (r *Router) drop(st *Stanza) {
-	if st.Bounce {
+	if st.Own {
 		r.stats.BouncesDropped.Add(1)
 		return
 	}
@@ -325,10 +334,13 @@ type Stats struct {
 	Refused atomic.Int64
 	// BreakerBounces counts bounces made while a breaker was open.
 	BreakerBounces atomic.Int64
-	// BouncesDelivered and BouncesDropped follow the relay's own error
-	// stanzas.
+	// BouncesDelivered and BouncesDropped follow the stanzas the relay
+	// made itself: bounces and answers.
 	BouncesDelivered atomic.Int64
 	BouncesDropped   atomic.Int64
+	// Answered counts stanzas the relay answered itself (pings to the
+	// domains it speaks as); they are not routed, so not accepted.
+	Answered atomic.Int64
 }
 
 // Balanced reports whether every accepted stanza is accounted for.

@@ -30,9 +30,10 @@ type Stanza struct {
 	// TLS and Auth describe the stream the stanza arrived on, for policy.
 	TLS  bool
 	Auth policy.Auth
-	// Bounce marks an error stanza the relay made itself; it is routed
-	// like any other but never counted as accepted twice.
-	Bounce bool
+	// Own marks a stanza the relay made itself (a bounce, an answer to a
+	// ping): it is routed like any other, but not counted as accepted, not
+	// subject to policy, and never answered with an error.
+	Own bool
 	// Received is when the relay read the stanza.
 	Received time.Time
 	// Attempts counts the links that took the stanza and retired before

@@ -1,8 +1,10 @@
 package s2s
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -648,6 +650,10 @@ func (c *inConn) stanza(el *wire.Element) error {
 			return withText(stream.HostUnknown, "%s may not send to %s on this stream", from, to)
 		}
 	}
+	if el.Kind == wire.IQ && string(el.Type) == "get" && string(el.To) == to && isPing(el.Raw) {
+		c.answerPing(el, from, to)
+		return nil
+	}
 	st := &routing.Stanza{
 		Kind: policy.ParseKind(el.Local), Type: string(el.Type),
 		From: string(el.From), To: string(el.To), ID: string(el.ID),
@@ -685,4 +691,51 @@ func (c *inConn) deniedBy(p *policy.Policy) bool {
 // String names the connection for logs.
 func (c *inConn) String() string {
 	return fmt.Sprintf("in %s %s→%s", c.face, c.from, c.to)
+}
+
+// isPing reports whether an IQ is an XEP-0199 ping: its only child is
+// <ping xmlns='urn:xmpp:ping'/>. The cheap test runs on every IQ; the parse
+// only on candidates.
+func isPing(raw []byte) bool {
+	if !bytes.Contains(raw, []byte(nsPing)) {
+		return false
+	}
+	d := xml.NewDecoder(bytes.NewReader(raw))
+	depth, children, ping := 0, 0, false
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return ping && children == 1
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if depth == 2 {
+				children++
+				ping = t.Name.Space == nsPing && t.Name.Local == "ping"
+			}
+		case xml.EndElement:
+			depth--
+		}
+	}
+}
+
+// answerPing answers an XEP-0199 ping addressed to a domain this face
+// speaks as (RFC 6120 §8.1.2.1: the server answers IQs to its bare domain):
+// the ping tests the stream to the relay, which is this hop.
+func (c *inConn) answerPing(el *wire.Element, from, to string) {
+	var b bytes.Buffer
+	b.WriteString("<iq type='result' from='")
+	xml.EscapeText(&b, el.To)
+	b.WriteString("' to='")
+	xml.EscapeText(&b, el.From)
+	if el.ID != nil {
+		b.WriteString("' id='")
+		xml.EscapeText(&b, el.ID)
+	}
+	b.WriteString("'/>")
+	c.s.Router.Answer(&routing.Stanza{
+		Kind: policy.IQ, Type: "result", From: string(el.To), To: string(el.From), ID: string(el.ID),
+		FromDomain: to, ToDomain: from, Raw: b.Bytes(), Face: c.face, TLS: c.tls, Received: time.Now(),
+	})
 }

@@ -392,17 +392,22 @@ func (c *Client) read(dec *xml.Decoder) {
 // pushes get a result, disco#info a minimal identity, anything else
 // service-unavailable (RFC 6120 §8.2.3).
 func (c *Client) answer(iq *Element) {
-	to, id := esc(iq.From()), esc(iq.Attr("id"))
+	// A request without from comes from our own account (roster pushes):
+	// the answer then goes without to as well (RFC 6120 §8.1.1.1).
+	head := fmt.Sprintf("<iq id='%s'", esc(iq.Attr("id")))
+	if from := iq.From(); from != "" {
+		head += fmt.Sprintf(" to='%s'", esc(from))
+	}
 	switch {
 	case iq.Child(nsPing, "ping") != nil, iq.Child(nsRoster, "query") != nil && iq.Type() == "set":
-		c.Send(fmt.Sprintf("<iq type='result' to='%s' id='%s'/>", to, id))
+		c.Send(head + " type='result'/>")
 	case iq.Child(nsDisco, "query") != nil && iq.Type() == "get":
-		c.Send(fmt.Sprintf("<iq type='result' to='%s' id='%s'><query xmlns='%s'>"+
+		c.Send(fmt.Sprintf("%s type='result'><query xmlns='%s'>"+
 			"<identity category='client' type='bot' name='fedrelay interop'/><feature var='%s'/><feature var='%s'/>"+
-			"</query></iq>", to, id, nsDisco, nsDisco, nsPing))
+			"</query></iq>", head, nsDisco, nsDisco, nsPing))
 	default:
-		c.Send(fmt.Sprintf("<iq type='error' to='%s' id='%s'><error type='cancel'>"+
-			"<service-unavailable xmlns='%s'/></error></iq>", to, id, nsStanzas))
+		c.Send(fmt.Sprintf("%s type='error'><error type='cancel'><service-unavailable xmlns='%s'/></error></iq>",
+			head, nsStanzas))
 	}
 }
 

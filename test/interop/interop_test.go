@@ -360,6 +360,9 @@ func (l *lab) remoteDown(t *testing.T) {
 		t.Logf("bounce %d: %s: %s", i, el.Condition(), el.ErrorText())
 		if rs.BreakerBounces.Load() > breaker0 {
 			openedAt = time.Now()
+			if i != 3 {
+				t.Errorf("breaker.failures is 2: want the third message bounced by the open breaker, it was message %d", i)
+			}
 		}
 	}
 
@@ -386,6 +389,9 @@ func (l *lab) remoteDown(t *testing.T) {
 	}
 	t.Logf("%d bounces while open, the slowest %v after reading the stanza; breaker_bounces %d → %d",
 		len(open), slowest, breaker0, rs.BreakerBounces.Load())
+	if got := rs.BreakerBounces.Load() - breaker0; got < n+1 {
+		t.Errorf("Router.Stats().BreakerBounces grew by %d, want at least %d", got, n+1)
+	}
 
 	if err := l.b.start(); err != nil {
 		t.Fatal(err)
@@ -435,7 +441,7 @@ func (l *lab) restart(t *testing.T) {
 
 	// alice writes a burst in one go; the relay stops as soon as bob has the
 	// first of it, while a.test is still forwarding the rest.
-	const burst = 100
+	const burst = 400
 	during := map[string]string{} // id → body
 	var raw strings.Builder
 	var first string
@@ -526,9 +532,9 @@ func (l *lab) restart(t *testing.T) {
 		// before it read the relay's system-shutdown, and not accepted
 		// by the relay (its counters balance without them)?
 		before, closed := sentBeforeShutdown(prosodyLog, logFrom, lost)
-		t.Logf("a.test's prosody.log: %d of the %d lost were written on its s2s stream to the relay (%s) "+
-			"before it read the relay's system-shutdown", before, len(lost), closed)
-		t.Logf("relay instance %d accepted %d stanzas from the burst on, of %d sent; its counters: %s",
+		t.Logf("a.test's prosody.log: %d of the %d lost were written (Sending[s2sout]) on its stream to the relay "+
+			"before this line:\n\t%s", before, len(lost), closed)
+		t.Logf("relay instance %d accepted %d stanzas after the burst was sent (%d messages); its counters: %s",
 			l.relay.gen-1, old.Router.Stats().Accepted.Load()-accepted0, burst, stats(old))
 	})
 }

@@ -50,6 +50,11 @@ func requireOrSkip(t *testing.T) {
 			missing = append(missing, bin+" (apt-get install prosody lua-unbound ejabberd)")
 		}
 	}
+	// Without lua-unbound Prosody falls back to a resolver that ignores
+	// the per-server resolv.conf the tests give it.
+	if m, _ := filepath.Glob("/usr/lib/*/lua/5.*/lunbound.so"); len(m) == 0 {
+		missing = append(missing, "lua-unbound (Prosody's resolver)")
+	}
 	if len(missing) == 0 {
 		return
 	}
@@ -161,10 +166,16 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 		l.c, err = newEjabberd(filepath.Join(l.dir, "c.test"), "c.test", l.ip(4), 5290, l.ip(54))
 		return err
 	})
-	// ejabberd takes a few seconds to start: let it while Prosody is set up.
-	ejStarted := make(chan error, 1)
-	go func() { ejStarted <- l.c.start() }()
+	// ejabberd takes a second or two to start: let it while Prosody is set
+	// up. Its cleanup waits for the start to finish, so that a failure
+	// meanwhile cannot leave it running.
+	ejStarted, ejDone := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(ejDone)
+		ejStarted <- l.c.start()
+	}()
 	t.Cleanup(func() {
+		<-ejDone
 		if err := l.c.stop(); err != nil {
 			t.Errorf("ejabberd: %v", err)
 		}

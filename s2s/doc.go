@@ -9,6 +9,9 @@
 //     (RFC 6120 §4, §8, §11).
 //   - s2s/resolve: SRV resolution of remote domains and outbound dialing
 //     (RFC 6120 §3.2, XEP-0368, RFC 2782, RFC 8305).
+//   - s2s/certs: certificates by SNI (configured, self-signed, on demand)
+//     and peer verification (RFC 6125/9525, XEP-0178).
+//   - s2s/internaldns: the internal face's DNS responder.
 //
 // s2s satisfies the small interfaces that package routing declares; routing
 // never imports s2s.

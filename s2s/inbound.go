@@ -132,7 +132,8 @@ func (c *inConn) run() error {
 // the connection and waits for the stream's verification goroutines.
 func (c *inConn) finish(err error) {
 	c.mu.Lock()
-	if c.closeErr != nil {
+	requested := c.closeErr != nil // by Shutdown or a reload, not by the stream
+	if requested {
 		err = c.closeErr
 	}
 	c.closeErr = errStreamClosed
@@ -174,6 +175,9 @@ func (c *inConn) finish(err error) {
 	if tc, ok := c.conn.(*tls.Conn); ok && se != nil {
 		tc.CloseWrite()
 	}
+	if (requested || idle) && c.headerSent {
+		c.linger()
+	}
 	c.cancel()
 	c.raw.Close()
 	c.wg.Wait()
@@ -205,11 +209,42 @@ var (
 // the owner's blocked read is woken by a deadline in the past.
 func (c *inConn) shutdown(err error) {
 	c.mu.Lock()
-	if c.closeErr == nil {
+	first := c.closeErr == nil
+	if first {
 		c.closeErr = err
 	}
 	c.mu.Unlock()
-	c.dr.stop()
+	if first {
+		c.dr.stop()
+	}
+}
+
+// lingerFor is how long a stream we close keeps being read (RFC 6120 §4.4).
+const lingerFor = 3 * time.Second
+
+// linger goes on reading a stream the relay closed of its own accord
+// (shutdown, reload, idle) until the peer closes its side or lingerFor
+// passes, and routes the stanzas that were already on their way: the peer
+// sent them before it saw our closing, and without stream management
+// nothing else would tell their senders they were lost (RFC 6120 §4.4).
+// They are routed like any other, so a stanza the new policy refuses is
+// bounced, not dropped.
+func (c *inConn) linger() {
+	c.dr.resume(time.Now().Add(lingerFor))
+	for n := 0; ; n++ {
+		el, err := c.r.Next()
+		if err != nil {
+			if n > 0 {
+				c.log.Debug("stanzas read after closing the stream", "count", n)
+			}
+			return
+		}
+		if el.IsStanza() {
+			if c.stanza(el) != nil {
+				return
+			}
+		}
+	}
 }
 
 // write writes elements and flushes them.
@@ -261,7 +296,7 @@ func (c *inConn) readHeader() error {
 
 	if remote := c.remoteOf(dialback.Pair{From: c.from, To: c.to}); remote != "" && !restart {
 		if d := c.s.Router.Policy().Domain(remote); !d.Allowed {
-			c.s.Audit(d.Record(time.Now(), policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: remote}, c.localOf(c.to)))
+			c.s.Audit(d.Record(time.Now(), policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: remote}, c.localOf(dialback.Pair{From: c.from, To: c.to})))
 			return withText(d.Condition, "federation with %s is not allowed here (%s)", remote, d.Rule)
 		}
 	}
@@ -462,7 +497,7 @@ func (c *inConn) streamDecision(p dialback.Pair, auth policy.Auth) policy.Stream
 	st := policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(p), TLS: c.tls, Auth: auth}
 	d := c.s.Router.Policy().Stream(st)
 	if !d.Allowed {
-		c.s.Audit(d.Record(time.Now(), st, c.localOf(p.To)))
+		c.s.Audit(d.Record(time.Now(), st, c.localOf(p)))
 	}
 	return d
 }
@@ -476,12 +511,13 @@ func (c *inConn) remoteOf(p dialback.Pair) string {
 	return p.From
 }
 
-// localOf returns our side of a pair whose target is to.
-func (c *inConn) localOf(to string) string {
+// localOf returns the organisation's domain of a pair on this stream: the
+// target on the federation face, the sender on the internal face.
+func (c *inConn) localOf(p dialback.Pair) string {
 	if c.face == policy.Internal {
-		return ""
+		return p.From
 	}
-	return to
+	return p.To
 }
 
 // dirIn is the direction of the stanzas an inbound stream carries.
@@ -676,7 +712,7 @@ func (c *inConn) deniedBy(p *policy.Policy) bool {
 		if !d.Allowed {
 			denied = &d
 			c.s.Audit(d.Record(time.Now(), policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(pair),
-				TLS: c.tlsOn.Load(), Auth: auth}, c.localOf(pair.To)))
+				TLS: c.tlsOn.Load(), Auth: auth}, c.localOf(pair)))
 			break
 		}
 	}

@@ -214,6 +214,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for c := range s.conns {
 		c.shutdown(withText(stream.SystemShutdown, "the relay is shutting down"))
 	}
+	s.mu.Unlock()
+	// Inbound streams first: they linger to route what their peers had
+	// already sent, which the links must still carry. Then the links write
+	// what they hold and close.
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	s.mu.Lock()
 	for _, l := range s.links {
 		l.drain()
 	}

@@ -143,6 +143,14 @@ func (d *deadlineReader) setIdle(idle time.Duration) bool {
 	return d.idle.Swap(int64(idle)) == 0
 }
 
+// resume undoes stop for a last read of the stream until deadline. Owner
+// only, once nobody else can call stop any more.
+func (d *deadlineReader) resume(deadline time.Time) {
+	d.idle.Store(0)
+	d.stopped.Store(false)
+	d.conn.SetReadDeadline(deadline)
+}
+
 func (d *deadlineReader) stop() {
 	d.stopped.Store(true)
 	d.raw.SetReadDeadline(time.Unix(1, 0))

@@ -65,6 +65,6 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.AddCommand(newRunCmd(), newCheckConfigCmd(), newResolveCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newCheckConfigCmd(), newResolveCmd(), newVersionCmd(), newDemoCmd())
 	return root
 }

@@ -212,12 +212,16 @@ var errIdle = errors.New("idle")
 func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 	idle := time.NewTimer(l.s.Limits.IdleTimeout)
 	defer idle.Stop()
+	keepalive := time.NewTicker(keepaliveEvery(l.s.Limits.IdleTimeout))
+	defer keepalive.Stop()
+	wrote := false // since the last keepalive tick
 	for {
 		if batch := l.take(); len(batch) > 0 {
 			if err := l.write(o, batch); err != nil {
 				return err
 			}
 			idle.Reset(l.s.Limits.IdleTimeout)
+			wrote = true
 			continue
 		}
 		l.mu.Lock()
@@ -241,10 +245,28 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 				return errIdle
 			}
 			l.mu.Unlock()
+		case <-keepalive.C:
+			if !wrote {
+				// RFC 6120 §4.6.1: a single space between elements finds a
+				// dead connection, and keeps the peer's idle timer (and
+				// middleboxes) from closing a quiet but wanted stream.
+				o.raw.SetWriteDeadline(time.Now().Add(l.s.Limits.NegotiationTimeout))
+				o.w.WriteRaw([]byte{' '})
+				if err := o.w.Flush(); err != nil {
+					return routing.Timeout(fmt.Errorf("keepalive to %s: %w", l.pair.To, err))
+				}
+			}
+			wrote = false
 		case <-l.s.ctx.Done():
 			return ErrServerClosed
 		}
 	}
+}
+
+// keepaliveEvery is the whitespace keepalive interval of a link: a third of
+// the idle timeout, at most five minutes (Prosody sends one after 840 s).
+func keepaliveEvery(idle time.Duration) time.Duration {
+	return max(min(idle/3, 5*time.Minute), time.Second)
 }
 
 // write writes one batch and flushes it. Stanzas of a batch whose flush

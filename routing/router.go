@@ -61,6 +61,8 @@ type Router struct {
 	bmu      sync.Mutex
 	breakers *lru.Cache[string, *breaker]
 
+	iqs pendingIQs
+
 	stats Stats
 }
 
@@ -129,6 +131,9 @@ func (r *Router) Stats() *Stats { return &r.stats }
 func (r *Router) Route(st *Stanza) {
 	if !st.Own {
 		r.stats.Accepted.Add(1)
+	}
+	if isAnswer(st) {
+		r.iqs.answered(st)
 	}
 	t := r.table.Load()
 	fromIn, toIn := t.IsInternal(st.FromDomain), t.IsInternal(st.ToDomain)
@@ -231,6 +236,15 @@ func (r *Router) Answer(st *Stanza) {
 	r.Route(st)
 }
 
+// Sending tells the router that a link is about to write st. It is called
+// before the write, not after, because the answer to an IQ request can
+// cross the relay before the link has finished its write.
+func (r *Router) Sending(st *Stanza) {
+	if isRequest(st) && !st.Own {
+		r.iqs.add(st, r.now())
+	}
+}
+
 // Delivered records that a link wrote st to its next hop.
 func (r *Router) Delivered(st *Stanza) {
 	if st.Own {
@@ -244,6 +258,9 @@ func (r *Router) Delivered(st *Stanza) {
 // and bounces them.
 func (r *Router) Undelivered(err error, sts []*Stanza) {
 	for _, st := range sts {
+		if isRequest(st) {
+			r.iqs.forget(st) // it is bounced now, not when the link is down
+		}
 		r.fail(st, err)
 	}
 }
@@ -341,6 +358,10 @@ type Stats struct {
 	// Answered counts stanzas the relay answered itself (pings to the
 	// domains it speaks as); they are not routed, so not accepted.
 	Answered atomic.Int64
+	// PendingIQErrors counts the errors sent for IQ requests whose link
+	// died before they were answered (see LinkDown); the requests were
+	// counted delivered.
+	PendingIQErrors atomic.Int64
 }
 
 // Balanced reports whether every accepted stanza is accounted for.

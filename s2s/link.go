@@ -276,6 +276,7 @@ func (l *link) write(o *outStream, batch []*routing.Stanza) error {
 	o.raw.SetWriteDeadline(time.Now().Add(l.s.Limits.NegotiationTimeout))
 	var err error
 	for _, st := range batch {
+		l.s.Router.Sending(st)
 		if err = o.w.WriteRaw(st.Raw); err != nil {
 			break
 		}
@@ -326,8 +327,19 @@ func (l *link) finish(err error) {
 	l.s.removeLink(l)
 	l.mu.Lock()
 	l.closed = true
+	wasUp := l.up
 	l.mu.Unlock()
 	rest := l.take() // also wakes Enqueue calls waiting for room
+	if wasUp {
+		// IQ requests written on the stream and still unanswered get an
+		// error if it died (RFC 6120 §8.2.3); after an idle close or a
+		// shutdown they are only forgotten.
+		down := err
+		if errors.Is(err, errIdle) {
+			down = nil
+		}
+		defer l.s.Router.LinkDown(l.pair, down)
+	}
 
 	var de *routing.DeliveryError
 	switch {

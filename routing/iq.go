@@ -1,0 +1,134 @@
+package routing
+
+import (
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/stanza"
+
+	"github.com/fedrelay/fedrelay/policy"
+)
+
+// pendingIQs remembers the IQ requests (get, set) each link wrote and whose
+// answer has not crossed the relay yet, so that when the link dies the
+// requesters get an error instead of waiting forever (RFC 6120 §8.2.3: an
+// IQ request always gets a result or an error). Answers travel on another
+// stream than requests (one stream per direction), so they are matched here,
+// where both directions meet.
+type pendingIQs struct {
+	mu     sync.Mutex
+	byPair map[Pair]map[iqKey]*Stanza
+}
+
+// iqKey identifies a request by the addresses and id its answer will carry
+// swapped.
+type iqKey struct{ from, to, id string }
+
+const (
+	// maxPendingPerPair bounds the requests remembered per link; beyond
+	// it new requests are not tracked (they still cross).
+	maxPendingPerPair = 4096
+	// pendingFor is how long a request is remembered: after that its
+	// requester has long given up and an error would only be noise.
+	pendingFor = 2 * time.Minute
+)
+
+func (p *pendingIQs) add(st *Stanza, now time.Time) {
+	pair := Pair{From: st.FromDomain, To: st.ToDomain}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.byPair == nil {
+		p.byPair = map[Pair]map[iqKey]*Stanza{}
+	}
+	m := p.byPair[pair]
+	if m == nil {
+		m = map[iqKey]*Stanza{}
+		p.byPair[pair] = m
+	}
+	if len(m) >= maxPendingPerPair {
+		for k, old := range m {
+			if now.Sub(old.Received) > pendingFor {
+				delete(m, k)
+			}
+		}
+		if len(m) >= maxPendingPerPair {
+			return
+		}
+	}
+	// The bounce needs the start tag only; the payload is not kept.
+	m[iqKey{st.From, st.To, st.ID}] = &Stanza{Kind: st.Kind, Type: st.Type, From: st.From, To: st.To, ID: st.ID,
+		FromDomain: st.FromDomain, ToDomain: st.ToDomain, Face: st.Face, Received: now}
+}
+
+// answered forgets the request an IQ result or error answers.
+func (p *pendingIQs) answered(st *Stanza) {
+	pair := Pair{From: st.ToDomain, To: st.FromDomain}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if m := p.byPair[pair]; m != nil {
+		delete(m, iqKey{st.To, st.From, st.ID})
+		if len(m) == 0 {
+			delete(p.byPair, pair)
+		}
+	}
+}
+
+// forget drops a request that is being bounced instead.
+func (p *pendingIQs) forget(st *Stanza) {
+	pair := Pair{From: st.FromDomain, To: st.ToDomain}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if m := p.byPair[pair]; m != nil {
+		delete(m, iqKey{st.From, st.To, st.ID})
+	}
+}
+
+// take returns and forgets the requests still pending on a link, those
+// recent enough to be worth an error.
+func (p *pendingIQs) take(pair Pair, now time.Time) []*Stanza {
+	p.mu.Lock()
+	m := p.byPair[pair]
+	delete(p.byPair, pair)
+	p.mu.Unlock()
+	var out []*Stanza
+	for _, st := range m {
+		if now.Sub(st.Received) <= pendingFor {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+func isRequest(st *Stanza) bool {
+	return st.Kind == policy.IQ && (st.Type == "get" || st.Type == "set")
+}
+
+func isAnswer(st *Stanza) bool {
+	return st.Kind == policy.IQ && (st.Type == "result" || st.Type == "error")
+}
+
+// LinkDown tells the router that the link of pair ended after it had been
+// up. If it died (err not nil), the IQ requests it wrote that are still
+// unanswered get a remote-server-timeout error, since their answers can no
+// longer be relied on; after a clean close (err nil: idle, shutdown) they are
+// forgotten.
+func (r *Router) LinkDown(pair Pair, err error) {
+	pending := r.iqs.take(pair, r.now())
+	if err == nil {
+		return
+	}
+	for _, st := range pending {
+		e := stanza.Error{Type: stanza.Wait, Condition: stanza.RemoteServerTimeout,
+			Text: map[string]string{"": "the stream to " + pair.To + " ended before the answer came: " + err.Error()}}
+		raw, ok := r.bouncer(nil, st, e)
+		if !ok {
+			continue
+		}
+		r.stats.PendingIQErrors.Add(1)
+		r.Route(&Stanza{
+			Kind: st.Kind, Type: "error", From: st.To, To: st.From, ID: st.ID,
+			FromDomain: st.ToDomain, ToDomain: st.FromDomain, Raw: raw,
+			Face: st.Face, Own: true, Received: st.Received,
+		})
+	}
+}

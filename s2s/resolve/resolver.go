@@ -202,6 +202,13 @@ func (r *Resolver) Lookup(ctx context.Context, domain string) ([]Candidate, erro
 			known:  familyBoth,
 		}}, nil
 	}
+	if name == "invalid" || strings.HasSuffix(name, ".invalid") {
+		// RFC 6761 §6.4: resolvers answer names under .invalid with
+		// NXDOMAIN without asking anyone, so an offline relay still gives
+		// a definite remote-server-not-found.
+		return nil, &Error{Kind: NotFound, Name: name,
+			Msg: fmt.Sprintf("domain not found: %s is under the special-use domain .invalid (RFC 6761)", name)}
+	}
 	if cs, ok := r.overrides[name]; ok {
 		out := make([]Candidate, len(cs))
 		for i, c := range cs {

@@ -578,3 +578,16 @@ func TestClosed(t *testing.T) {
 		t.Errorf("err = %v, want ErrClosed (temporary)", err)
 	}
 }
+
+// Names under .invalid are not found without asking any server (RFC 6761
+// §6.4): the resolver here points at a port where nothing answers, so a
+// query would have given a temporary failure instead.
+func TestLookupSpecialUseInvalid(t *testing.T) {
+	r := newResolver(t, dnsConfig("127.0.0.1:1"), resolve.Options{})
+	for _, d := range []string{"nowhere.invalid", "INVALID", "a.b.invalid"} {
+		_, err := r.Lookup(context.Background(), d)
+		if resolve.KindOf(err) != resolve.NotFound || !errors.Is(err, resolve.ErrNotFound) {
+			t.Errorf("Lookup(%q) = %v, want not found without a query", d, err)
+		}
+	}
+}

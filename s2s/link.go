@@ -184,7 +184,8 @@ func (l *link) serve() error {
 	l.mu.Lock()
 	l.up = true
 	l.mu.Unlock()
-	l.log.Info("outbound stream up", "addr", o.cand.Address(), "tls", o.tls, "took", time.Since(started).Round(time.Millisecond))
+	l.log.Info("outbound stream up", "addr", o.cand.Address(), "tls", o.tls, "peer_certificate", o.peerIdentity(),
+		"took", time.Since(started).Round(time.Millisecond))
 
 	readErr := make(chan error, 1)
 	var rwg sync.WaitGroup

@@ -1,6 +1,3 @@
-// Command fedrelay is the XMPP federation relay. Its subcommands are wired
-// here from the packages that do the work; this package holds no protocol
-// logic.
 package main
 
 import (

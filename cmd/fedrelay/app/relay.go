@@ -70,9 +70,13 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
 		return nil, fmt.Errorf("dialback secret: %w", err)
 	}
 	table := routing.NewTable(cfg.Domains)
+	var router *routing.Router // set below; the store asks the current table
 	store, err := certs.NewStore(cfg.Domains, certs.Options{
-		OnDemand:      true,
-		AllowOnDemand: func(d string) bool { return !table.IsInternal(d) },
+		OnDemand: true,
+		// On-demand certificates are for the remote domains the internal
+		// face stands in for, never for an internal domain, also after a
+		// reload changed the domains.
+		AllowOnDemand: func(d string) bool { return !router.Table().IsInternal(d) },
 		MinVersion:    cfg.TLS.MinVersion,
 	})
 	if err != nil {
@@ -105,7 +109,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
 		Dialer:          &resolve.Dialer{Resolver: res, Timeout: cfg.Limits.ConnectTimeout},
 		ExternalDomains: external, Limits: cfg.Limits, TLS: cfg.TLS, Audit: audit.write,
 	}
-	router := routing.NewRouter(routing.Options{
+	router = routing.NewRouter(routing.Options{
 		Table: table, Policy: pol, Breaker: cfg.Breaker,
 		Dialer: srv, Bouncer: s2s.Bounce, Audit: audit.write, OnBounce: opts.OnBounce,
 	})
@@ -224,6 +228,16 @@ func (r *Relay) Reload(cfg *config.Config) error {
 	r.mu.Unlock()
 	r.Router.Reload(routing.NewTable(cfg.Domains), pol, cfg.Breaker)
 	closed := r.Server.CloseDenied()
+	// Renewed certificate files of the configured domains take effect now;
+	// a domain added by the reload has no certificate of its own until a
+	// restart (peers then authenticate it by dialback).
+	warnings, err := r.certs.Reload()
+	for _, w := range warnings {
+		r.log.Warn(w)
+	}
+	if err != nil {
+		r.log.Error("certificate reload: some domains keep their previous certificate", "err", err)
+	}
 	r.log.Info("configuration reloaded", "domains", len(cfg.Domains), "closed_streams", closed)
 	if fmt.Sprint(old.Federation, old.Internal, old.TLS, old.DNS, old.Limits, old.Admin, old.Dialback.Secret.Reveal()) !=
 		fmt.Sprint(cfg.Federation, cfg.Internal, cfg.TLS, cfg.DNS, cfg.Limits, cfg.Admin, cfg.Dialback.Secret.Reveal()) {

@@ -141,6 +141,11 @@ type Limits struct {
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 	// NegotiationTimeout bounds TLS and authentication of a new stream.
 	NegotiationTimeout time.Duration `mapstructure:"negotiation_timeout"`
+	// MaxStreams bounds the inbound connections open at once, on both
+	// faces together; MaxStreamsPerIP those from one address. Beyond them
+	// new connections are closed at once.
+	MaxStreams      int `mapstructure:"max_streams"`
+	MaxStreamsPerIP int `mapstructure:"max_streams_per_ip"`
 }
 
 // Breaker configures the circuit breaker kept per remote domain.

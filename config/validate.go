@@ -188,6 +188,12 @@ func (c *Config) validate(runnable bool) Errors {
 	if l.QueueBytes < l.MaxStanzaBytes {
 		bad("limits.queue_bytes", strconv.Itoa(l.QueueBytes), "must hold at least one stanza of limits.max_stanza_bytes")
 	}
+	if l.MaxStreams < 1 {
+		bad("limits.max_streams", strconv.Itoa(l.MaxStreams), "must be at least 1")
+	}
+	if l.MaxStreamsPerIP < 1 || l.MaxStreamsPerIP > l.MaxStreams {
+		bad("limits.max_streams_per_ip", strconv.Itoa(l.MaxStreamsPerIP), "must be between 1 and limits.max_streams")
+	}
 	positive("limits.idle_timeout", l.IdleTimeout, bad)
 	positive("limits.connect_timeout", l.ConnectTimeout, bad)
 	positive("limits.negotiation_timeout", l.NegotiationTimeout, bad)

@@ -66,12 +66,20 @@ type inConn struct {
 	wg     sync.WaitGroup // verification goroutines
 }
 
-func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) *inConn {
+func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) (*inConn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return nil
+		return nil, ErrServerClosed
 	}
+	ip := peerAddr(c)
+	switch {
+	case len(s.conns) >= s.Limits.MaxStreams:
+		return nil, errTooManyStreams
+	case s.perIP[ip] >= s.Limits.MaxStreamsPerIP:
+		return nil, errTooManyFromIP
+	}
+	s.perIP[ip]++
 	ic := &inConn{s: s, face: face, direct: direct, raw: c, conn: c,
 		pairs: map[dialback.Pair]policy.Auth{}, fromAuth: map[string]policy.Auth{}}
 	ic.ctx, ic.cancel = context.WithCancel(s.ctx)
@@ -84,7 +92,7 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) *inConn {
 	s.wg.Add(1)
 	s.stats.InboundOpen.Add(1)
 	s.stats.InboundTotal.Add(1)
-	return ic
+	return ic, nil
 }
 
 // serve owns the connection until it ends.
@@ -184,6 +192,11 @@ func (c *inConn) finish(err error) {
 
 	c.s.mu.Lock()
 	delete(c.s.conns, c)
+	if ip := peerAddr(c.raw); c.s.perIP[ip] <= 1 {
+		delete(c.s.perIP, ip)
+	} else {
+		c.s.perIP[ip]--
+	}
 	c.s.mu.Unlock()
 	c.s.stats.InboundOpen.Add(-1)
 	switch {

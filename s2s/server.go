@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,7 @@ type Server struct {
 	closing   bool
 	listeners map[net.Listener]struct{}
 	conns     map[*inConn]struct{}
+	perIP     map[netip.Addr]int // inbound connections by peer address
 	links     map[routing.Pair]*link
 	wg        sync.WaitGroup // every goroutine the server starts
 
@@ -78,6 +80,9 @@ type Stats struct {
 	// DialbackIgnored counts dialback elements dropped as unsolicited or
 	// repeated (XEP-0220 §3.1).
 	DialbackIgnored atomic.Int64
+	// InboundRefused counts connections closed at once because of
+	// limits.max_streams or limits.max_streams_per_ip.
+	InboundRefused atomic.Int64
 }
 
 // Stats returns the server's stream counters.
@@ -88,6 +93,7 @@ func (s *Server) init() {
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*inConn]struct{}{}
+		s.perIP = map[netip.Addr]int{}
 		s.links = map[routing.Pair]*link{}
 		if s.Audit == nil {
 			s.Audit = func(policy.Record) {}
@@ -134,10 +140,18 @@ func (s *Server) Serve(l net.Listener, face policy.Face, directTLS bool) error {
 			continue
 		}
 		backoff = 0
-		ic := s.newInConn(c, face, directTLS)
-		if ic == nil {
+		ic, err := s.newInConn(c, face, directTLS)
+		if errors.Is(err, ErrServerClosed) {
 			c.Close()
-			return ErrServerClosed
+			return err
+		}
+		if err != nil {
+			// Refused before a byte is read: a flood of connections costs
+			// an accept and a close, nothing more.
+			s.stats.InboundRefused.Add(1)
+			s.Log.Debug("connection refused", "face", face.String(), "peer", c.RemoteAddr().String(), "err", err)
+			c.Close()
+			continue
 		}
 		go ic.serve()
 	}
@@ -298,3 +312,16 @@ func (s *Server) CloseDenied() int {
 	}
 	return n
 }
+
+// peerAddr is the IP address a connection comes from.
+func peerAddr(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+var (
+	errTooManyStreams = errors.New("limits.max_streams reached")
+	errTooManyFromIP  = errors.New("limits.max_streams_per_ip reached")
+)

@@ -36,6 +36,7 @@ func (r *Relay) startAdmin() error {
 	counter("breaker_bounces_total", "Bounces made while a circuit breaker was open.", rs.BreakerBounces.Load)
 	counter("streams_inbound_total", "Inbound streams accepted.", ss.InboundTotal.Load)
 	counter("streams_outbound_total", "Outbound streams opened.", ss.OutboundTotal.Load)
+	counter("streams_refused_total", "Inbound connections closed at once by limits.max_streams(_per_ip).", ss.InboundRefused.Load)
 	counter("dialback_ignored_total", "Dialback elements dropped as unsolicited or repeated.", ss.DialbackIgnored.Load)
 	gauge("streams_inbound_open", "Inbound streams open.", ss.InboundOpen.Load)
 	gauge("streams_outbound_open", "Outbound streams open.", ss.OutboundOpen.Load)

@@ -30,12 +30,3 @@ func (t *Table) Route(domain string) (string, bool) {
 	r, ok := t.routes[domain]
 	return r, ok
 }
-
-// Domains returns the internal domains, in no particular order.
-func (t *Table) Domains() []string {
-	out := make([]string, 0, len(t.routes))
-	for d := range t.routes {
-		out = append(out, d)
-	}
-	return out
-}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
-	"time"
 
 	"mellium.im/xmpp/stanza"
 
@@ -268,6 +267,3 @@ func (r *Relay) closeListeners() {
 		l.Close()
 	}
 }
-
-// shutdownTimeout bounds a graceful stop on a signal.
-const shutdownTimeout = 10 * time.Second

@@ -61,7 +61,12 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*inConn]struct{}
 	perIP     map[netip.Addr]int // inbound connections by peer address
+
+	// The links are looked up for every stanza routed, so they have their
+	// own lock, read-mostly, apart from mu. Lock order: mu, then lmu.
+	lmu       sync.RWMutex
 	links     map[routing.Pair]*link
+	linksShut bool           // no new links (set with lmu held)
 	wg        sync.WaitGroup // every goroutine the server starts
 
 	ctx    context.Context // cancelled by Close
@@ -186,19 +191,25 @@ func (s *Server) faceOf(p routing.Pair) policy.Face {
 // Link implements routing.Dialer: one outbound stream per domain pair.
 func (s *Server) Link(pair routing.Pair, admit func() (func(error), error)) (routing.Link, error) {
 	s.init()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lmu.RLock()
+	l, ok := s.links[pair]
+	s.lmu.RUnlock()
+	if ok {
+		return l, nil
+	}
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
 	if l, ok := s.links[pair]; ok {
 		return l, nil
 	}
-	if s.closing {
+	if s.linksShut {
 		return nil, routing.Timeout(ErrServerClosed)
 	}
 	report, err := admit()
 	if err != nil {
 		return nil, err
 	}
-	l := s.newLink(pair, report)
+	l = s.newLink(pair, report)
 	s.links[pair] = l
 	s.wg.Add(1)
 	go l.run()
@@ -207,11 +218,24 @@ func (s *Server) Link(pair routing.Pair, admit func() (func(error), error)) (rou
 
 // removeLink forgets l if it is still the link of its pair.
 func (s *Server) removeLink(l *link) {
-	s.mu.Lock()
+	s.lmu.Lock()
 	if s.links[l.pair] == l {
 		delete(s.links, l.pair)
 	}
-	s.mu.Unlock()
+	s.lmu.Unlock()
+}
+
+// shutLinks stops new links from starting (they would race with the
+// WaitGroup's Wait) and returns the current ones.
+func (s *Server) shutLinks() []*link {
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	s.linksShut = true
+	out := make([]*link, 0, len(s.links))
+	for _, l := range s.links {
+		out = append(out, l)
+	}
+	return out
 }
 
 // Shutdown stops accepting, sends system-shutdown on every inbound stream,
@@ -220,6 +244,7 @@ func (s *Server) removeLink(l *link) {
 // left, as Close does).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
+	s.shutLinks() // no new links from now on; the open ones drain below
 	s.mu.Lock()
 	s.closing = true
 	for l := range s.listeners {
@@ -244,11 +269,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	s.mu.Lock()
-	for _, l := range s.links {
+	for _, l := range s.shutLinks() {
 		l.drain()
 	}
-	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -271,6 +294,7 @@ func (s *Server) Close() error {
 		l.Close()
 	}
 	s.mu.Unlock()
+	s.shutLinks()
 	s.cancel()
 	s.wg.Wait()
 	return nil
@@ -305,6 +329,8 @@ func (s *Server) CloseDenied() int {
 			n++
 		}
 	}
+	s.lmu.RLock()
+	defer s.lmu.RUnlock()
 	for _, l := range s.links {
 		if l.deniedBy(p) {
 			n++

@@ -125,10 +125,6 @@ func (r *Router) LinkDown(pair Pair, err error) {
 			continue
 		}
 		r.stats.PendingIQErrors.Add(1)
-		r.Route(&Stanza{
-			Kind: st.Kind, Type: "error", From: st.To, To: st.From, ID: st.ID,
-			FromDomain: st.ToDomain, ToDomain: st.FromDomain, Raw: raw,
-			Face: st.Face, Own: true, Received: st.Received,
-		})
+		r.Route(errorReply(st, raw))
 	}
 }

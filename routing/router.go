@@ -319,13 +319,19 @@ func (r *Router) bounce(st *Stanza, e stanza.Error) {
 		return
 	}
 	r.stats.Bounced.Add(1)
-	r.Route(&Stanza{
+	r.Route(errorReply(st, raw))
+	if r.onBounce != nil {
+		r.onBounce(st, e)
+	}
+}
+
+// errorReply is the relay's own error stanza raw answering st, addressed
+// back to st's sender.
+func errorReply(st *Stanza, raw []byte) *Stanza {
+	return &Stanza{
 		Kind: st.Kind, Type: "error", From: st.To, To: st.From, ID: st.ID,
 		FromDomain: st.ToDomain, ToDomain: st.FromDomain, Raw: raw,
 		Face: st.Face, Own: true, Received: st.Received,
-	})
-	if r.onBounce != nil {
-		r.onBounce(st, e)
 	}
 }
 

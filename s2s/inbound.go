@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/xml"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -720,12 +719,10 @@ func (c *inConn) deniedBy(p *policy.Policy) bool {
 	c.mu.Lock()
 	var denied *policy.StreamDecision
 	for pair, auth := range c.pairs {
-		d := p.Stream(policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(pair),
-			TLS: c.tlsOn.Load(), Auth: auth})
-		if !d.Allowed {
+		st := policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(pair), TLS: c.tlsOn.Load(), Auth: auth}
+		if d := p.Stream(st); !d.Allowed {
 			denied = &d
-			c.s.Audit(d.Record(time.Now(), policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(pair),
-				TLS: c.tlsOn.Load(), Auth: auth}, c.localOf(pair)))
+			c.s.Audit(d.Record(time.Now(), st, c.localOf(pair)))
 			break
 		}
 	}
@@ -735,11 +732,6 @@ func (c *inConn) deniedBy(p *policy.Policy) bool {
 	}
 	c.shutdown(withText(denied.Condition, "federation is no longer allowed (%s)", denied.Rule))
 	return true
-}
-
-// String names the connection for logs.
-func (c *inConn) String() string {
-	return fmt.Sprintf("in %s %s→%s", c.face, c.from, c.to)
 }
 
 // isPing reports whether an IQ is an XEP-0199 ping: its only child is

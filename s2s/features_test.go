@@ -1,6 +1,7 @@
 package s2s
 
 import (
+	"bytes"
 	"encoding/base64"
 	"reflect"
 	"testing"
@@ -107,6 +108,7 @@ func FuzzNegotiationParsers(f *testing.F) {
 	f.Add([]byte("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>YS50ZXN0</auth>"))
 	f.Add([]byte("<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>x</text></stream:error>"))
 	f.Add([]byte("alice@a.test/r"))
+	f.Add([]byte("<iq type='get' from='b.test' to='a.test' id='p'><ping xmlns='urn:xmpp:ping'/></iq>"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		if fe, err := parseFeatures(raw); err == nil {
 			if fe.StartTLSRequired && !fe.StartTLS {
@@ -123,5 +125,26 @@ func FuzzNegotiationParsers(f *testing.F) {
 		if d, err := splitDomain(raw); err == nil && d == "" {
 			t.Fatal("empty domain without error")
 		}
+		if isPing(raw) && !bytes.Contains(raw, []byte(nsPing)) {
+			t.Fatal("a ping without the ping namespace")
+		}
 	})
+}
+
+func TestIsPing(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want bool
+	}{
+		{"<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>", true},
+		{"<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'></ping></iq>", true},
+		{"<iq type='get' id='1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>", false},
+		{"<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/><x xmlns='urn:xmpp:ping'/></iq>", false},
+		{"<iq type='get' id='1'><query xmlns='jabber:iq:version'><name>urn:xmpp:ping</name></query></iq>", false},
+	}
+	for _, tc := range tests {
+		if got := isPing([]byte(tc.raw)); got != tc.want {
+			t.Errorf("isPing(%s) = %v, want %v", tc.raw, got, tc.want)
+		}
+	}
 }

@@ -210,6 +210,10 @@ type Rule struct {
 type Admin struct {
 	// Listen is host:port; empty disables the endpoint.
 	Listen string `mapstructure:"listen"`
+	// Pprof exposes net/http/pprof under /debug/pprof/ on the endpoint,
+	// for profiling on demand. Off by default: profiles reveal internals and
+	// cost CPU while they run.
+	Pprof bool `mapstructure:"pprof"`
 }
 
 // TLSVersionName returns "1.2" or "1.3" for a MinVersion value.

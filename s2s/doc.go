@@ -12,6 +12,10 @@
 //   - s2s/certs: certificates by SNI (configured, self-signed, on demand)
 //     and peer verification (RFC 6125/9525, XEP-0178).
 //   - s2s/internaldns: the internal face's DNS responder.
+//   - s2s/peer: a small real S2S server for one or more domains (STARTTLS,
+//     XEP-0220 dialback in all three roles) that the relay talks to: the
+//     demo's internal servers, the test harness's fake servers, load
+//     generation. The relay itself does not import it.
 //
 // s2s satisfies the small interfaces that package routing declares; routing
 // never imports s2s.

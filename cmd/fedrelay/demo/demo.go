@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/fedrelay/fedrelay/config"
+	"github.com/fedrelay/fedrelay/s2s/peer"
+	"github.com/fedrelay/fedrelay/s2s/wire"
 )
 
 // Options adjust Run. The zero value runs the demo silently.
@@ -116,25 +118,25 @@ func (sc *scenario) run(ctx context.Context) {
 	}{
 		{"connect a.example", "a.example's server opens a stream to relay A's internal face",
 			func(ctx context.Context) (string, error) {
-				if err := a.Connect(ctx, "b.example"); err != nil {
+				if _, err := a.Connect(ctx, "a.example", "b.example"); err != nil {
 					return "", err
 				}
 				return "a.example→b.example: STARTTLS, db:result; relay A checked the key with a.example's server: valid", nil
 			}},
 		{"message", alice + " → " + bob,
 			func(ctx context.Context) (string, error) {
-				return deliver(ctx, a, b, Message(aliceRes, bob, "msg-1", "Hello Bob! This crossed two relays."))
+				return deliver(ctx, a, b, peer.Message(aliceRes, bob, "msg-1", "Hello Bob! This crossed two relays."))
 			}},
 		{"connect b.example", "b.example's server opens a stream to relay B's internal face",
 			func(ctx context.Context) (string, error) {
-				if err := b.Connect(ctx, "a.example"); err != nil {
+				if _, err := b.Connect(ctx, "b.example", "a.example"); err != nil {
 					return "", err
 				}
 				return "b.example→a.example: STARTTLS, db:result; relay B checked the key with b.example's server: valid", nil
 			}},
 		{"reply", bob + " → " + alice,
 			func(ctx context.Context) (string, error) {
-				return deliver(ctx, b, a, Message(bobRes, aliceRes, "msg-2", "Hi Alice, loud and clear."))
+				return deliver(ctx, b, a, peer.Message(bobRes, aliceRes, "msg-2", "Hi Alice, loud and clear."))
 			}},
 		{"subscription a→b", alice + " subscribes to " + bob + "'s presence",
 			func(ctx context.Context) (string, error) {
@@ -146,29 +148,29 @@ func (sc *scenario) run(ctx context.Context) {
 			}},
 		{"ping", alice + " pings " + bobRes + " (XEP-0199)",
 			func(ctx context.Context) (string, error) {
-				if err := a.Send(ctx, Ping(aliceRes, bobRes, "ping-1")); err != nil {
+				if err := a.Send(ctx, peer.Ping(aliceRes, bobRes, "ping-1")); err != nil {
 					return "", err
 				}
-				got, err := a.Wait(ctx, func(st Stanza) bool { return st.ID == "ping-1" && st.Kind == "iq" })
+				got, err := a.Wait(ctx, func(st peer.Stanza) bool { return st.ID == "ping-1" && st.Kind == wire.IQ })
 				if err != nil {
 					return "", fmt.Errorf("no answer: %w", err)
 				}
 				if got.Type != "result" {
-					_, cond, _ := got.Error()
+					_, cond, _ := got.StanzaError()
 					return "", fmt.Errorf("answered type=%q %s", got.Type, cond)
 				}
 				return "b.example's server answered with an iq result, back through both relays", nil
 			}},
 		{"bounce", alice + " → " + nobody + ": the relay answers remote-server-not-found",
 			func(ctx context.Context) (string, error) {
-				if err := a.Send(ctx, Message(aliceRes, nobody, "msg-3", "Anyone there?")); err != nil {
+				if err := a.Send(ctx, peer.Message(aliceRes, nobody, "msg-3", "Anyone there?")); err != nil {
 					return "", err
 				}
-				got, err := a.Wait(ctx, func(st Stanza) bool { return st.ID == "msg-3" })
+				got, err := a.Wait(ctx, func(st peer.Stanza) bool { return st.ID == "msg-3" })
 				if err != nil {
 					return "", fmt.Errorf("no error stanza: %w", err)
 				}
-				typ, cond, text := got.Error()
+				typ, cond, text := got.StanzaError()
 				if got.Type != "error" || cond != "remote-server-not-found" {
 					return "", fmt.Errorf("got type=%q condition %q (%s), want an error remote-server-not-found", got.Type, cond, text)
 				}
@@ -197,37 +199,37 @@ func (sc *scenario) run(ctx context.Context) {
 }
 
 // deliver sends st from one endpoint and waits for it at the other.
-func deliver(ctx context.Context, from, to *Endpoint, st Stanza) (string, error) {
+func deliver(ctx context.Context, from, to *peer.Server, st peer.Stanza) (string, error) {
 	if err := from.Send(ctx, st); err != nil {
 		return "", err
 	}
-	got, err := to.Wait(ctx, func(r Stanza) bool { return r.ID == st.ID && r.From == st.From })
+	got, err := to.Wait(ctx, func(r peer.Stanza) bool { return r.ID == st.ID && r.From == st.From })
 	if err != nil {
-		return "", fmt.Errorf("%s did not receive it: %w", to.Domain, err)
+		return "", fmt.Errorf("%s did not receive it: %w", peer.DomainOf(st.To), err)
 	}
 	if got.Body() != st.Body() {
-		return "", fmt.Errorf("%s received body %q, want %q", to.Domain, got.Body(), st.Body())
+		return "", fmt.Errorf("%s received body %q, want %q", peer.DomainOf(st.To), got.Body(), st.Body())
 	}
 	how := "with the same body"
 	if got.Raw == st.Raw {
 		how = "byte for byte"
 	}
-	return fmt.Sprintf("%s received %q %s", domainOf(st.To), st.Body(), how), nil
+	return fmt.Sprintf("%s received %q %s", peer.DomainOf(st.To), st.Body(), how), nil
 }
 
 // subscribe sends a subscription request from user at one endpoint to
 // contact at the other, and the contact's approval back (RFC 6121 §3.1).
-func subscribe(ctx context.Context, from, to *Endpoint, user, contact, id string) (string, error) {
-	if err := from.Send(ctx, Presence(user, contact, id, "subscribe")); err != nil {
+func subscribe(ctx context.Context, from, to *peer.Server, user, contact, id string) (string, error) {
+	if err := from.Send(ctx, peer.Presence(user, contact, id, "subscribe")); err != nil {
 		return "", err
 	}
-	match := func(typ string) func(Stanza) bool {
-		return func(st Stanza) bool { return st.Kind == "presence" && st.ID == id && st.Type == typ }
+	match := func(typ string) func(peer.Stanza) bool {
+		return func(st peer.Stanza) bool { return st.Kind == wire.Presence && st.ID == id && st.Type == typ }
 	}
 	if _, err := to.Wait(ctx, match("subscribe")); err != nil {
 		return "", fmt.Errorf("%s did not receive the subscribe: %w", contact, err)
 	}
-	if err := to.Send(ctx, Presence(contact, user, id, "subscribed")); err != nil {
+	if err := to.Send(ctx, peer.Presence(contact, user, id, "subscribed")); err != nil {
 		return "", err
 	}
 	if _, err := from.Wait(ctx, match("subscribed")); err != nil {

@@ -6,10 +6,11 @@
 //     fronts a.example, relay B fronts b.example; each finds the other
 //     through dns.overrides, and every other domain through a nameserver
 //     that knows none, so nothing leaves the machine);
-//   - behind each relay an Endpoint, a small S2S server that plays the
-//     organisation's internal server for its domain (RFC 6120 streams,
-//     STARTTLS, XEP-0220 dialback with the relay's internal face, which is
-//     the Authoritative server of every remote domain there);
+//   - behind each relay an endpoint, a peer.Server (s2s/peer), the small
+//     S2S server that plays the organisation's internal server for its
+//     domain (RFC 6120 streams, STARTTLS, XEP-0220 dialback with the
+//     relay's internal face, which is the Authoritative server of every
+//     remote domain there);
 //
 // then sends a message from alice@a.example to bob@b.example and bob's
 // answer back, presence subscriptions both ways, an XEP-0199 ping, and a

@@ -21,6 +21,7 @@ import (
 	"github.com/fedrelay/fedrelay/config"
 	"github.com/fedrelay/fedrelay/policy"
 	"github.com/fedrelay/fedrelay/routing"
+	"github.com/fedrelay/fedrelay/s2s/peer"
 )
 
 // configs holds one configuration per relay, named after the domain it
@@ -30,14 +31,14 @@ import (
 var configs embed.FS
 
 // site is one organisation of the demo: a relay fronting domain, and the
-// endpoint that plays the domain's internal server behind it.
+// endpoint, a peer.Server that plays the domain's internal server behind it.
 type site struct {
 	name     string // "A"
 	domain   string // "a.example"
 	relay    *app.Relay
 	stats    *routing.Stats // the relay's counters, still there once it stopped
 	cfg      *config.Config
-	endpoint *Endpoint
+	endpoint *peer.Server
 	listener net.Listener // the endpoint's, until Serve takes it
 	log      *slog.Logger
 
@@ -94,14 +95,19 @@ func start(opts Options) (w *world, err error) {
 		return w, err
 	}
 	for _, s := range w.sites() {
-		s.endpoint = &Endpoint{Domain: s.domain, Relay: s.internal, Timeout: opts.StepTimeout,
-			Log: opts.logger(s.cfg.Log).With("endpoint", s.domain)}
+		// The relay's internal face stands for every remote domain: it
+		// is where the endpoint opens its streams, and the Authoritative
+		// server it asks about every other domain's keys.
+		internal := s.internal
+		s.endpoint = &peer.Server{Domains: []string{s.domain}, Timeout: opts.StepTimeout,
+			Authoritative: func(string) string { return internal },
+			Log:           opts.logger(s.cfg.Log).With("endpoint", s.domain)}
 		l := s.listener
 		s.listener = nil
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			if err := s.endpoint.Serve(l); err != nil && !errors.Is(err, ErrClosed) {
+			if err := s.endpoint.Serve(l); err != nil && !errors.Is(err, peer.ErrServerClosed) {
 				s.log.Error("demo endpoint stopped", "endpoint", s.domain, "err", err)
 			}
 		}()

@@ -4,7 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -73,38 +72,22 @@ func (ca *CA) Issue(t testing.TB, domain string) (certFile, keyFile string) {
 	return certFile, keyFile
 }
 
-// SelfSigned returns a self-signed certificate for the domains, as fake
-// servers present: a relay cannot verify it and falls back to dialback.
-func SelfSigned(t testing.TB, domains ...string) tls.Certificate {
-	t.Helper()
-	der, key := issue(t, "", nil, nil, domains...)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-// issue signs a leaf for names with parent (self-signed when parent is
-// nil).
-func issue(t testing.TB, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, more ...string) ([]byte, *ecdsa.PrivateKey) {
+// issue signs a leaf for the domain name with parent.
+func issue(t testing.TB, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) ([]byte, *ecdsa.PrivateKey) {
 	t.Helper()
 	key := newKey(t)
-	names := more
-	if name != "" {
-		names = append([]string{name}, more...)
-	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
-		t.Fatalf("certificate for %v: %v", names, err)
+		t.Fatalf("certificate for %s: %v", name, err)
 	}
 	return der, key
 }

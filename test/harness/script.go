@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fedrelay/fedrelay/dialback"
+	"github.com/fedrelay/fedrelay/s2s/peer"
 	"github.com/fedrelay/fedrelay/s2s/wire"
 )
 
@@ -134,7 +135,7 @@ func (s *Script) Offers(name string) bool {
 // handshake (any certificate accepted: the relay's are self-signed here)
 // and the restart with a new header from from to to.
 func (s *Script) StartTLS(from, to string) error {
-	if err := s.Write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"); err != nil {
+	if err := s.Write("<starttls xmlns='" + peer.NSTLS + "'/>"); err != nil {
 		return err
 	}
 	el, err := s.Next()
@@ -210,7 +211,7 @@ func (s *Script) Next() (Element, error) {
 			return Element{}, err
 		}
 		if el.Kind != wire.Space {
-			return copyElement(el), nil
+			return peer.ElementOf(el), nil
 		}
 	}
 }
@@ -291,9 +292,4 @@ func (s *Script) deadline() {
 }
 
 // StreamError is a stream error read where something else was expected.
-type StreamError struct {
-	Condition string
-	Raw       string
-}
-
-func (e *StreamError) Error() string { return "stream error " + e.Condition + ": " + e.Raw }
+type StreamError = peer.StreamError

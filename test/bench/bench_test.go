@@ -1,0 +1,302 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+func TestMain(m *testing.M) {
+	MaybeRunChild()
+	os.Exit(m.Run())
+}
+
+// TestQuickAll runs `fedrelay-bench --quick all` as a user would (the
+// command built from this tree, without the race detector, the relay as
+// its own process) and checks that every scenario produced its figures:
+// the tool cannot rot unnoticed.
+func TestQuickAll(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the quick benchmark run takes about two minutes")
+	}
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "fedrelay-bench")
+	build := exec.Command("go", "build", "-o", exe, "github.com/fedrelay/fedrelay/cmd/fedrelay-bench")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, exe, "--quick", "--json", filepath.Join(dir, "bench.json"),
+		"--markdown", filepath.Join(dir, "BENCHMARKS.md"), "all")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("fedrelay-bench --quick all: %s\n%s", time.Since(start).Round(time.Second), stderr.String())
+	if err != nil {
+		t.Fatalf("fedrelay-bench: %v", err)
+	}
+	results, err := ReadJSON(&stdout)
+	if err != nil {
+		t.Fatalf("reading its JSON: %v", err)
+	}
+	want := map[string][]string{
+		"throughput": {"in, 1 streams:relay_us_per_stanza", "out, 16 streams:relay_us_per_stanza", "floor, 1 streams:floor_us_per_stanza", "in, 16 streams:allocs_per_stanza"},
+		"latency":    {"relay, 1 in flight:p99_ms", "direct, 50% of max:p99_ms", "relay, 50% of max:added_p99_ms", "floor, 10% of max:p50_ms"},
+		"idle":       {"300 inbound + 300 outbound:rss_kib_per_inbound", "300 inbound + 300 outbound:rss_kib_per_outbound"},
+		"setup":      {"paced, 200 domains at 100/s:setups_per_cpu_s", "burst of 200 domains:first_delivery_ms"},
+		"dead":       {"150 dead domains:first_bounce_p99_ms", "150 dead domains:healthy_p99_ratio", "150 dead domains:goroutines_after"},
+		"fanout":     {"warm, 1000 presences to 100 domains:completion_p50_ms", "cold, 1000 presences to 100 domains:completion_p50_ms"},
+	}
+	if len(results) != len(want) {
+		t.Fatalf("%d results, want %d", len(results), len(want))
+	}
+	for _, r := range results {
+		if r.Error != "" {
+			t.Errorf("%s: %s", r.Scenario, r.Error)
+		}
+		if r.Mode != "quick" || r.Host.Cores == 0 || r.Host.GoVersion == "" || r.Relay.CPUSeconds <= 0 || r.Relay.PeakRSS <= 0 {
+			t.Errorf("%s: incomplete result header: %+v", r.Scenario, r)
+		}
+		if r.Seconds > 30 { // the quick mode's promise; the machine may be busy with other packages' tests
+			t.Errorf("%s: %.0f s in quick mode, want under 30", r.Scenario, r.Seconds)
+		}
+		for _, cf := range want[r.Scenario] {
+			name, fig, _ := strings.Cut(cf, ":")
+			c := r.Find(name)
+			if c == nil {
+				t.Errorf("%s: no case %q", r.Scenario, name)
+				continue
+			}
+			s, ok := c.Figures[fig]
+			if !ok || s.N != 1 || math.IsNaN(s.Median) {
+				t.Errorf("%s, %s: figure %s missing: %v", r.Scenario, name, fig, c.Figures)
+			}
+		}
+		if len(r.Targets) == 0 && r.Scenario != "fanout" {
+			t.Errorf("%s: no targets", r.Scenario)
+		}
+	}
+	tp := results[0]
+	if tp.Scenario == "throughput" {
+		if len(tp.Profile) < 3 {
+			t.Errorf("throughput: no CPU profile (%v)", tp.Notes)
+		}
+		if tp.Relay.AllocsPerStanza <= 0 {
+			t.Errorf("throughput: allocations per stanza not measured")
+		}
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "BENCHMARKS.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"## Targets", "## throughput", "## dead", "| in, 16 streams |"} {
+		if !bytes.Contains(md, []byte(s)) {
+			t.Errorf("BENCHMARKS.md lacks %q", s)
+		}
+	}
+}
+
+func TestStampID(t *testing.T) {
+	now := time.Unix(1700000000, 123456789)
+	id := stampID(nil, now, "d17-3")
+	got, ok := sentAt(id)
+	if !ok || got != now.UnixNano() {
+		t.Fatalf("sentAt(%q) = %d, %v", id, got, ok)
+	}
+	for _, bad := range []string{"", "t", "x123", "t-1"} {
+		if _, ok := sentAt([]byte(bad)); ok {
+			t.Errorf("sentAt(%q) accepted", bad)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { sentAt(id) }); n != 0 {
+		t.Errorf("sentAt allocates %v times", n)
+	}
+}
+
+func TestSamplesAndSpread(t *testing.T) {
+	var s Samples
+	for i := 1; i <= 1000; i++ {
+		s.Add(time.Duration(i) * time.Millisecond)
+	}
+	p := s.Summary()
+	if p.P50 != 500 || p.P99 != 990 || p.P999 != 999 || p.Max != 1000 || p.N != 1000 {
+		t.Errorf("summary %+v", p)
+	}
+	sp := SpreadOf([]float64{3, math.NaN(), 1, 2})
+	if sp != (Spread{Min: 1, Median: 2, Max: 3, N: 3}) {
+		t.Errorf("spread %+v", sp)
+	}
+	if sp := SpreadOf(nil); sp.N != 0 {
+		t.Errorf("empty spread %+v", sp)
+	}
+	// JSON has no NaN: an empty spread must still encode.
+	var r Result
+	var cs caseSet
+	cs.add("c", map[string]float64{"x": math.NaN(), "y": 1})
+	r.Cases = cs.cases()
+	r.target("t", "≤ 1", math.NaN(), "ms", 1, true)
+	if err := WriteJSON(io.Discard, []*Result{&r}); err != nil {
+		t.Errorf("WriteJSON: %v", err)
+	}
+}
+
+func TestTargets(t *testing.T) {
+	var r Result
+	r.target("cpu", "≤ 1.0 µs", 1.6, "µs", 1, true)
+	r.target("setups", "≥ 1,000", 400, "/s", 1000, false)
+	r.target("ok", "≤ 1 ms", 0.5, "ms", 1, true)
+	if r.Targets[0].Met || r.Targets[0].By != "missed: 1.60× the target" {
+		t.Errorf("%+v", r.Targets[0])
+	}
+	if r.Targets[1].Met || r.Targets[1].By != "missed: 2.50× the target" {
+		t.Errorf("%+v", r.Targets[1])
+	}
+	if !r.Targets[2].Met {
+		t.Errorf("%+v", r.Targets[2])
+	}
+}
+
+func TestParseMetrics(t *testing.T) {
+	in := "# HELP go_goroutines x\n# TYPE go_goroutines gauge\ngo_goroutines 42\n" +
+		"go_memstats_mallocs_total 1.5e+06\nfedrelay_x{face=\"internal\"} 3\n\n"
+	m, err := parseMetrics(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m["go_goroutines"] != 42 || m["go_memstats_mallocs_total"] != 1.5e6 || m[`fedrelay_x{face="internal"}`] != 3 {
+		t.Errorf("%v", m)
+	}
+}
+
+func TestReadProc(t *testing.T) {
+	ps, err := ReadProc(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps.RSS <= 0 || ps.PeakRSS < ps.RSS || ps.Threads <= 0 || ps.CPU < 0 {
+		t.Errorf("%+v", ps)
+	}
+	// Burn some CPU: the figure must grow.
+	deadline := time.Now().Add(150 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = x * x
+	}
+	ps2, _ := ReadProc(os.Getpid())
+	if ps2.CPU <= ps.CPU {
+		t.Errorf("CPU did not grow: %v → %v", ps.CPU, ps2.CPU)
+	}
+}
+
+func TestNameserver(t *testing.T) {
+	ns, err := StartNameserver("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	// The UDP and TCP servers got different ports from :0; ask the UDP one.
+	addr := ns.servers[0].PacketConn.LocalAddr().String()
+	ns.Set("dead.test", NXDomain, "")
+	ns.Set("quiet.test", Silent, "")
+	ns.SetLookup(func(d string) (Answer, string, bool) {
+		if strings.HasSuffix(d, ".remote.bench") {
+			return Serve, "127.0.0.9:5269", true
+		}
+		return 0, "", false
+	})
+	c := &dns.Client{Timeout: 300 * time.Millisecond}
+	ask := func(name string, qt uint16) (*dns.Msg, error) {
+		m := new(dns.Msg)
+		m.SetQuestion(name, qt)
+		r, _, err := c.Exchange(m, addr)
+		return r, err
+	}
+	r, err := ask("_xmpp-server._tcp.x1.remote.bench.", dns.TypeSRV)
+	if err != nil || len(r.Answer) != 1 {
+		t.Fatalf("SRV: %v %v", r, err)
+	}
+	srv := r.Answer[0].(*dns.SRV)
+	if srv.Port != 5269 || srv.Target != "s2s-target.x1.remote.bench." {
+		t.Errorf("SRV %v", srv)
+	}
+	a, err := ask(srv.Target, dns.TypeA)
+	if err != nil || len(a.Answer) != 1 || !a.Answer[0].(*dns.A).A.Equal(net.ParseIP("127.0.0.9")) {
+		t.Errorf("A of target: %v %v", a, err)
+	}
+	if r, err := ask("_xmpps-server._tcp.x1.remote.bench.", dns.TypeSRV); err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
+		t.Errorf("xmpps: %v %v", r, err)
+	}
+	if r, err := ask("_xmpp-server._tcp.dead.test.", dns.TypeSRV); err != nil || r.Rcode != dns.RcodeNameError {
+		t.Errorf("nxdomain: %v %v", r, err)
+	}
+	if r, err := ask("_xmpp-server._tcp.other.test.", dns.TypeSRV); err != nil || r.Rcode != dns.RcodeNameError {
+		t.Errorf("unknown: %v %v", r, err)
+	}
+	if _, err := ask("_xmpp-server._tcp.quiet.test.", dns.TypeSRV); err == nil {
+		t.Errorf("silent domain answered")
+	}
+	if n := ns.Queries("x1.remote.bench"); n != 3 {
+		t.Errorf("queries about x1.remote.bench: %d, want 3", n)
+	}
+}
+
+// TestForwardElements: the floor passes the header and every element
+// through unchanged, and stops at the stream's end.
+func TestForwardElements(t *testing.T) {
+	in := "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' " +
+		"xmlns:db='jabber:server:dialback' from='a.test' to='b.test' version='1.0'>" +
+		"<db:result from='a.test' to='b.test'>key</db:result>" +
+		"<message from='x@a.test' to='y@b.test' id='1'><body>hi &amp; bye</body></message>" +
+		"<presence from='x@a.test' to='y@b.test'/></stream:stream>"
+	var out bytes.Buffer
+	err := forwardElements(&out, strings.NewReader(in))
+	if err != io.EOF {
+		t.Fatalf("forwardElements: %v", err)
+	}
+	got := out.String()
+	for _, s := range []string{"<stream:stream", "<db:result from='a.test' to='b.test'>key</db:result>",
+		"<message from='x@a.test' to='y@b.test' id='1'><body>hi &amp; bye</body></message>", "<presence from='x@a.test' to='y@b.test'/>"} {
+		if !strings.Contains(got, s) {
+			t.Errorf("output lacks %q:\n%s", s, got)
+		}
+	}
+}
+
+func TestWriteMarkdown(t *testing.T) {
+	var cs caseSet
+	cs.add("in, 1 streams", map[string]float64{"relay_us_per_stanza": 1.5, "stanzas_per_s": 100000})
+	cs.add("in, 1 streams", map[string]float64{"relay_us_per_stanza": 1.7, "stanzas_per_s": 90000})
+	cs.add("floor, 1 streams", map[string]float64{"floor_us_per_stanza": 0.6})
+	r := &Result{Scenario: "throughput", Mode: "full", Host: ThisHost(), Repetitions: 2, Cases: cs.cases(),
+		Profile: []string{"Duration: 2s", "flat flat% sum%"}}
+	r.target("relay CPU per forwarded stanza", "≤ 1.0 µs", 1.6, "µs", 1, true)
+	var b bytes.Buffer
+	if err := WriteMarkdown(&b, []*Result{r}); err != nil {
+		t.Fatal(err)
+	}
+	md := b.String()
+	for _, s := range []string{"| in, 1 streams | 1.60 (1.50–1.70) | 95000 (90000–100000) |", "| floor, 1 streams | 0.60 |",
+		"missed: 1.60× the target", "Duration: 2s"} {
+		if !strings.Contains(md, s) {
+			t.Errorf("markdown lacks %q:\n%s", s, md)
+		}
+	}
+	// The JSON round trip keeps what the report needs.
+	var j bytes.Buffer
+	WriteJSON(&j, []*Result{r})
+	back, err := ReadJSON(&j)
+	if err != nil || len(back) != 1 || back[0].Median("in, 1 streams", "relay_us_per_stanza") != 1.6 {
+		t.Errorf("round trip: %v %v", back, err)
+	}
+}

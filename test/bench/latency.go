@@ -1,0 +1,175 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/fedrelay/fedrelay/s2s/peer"
+)
+
+// latency: the time from writing a stanza to its arrival at the far server,
+// through the relay (federation → internal, TLS both sides) and over a
+// direct connection to the same kind of server, at 1 stanza in flight and
+// paced at 10% and 50% of the relay's maximum rate on one stream (at least
+// 100,000 samples, and at least 5 s of paced load). The
+// floor forwarder is measured the same way. The added latency of the hop is
+// the relay's percentile minus the direct one.
+func latency(ctx context.Context, e *env, res *Result) error {
+	samples, minDur := 100_000, 5*time.Second
+	if e.opts.Quick {
+		samples, minDur = 3_000, time.Second
+	}
+	w, err := e.world(ctx, "relay", nil)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	base, _ := w.Relay.Metrics()
+	fl, err := newFloorWorld(ctx, w)
+	if err != nil {
+		return err
+	}
+	defer fl.Close()
+
+	type path struct {
+		name string
+		s    *peer.Outbound
+		sink *Sink
+		from string
+	}
+	var paths []path
+	for _, p := range []struct {
+		name string
+		dial func(context.Context, string) (*peer.Outbound, error)
+		sink *Sink
+	}{
+		{"relay", w.InboundStream, w.In},
+		{"direct", fl.direct, fl.count},
+		{"floor", fl.stream, fl.count},
+	} {
+		from := remote("lat-"+p.name, 0)
+		s, err := p.dial(ctx, from)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		defer s.Close()
+		paths = append(paths, path{p.name, s, p.sink, "user@" + from + "/bench"})
+	}
+
+	// The relay's maximum rate on this one stream.
+	dur := 3 * time.Second
+	if e.opts.Quick {
+		dur = time.Second
+	}
+	figs, err := drive(ctx, w, []*peer.Outbound{paths[0].s}, func(int) (string, string) { return paths[0].from, "alice@" + InternalDomain }, &w.In.Stanzas, dur)
+	if err != nil {
+		return err
+	}
+	maxRate := figs["stanzas_per_s"]
+	res.Notes = append(res.Notes, fmt.Sprintf("maximum rate through the relay on one stream: %.0f stanzas/s", maxRate))
+
+	var cs caseSet
+	for rep := 0; rep < e.opts.reps(); rep++ {
+		for _, load := range []struct {
+			name string
+			rate float64 // 0: one in flight
+		}{{"1 in flight", 0}, {"10% of max", maxRate / 10}, {"50% of max", maxRate / 2}} {
+			row := map[string]map[string]float64{}
+			for _, p := range paths {
+				n := samples
+				if load.rate > 0 {
+					n = max(n, int(load.rate*minDur.Seconds()))
+				}
+				sm, lost, err := measureLatency(ctx, p.s, p.sink, p.from, "alice@"+InternalDomain, load.rate, n)
+				if err != nil {
+					return fmt.Errorf("%s, %s: %w", p.name, load.name, err)
+				}
+				pc := sm.Summary()
+				row[p.name] = map[string]float64{"p50_ms": pc.P50, "p99_ms": pc.P99, "p999_ms": pc.P999, "samples": float64(pc.N), "lost": float64(lost)}
+			}
+			for _, name := range []string{"relay", "floor"} {
+				f := row[name]
+				f["added_p50_ms"] = f["p50_ms"] - row["direct"]["p50_ms"]
+				f["added_p99_ms"] = f["p99_ms"] - row["direct"]["p99_ms"]
+				f["added_p999_ms"] = f["p999_ms"] - row["direct"]["p999_ms"]
+			}
+			for _, p := range paths {
+				cs.add(fmt.Sprintf("%s, %s", p.name, load.name), row[p.name])
+			}
+			e.opts.logf("latency %s: relay p99 %.3f ms, direct %.3f ms, floor %.3f ms", load.name,
+				row["relay"]["p99_ms"], row["direct"]["p99_ms"], row["floor"]["p99_ms"])
+		}
+	}
+	res.Cases = cs.cases()
+	finish(res, w, base)
+	res.target("latency added by the relay hop at 50% of max rate, p99", "≤ 1 ms",
+		res.Median("relay, 50% of max", "added_p99_ms"), "ms", 1, true)
+	return nil
+}
+
+// measureLatency sends n stanzas on s, one at a time (rate 0) or paced at
+// rate per second, and returns the latencies the sink saw and how many did
+// not arrive within 10 s of the last send.
+func measureLatency(ctx context.Context, s *peer.Outbound, sink *Sink, from, to string, rate float64, n int) (Samples, int, error) {
+	sink.Record(true)
+	defer sink.Record(false)
+	start := sink.Stanzas.Load()
+	var buf []byte
+	if rate <= 0 {
+		for i := 0; i < n; i++ {
+			want := start + int64(i) + 1
+			buf = appendMessage(buf[:0], from, to, stampID(nil, time.Now(), "l"))
+			if _, err := s.Write(buf); err != nil {
+				return Samples{}, 0, err
+			}
+			if !waitArrival(ctx, &sink.Stanzas, want, 10*time.Second) {
+				return Samples{}, 0, fmt.Errorf("stanza %d did not arrive within 10 s", i)
+			}
+		}
+	} else {
+		// Pace in ticks of 1 ms: each tick sends what the rate allows so
+		// far, each stanza stamped when written.
+		t0 := time.Now()
+		sent := 0
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for sent < n {
+			<-tick.C
+			due := min(n, int(time.Since(t0).Seconds()*rate))
+			buf = buf[:0]
+			now := time.Now()
+			for ; sent < due; sent++ {
+				buf = appendMessage(buf, from, to, stampID(nil, now, "l"))
+			}
+			if len(buf) > 0 {
+				if _, err := s.Write(buf); err != nil {
+					return Samples{}, 0, err
+				}
+			}
+			if ctx.Err() != nil {
+				return Samples{}, 0, ctx.Err()
+			}
+		}
+		waitArrival(ctx, &sink.Stanzas, start+int64(n), 10*time.Second)
+	}
+	got := sink.Record(false)
+	return got, n - got.Len(), nil
+}
+
+// waitArrival waits until counter reaches want, spinning briefly before
+// sleeping so that one-in-flight measurements are not paced by the timer.
+func waitArrival(ctx context.Context, counter *atomic.Int64, want int64, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for spins := 0; counter.Load() < want; spins++ {
+		if spins < 2000 {
+			continue
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
+	return true
+}

@@ -160,7 +160,7 @@ func (r *Result) target(what, target string, value float64, unit string, limit f
 	switch {
 	case t.Met:
 		t.By = "met"
-	case limit != 0:
+	case limit != 0 && value != 0:
 		f := value / limit
 		if !atMost {
 			f = limit / value

@@ -28,7 +28,7 @@ var scenarios = []scenario{
 	{"latency", "latency added by one relay hop versus a direct connection, at 1 in flight, 10% and 50% of the maximum rate", latency},
 	{"idle", "RSS per idle authenticated TLS stream, inbound and outbound", idle},
 	{"setup", "new outbound streams to fresh domains (SRV, TCP, STARTTLS, dialback with a real db:verify), paced and in a burst", setup},
-	{"dead", "dead domains (NXDOMAIN, refused, no DNS answer) beside healthy traffic at half load", dead},
+	{"dead", "dead domains (NXDOMAIN, refused, no DNS answer) beside a healthy pair at a fifth of the one-stream maximum", dead},
 	{"fanout", "bursts of directed presences to many domains, warm and cold", fanout},
 }
 

@@ -1,9 +1,11 @@
 package routing
 
 import (
+	"strings"
 	"sync"
 	"time"
 
+	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
 	"github.com/fedrelay/fedrelay/policy"
@@ -21,8 +23,12 @@ type pendingIQs struct {
 }
 
 // iqKey identifies a request by the addresses and id its answer will carry
-// swapped.
+// swapped: the addresses in their normal form (jidKey), since the answer
+// may write them differently ("bob@example.org/res" answering a request to
+// "Bob@Example.ORG/res"), the id as written.
 type iqKey struct{ from, to, id string }
+
+func keyOf(from, to, id string) iqKey { return iqKey{jidKey(from), jidKey(to), id} }
 
 const (
 	// maxPendingPerPair bounds the requests remembered per link; beyond
@@ -35,6 +41,7 @@ const (
 
 func (p *pendingIQs) add(st *Stanza, now time.Time) {
 	pair := Pair{From: st.FromDomain, To: st.ToDomain}
+	key := keyOf(st.From, st.To, st.ID)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.byPair == nil {
@@ -56,17 +63,18 @@ func (p *pendingIQs) add(st *Stanza, now time.Time) {
 		}
 	}
 	// The bounce needs the start tag only; the payload is not kept.
-	m[iqKey{st.From, st.To, st.ID}] = &Stanza{Kind: st.Kind, Type: st.Type, From: st.From, To: st.To, ID: st.ID,
+	m[key] = &Stanza{Kind: st.Kind, Type: st.Type, From: st.From, To: st.To, ID: st.ID,
 		FromDomain: st.FromDomain, ToDomain: st.ToDomain, Face: st.Face, Received: now}
 }
 
 // answered forgets the request an IQ result or error answers.
 func (p *pendingIQs) answered(st *Stanza) {
 	pair := Pair{From: st.ToDomain, To: st.FromDomain}
+	key := keyOf(st.To, st.From, st.ID)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if m := p.byPair[pair]; m != nil {
-		delete(m, iqKey{st.To, st.From, st.ID})
+		delete(m, key)
 		if len(m) == 0 {
 			delete(p.byPair, pair)
 		}
@@ -76,10 +84,11 @@ func (p *pendingIQs) answered(st *Stanza) {
 // forget drops a request that is being bounced instead.
 func (p *pendingIQs) forget(st *Stanza) {
 	pair := Pair{From: st.FromDomain, To: st.ToDomain}
+	key := keyOf(st.From, st.To, st.ID)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if m := p.byPair[pair]; m != nil {
-		delete(m, iqKey{st.From, st.To, st.ID})
+		delete(m, key)
 	}
 }
 
@@ -97,6 +106,75 @@ func (p *pendingIQs) take(pair Pair, now time.Time) []*Stanza {
 		}
 	}
 	return out
+}
+
+// jidKey returns the form of an address that requests and answers are
+// matched by: its normal form by mellium.im/xmpp/jid (RFC 7622: the
+// localpart case- and width-mapped, the domainpart in lower-case U-labels
+// without a final dot, the resourcepart as written but for Unicode
+// normalisation), so that "Bob@Example.ORG/res" and "bob@example.org/res",
+// or a domain in its A-label and U-label forms, are one address. A string
+// that is not a JID is its own key. Addresses already in normal form, nearly
+// all of them, are returned as they are, without allocating.
+func jidKey(s string) string {
+	if plainJID(s) {
+		return s
+	}
+	j, err := jid.Parse(s)
+	if err != nil {
+		return s
+	}
+	return j.String()
+}
+
+// plainJID reports whether s is printable ASCII without spaces, with a
+// localpart without upper-case letters and a plain domainpart (plainDomain).
+// jid.Parse either refuses such a string or gives it back unchanged
+// (FuzzJIDKey checks it), so it is its own key.
+func plainJID(s string) bool {
+	bare, res, _ := strings.Cut(s, "/")
+	for i := 0; i < len(res); i++ {
+		if c := res[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	domain := bare
+	if local, d, ok := strings.Cut(bare, "@"); ok {
+		for i := 0; i < len(local); i++ {
+			if c := local[i]; c <= ' ' || c >= 0x7f || ('A' <= c && c <= 'Z') {
+				return false
+			}
+		}
+		domain = d
+	}
+	return plainDomain(domain)
+}
+
+// plainDomain reports whether d is made of lower-case letters, digits,
+// hyphens and dots, has no final dot (jid.Parse removes it), and no label
+// with hyphens in its third and fourth places: A-labels ("xn--"), which
+// jid.Parse turns into U-labels, and others the IDNA rules refuse.
+func plainDomain(d string) bool {
+	if d == "" || d[len(d)-1] == '.' {
+		return false
+	}
+	label := 0 // bytes of the current label so far
+	for i := 0; i < len(d); i++ {
+		switch c := d[i]; {
+		case c == '.':
+			label = 0
+			continue
+		case c == '-':
+			if label == 3 && d[i-1] == '-' {
+				return false
+			}
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		default:
+			return false
+		}
+		label++
+	}
+	return true
 }
 
 func isRequest(st *Stanza) bool {

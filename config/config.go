@@ -148,7 +148,7 @@ type Limits struct {
 	MaxStreamsPerIP int `mapstructure:"max_streams_per_ip"`
 }
 
-// Breaker configures the circuit breaker kept per remote domain.
+// Breaker configures the circuit breaker kept per destination domain.
 type Breaker struct {
 	// Failures is the number of consecutive connection or authentication
 	// failures that open the breaker.
@@ -157,6 +157,12 @@ type Breaker struct {
 	OpenFor time.Duration `mapstructure:"open_for"`
 	// MaxOpenFor caps the open period, which doubles on each failed probe.
 	MaxOpenFor time.Duration `mapstructure:"max_open_for"`
+	// InternalOpenFor and InternalMaxOpenFor replace OpenFor and MaxOpenFor
+	// for the breakers of internal domains (those with a route): the
+	// organisation's own server is restarted, not gone, and what is
+	// addressed to it must not bounce long after it is back.
+	InternalOpenFor    time.Duration `mapstructure:"internal_open_for"`
+	InternalMaxOpenFor time.Duration `mapstructure:"internal_max_open_for"`
 }
 
 // Policy decides which remote domains the organisation federates with.

@@ -76,6 +76,8 @@ func TestDefaults(t *testing.T) {
 		{"breaker.failures", cfg.Breaker.Failures, 3},
 		{"breaker.open_for", cfg.Breaker.OpenFor, 30 * time.Second},
 		{"breaker.max_open_for", cfg.Breaker.MaxOpenFor, 10 * time.Minute},
+		{"breaker.internal_open_for", cfg.Breaker.InternalOpenFor, time.Second},
+		{"breaker.internal_max_open_for", cfg.Breaker.InternalMaxOpenFor, 5 * time.Second},
 		{"policy.default", cfg.Policy.Default, "allow"},
 		{"admin.listen", cfg.Admin.Listen, "127.0.0.1:9290"},
 		{"domains[0].name", cfg.Domains[0].Name, "example.org"},
@@ -275,6 +277,10 @@ func TestBadConfiguration(t *testing.T) {
 			`config: limits.max_streams_per_ip: "20": must be between 1 and limits.max_streams`},
 		{"same address twice", minimal + "federation: {listen: [\"127.0.0.1:5269\"]}\ninternal: {listen: [\"127.0.0.1:5269\"]}\n",
 			`config: internal.listen[0]: "127.0.0.1:5269": already used by federation.listen[0]`},
+		{"internal breaker period zero", minimal + "breaker: {internal_open_for: 0s}\n",
+			`config: breaker.internal_open_for: "0s": must be more than zero`},
+		{"internal breaker cap below its period", minimal + "breaker: {internal_open_for: 10s, internal_max_open_for: 2s}\n",
+			`config: breaker.internal_max_open_for: "2s": must not be below breaker.internal_open_for`},
 		{"not YAML", "domains: [\n", `config: --config: "…`},
 	}
 	for _, tc := range tests {

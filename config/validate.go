@@ -209,6 +209,11 @@ func (c *Config) validate(runnable bool) Errors {
 	if c.Breaker.MaxOpenFor < c.Breaker.OpenFor {
 		bad("breaker.max_open_for", c.Breaker.MaxOpenFor.String(), "must not be below breaker.open_for")
 	}
+	positive("breaker.internal_open_for", c.Breaker.InternalOpenFor, bad)
+	if c.Breaker.InternalMaxOpenFor < c.Breaker.InternalOpenFor {
+		bad("breaker.internal_max_open_for", c.Breaker.InternalMaxOpenFor.String(),
+			"must not be below breaker.internal_open_for")
+	}
 
 	c.Policy.validate(bad)
 

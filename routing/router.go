@@ -108,7 +108,10 @@ func NewRouter(o Options) *Router {
 }
 
 // Reload swaps the parts of the configuration that may change at run time.
-// Breakers keep their state; new settings apply from their next reset.
+// Breakers keep their state. A closed breaker runs with the new settings,
+// and those of its domain's kind in the new table (internal or remote), from
+// its next connection attempt on, keeping its count of failures; an open one
+// from the end of its open period.
 func (r *Router) Reload(t *Table, p *policy.Policy, b config.Breaker) {
 	r.table.Store(t)
 	r.policy.Store(p)
@@ -276,13 +279,18 @@ func (r *Router) Reachable(domain string) {
 	}
 }
 
-// breaker returns the breaker of a destination domain, creating it.
+// breaker returns the breaker of a destination domain, creating it. Its
+// settings are read from the current configuration and table whenever it
+// makes a new gobreaker: an internal domain's breaker gets the internal
+// periods (see settingsFor).
 func (r *Router) breaker(domain string) *breaker {
 	r.bmu.Lock()
 	defer r.bmu.Unlock()
 	b, ok := r.breakers.Get(domain)
 	if !ok {
-		b = newBreaker(domain, *r.breakCfg.Load())
+		b = newBreaker(domain, func() breakerSettings {
+			return settingsFor(r.breakCfg.Load(), r.table.Load().IsInternal(domain))
+		})
 		r.breakers.Add(domain, b)
 	}
 	return b

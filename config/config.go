@@ -141,11 +141,30 @@ type Limits struct {
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 	// NegotiationTimeout bounds TLS and authentication of a new stream.
 	NegotiationTimeout time.Duration `mapstructure:"negotiation_timeout"`
+	// RouteRetry is how long a link to an internal domain's route keeps
+	// retrying (short backoff, stanzas held in its queue) before it bounces
+	// them: an internal server that restarts loses nothing.
+	RouteRetry time.Duration `mapstructure:"route_retry"`
 	// MaxStreams bounds the inbound connections open at once, on both
 	// faces together; MaxStreamsPerIP those from one address. Beyond them
 	// new connections are closed at once.
 	MaxStreams      int `mapstructure:"max_streams"`
 	MaxStreamsPerIP int `mapstructure:"max_streams_per_ip"`
+	// WriteTimeout bounds every write to a peer, authenticated or not: a
+	// peer that does not read for this long is cut off (connection-timeout)
+	// and what was not written to it is rerouted or bounced.
+	WriteTimeout time.Duration `mapstructure:"write_timeout"`
+	// StallTimeout is the longest a stanza waits for room in the buffer of
+	// a working outbound link before it bounces with resource-constraint;
+	// StallBudget is the most one inbound stream may spend waiting so in
+	// total, refilled at a tenth of a second per second, so that a stuck
+	// link cannot slow the other pairs of the stream that feeds it.
+	StallTimeout time.Duration `mapstructure:"stall_timeout"`
+	StallBudget  time.Duration `mapstructure:"stall_budget"`
+	// DrainTimeout is what `fedrelay run` gives a graceful stop
+	// (SIGINT/SIGTERM): past it the connections left are closed and what
+	// was not written is bounced.
+	DrainTimeout time.Duration `mapstructure:"drain_timeout"`
 }
 
 // Breaker configures the circuit breaker kept per destination domain.

@@ -197,6 +197,17 @@ func (c *Config) validate(runnable bool) Errors {
 	positive("limits.idle_timeout", l.IdleTimeout, bad)
 	positive("limits.connect_timeout", l.ConnectTimeout, bad)
 	positive("limits.negotiation_timeout", l.NegotiationTimeout, bad)
+	positive("limits.write_timeout", l.WriteTimeout, bad)
+	if l.RouteRetry < 0 {
+		bad("limits.route_retry", l.RouteRetry.String(), "must not be negative")
+	}
+	positive("limits.drain_timeout", l.DrainTimeout, bad)
+	if l.StallTimeout < 0 || l.StallTimeout > time.Second {
+		bad("limits.stall_timeout", l.StallTimeout.String(), "must be between 0 and 1s")
+	}
+	if l.StallBudget < l.StallTimeout {
+		bad("limits.stall_budget", l.StallBudget.String(), "must be at least limits.stall_timeout")
+	}
 	if l.IdleTimeout > 0 && l.IdleTimeout < prosodyKeepalive {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("limits.idle_timeout %s is below Prosody's %s whitespace "+
 			"keepalive: idle Prosody links will be closed and reopened", l.IdleTimeout, prosodyKeepalive))

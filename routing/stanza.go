@@ -39,6 +39,11 @@ type Stanza struct {
 	// Attempts counts the links that took the stanza and retired before
 	// writing it (see Router.Reroute).
 	Attempts int
+	// MaxWait is the longest Link.Enqueue may wait for room in a working
+	// link's full buffer before refusing with ErrQueueFull (zero: no wait).
+	// The inbound stream that read the stanza sets it from its stall
+	// budget; Waited is what Enqueue actually waited, for that budget.
+	MaxWait, Waited time.Duration
 }
 
 // Pair is an outbound stream's domain pair: stanzas from From (a domain the

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	"mellium.im/xmpp/stanza"
 	"mellium.im/xmpp/stream"
 
@@ -32,10 +33,11 @@ type inConn struct {
 	s      *Server
 	face   policy.Face
 	direct bool
-	raw    net.Conn     // the TCP connection
-	conn   net.Conn     // raw, or the TLS connection over it
-	log    *slog.Logger // base, with the stream's addresses once known
+	raw    net.Conn                    // the TCP connection
+	conn   net.Conn                    // raw, or the TLS connection over it
+	logp   atomic.Pointer[slog.Logger] // base, with the stream's addresses once known
 	base   *slog.Logger
+	events eventLog // events the peer can repeat, logged once a minute with a count
 	dr     *deadlineReader
 	r      *wire.Reader
 
@@ -60,6 +62,10 @@ type inConn struct {
 	legacy     bool   // the peer's header had no version (RFC 6120 §4.7.5)
 	authed     bool   // some pair authorized: idle timeout instead of negotiation deadline
 
+	negDeadline time.Time     // the stream must authenticate before it (set before any goroutine starts)
+	stall       *rate.Limiter // the stream's stall budget, in milliseconds (owner only)
+	stallOK     bool          // the budget has room for a full limits.stall_timeout (owner only)
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // verification goroutines
@@ -83,7 +89,7 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) (*inConn, 
 		pairs: map[dialback.Pair]policy.Auth{}, fromAuth: map[string]policy.Auth{}}
 	ic.ctx, ic.cancel = context.WithCancel(s.ctx)
 	ic.base = s.Log.With("face", face.String(), "dir", "in", "peer", c.RemoteAddr().String())
-	ic.log = ic.base
+	ic.logp.Store(ic.base)
 	ic.dr = &deadlineReader{raw: c, conn: c}
 	ic.r = wire.NewReader(ic.dr, s.limits())
 	ic.w = wire.NewWriter(c)
@@ -94,6 +100,10 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) (*inConn, 
 	return ic, nil
 }
 
+// logger is the stream's logger; verification goroutines read it while
+// the owner replaces it on a restart.
+func (c *inConn) logger() *slog.Logger { return c.logp.Load() }
+
 // serve owns the connection until it ends.
 func (c *inConn) serve() {
 	defer c.s.wg.Done()
@@ -101,7 +111,7 @@ func (c *inConn) serve() {
 	func() {
 		defer func() {
 			if p := recover(); p != nil {
-				c.log.Error("panic while serving a stream; closing it", "panic", p, "stack", string(debug.Stack()))
+				c.logger().Error("panic while serving a stream; closing it", "panic", p, "stack", string(debug.Stack()))
 				err = stream.InternalServerError
 			}
 		}()
@@ -113,7 +123,8 @@ func (c *inConn) serve() {
 // run negotiates and then reads the stream until it ends; a restart (after
 // STARTTLS or SASL) reads a new header on the same loop.
 func (c *inConn) run() error {
-	c.raw.SetDeadline(time.Now().Add(c.s.Limits.NegotiationTimeout))
+	c.negDeadline = time.Now().Add(c.s.Limits.NegotiationTimeout)
+	c.raw.SetDeadline(c.negDeadline)
 	if c.direct {
 		if err := c.startTLS(c.s.serverTLS(c.face, true)); err != nil {
 			return err
@@ -198,17 +209,18 @@ func (c *inConn) finish(err error) {
 	}
 	c.s.mu.Unlock()
 	c.s.stats.InboundOpen.Add(-1)
+	c.events.flush(c.logger())
 	switch {
 	case se != nil && se.Err == stream.SystemShutdown.Err:
-		c.log.Debug("stream closed for shutdown")
+		c.logger().Debug("stream closed for shutdown")
 	case se != nil:
-		c.log.Info("stream closed with an error", "condition", se.Err, "err", err, "abandoned_checks", pending)
+		c.logger().Info("stream closed with an error", "condition", se.Err, "err", err, "abandoned_checks", pending)
 	case idle:
-		c.log.Debug("idle stream closed", "idle_timeout", c.s.Limits.IdleTimeout)
+		c.logger().Debug("idle stream closed", "idle_timeout", c.s.Limits.IdleTimeout)
 	case err != nil && !errors.Is(err, io.EOF):
-		c.log.Debug("stream ended", "err", err)
+		c.logger().Debug("stream ended", "err", err)
 	default:
-		c.log.Debug("stream closed by peer")
+		c.logger().Debug("stream closed by peer")
 	}
 }
 
@@ -231,6 +243,14 @@ func (c *inConn) shutdown(err error) {
 	}
 }
 
+// kill closes the connection under the owner's feet (Server.Close, or a
+// Shutdown past its deadline): every blocked read or write fails at once,
+// and the owner finishes without waiting on the peer.
+func (c *inConn) kill() {
+	c.shutdown(withText(stream.SystemShutdown, "the relay is shutting down"))
+	c.raw.Close()
+}
+
 // lingerFor is how long a stream we close keeps being read (RFC 6120 §4.4).
 const lingerFor = 3 * time.Second
 
@@ -247,7 +267,7 @@ func (c *inConn) linger() {
 		el, err := c.r.Next()
 		if err != nil {
 			if n > 0 {
-				c.log.Debug("stanzas read after closing the stream", "count", n)
+				c.logger().Debug("stanzas read after closing the stream", "count", n)
 			}
 			return
 		}
@@ -259,13 +279,24 @@ func (c *inConn) linger() {
 	}
 }
 
-// write writes elements and flushes them.
+// write writes elements and flushes them, within limits.write_timeout: a
+// peer that does not read is cut off, authenticated or not.
 func (c *inConn) write(p ...[]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	for _, b := range p {
 		c.w.WriteRaw(b)
 	}
+	return c.flush()
+}
+
+// flush writes what c.w holds within limits.write_timeout. c.wmu must be
+// held.
+func (c *inConn) flush() error {
+	if c.w.Buffered() == 0 {
+		return nil
+	}
+	c.raw.SetWriteDeadline(time.Now().Add(c.s.Limits.WriteTimeout))
 	return c.w.Flush()
 }
 
@@ -304,7 +335,7 @@ func (c *inConn) readHeader() error {
 	if from != "" {
 		c.from = from
 	}
-	c.log = c.base.With("from", c.from, "to", c.to)
+	c.logp.Store(c.base.With("from", c.from, "to", c.to))
 
 	if remote := c.remoteOf(dialback.Pair{From: c.from, To: c.to}); remote != "" && !restart {
 		if d := c.s.Router.Policy().Domain(remote); !d.Allowed {
@@ -351,7 +382,7 @@ func (c *inConn) readHeader() error {
 	if !legacy {
 		c.w.WriteRaw(c.features())
 	}
-	return c.w.Flush()
+	return c.flush()
 }
 
 // features lists what this stream offers next (RFC 6120 §4.3.2).
@@ -404,7 +435,7 @@ func (c *inConn) handle(el *wire.Element) (restart bool, err error) {
 	case ns == NSBidi || ns == NSBidiFeat:
 		// XEP-0288 is not offered; a request for it is ignored (§2: there
 		// is no reply) and the stream stays unidirectional.
-		c.log.Debug("ignoring a bidi request: not offered")
+		c.logger().Debug("ignoring a bidi request: not offered")
 		return false, nil
 	}
 	if err := el.CheckStanza(); err != nil {
@@ -437,7 +468,7 @@ func (c *inConn) startTLS(cfg *tls.Config) error {
 	ctx, cancel := context.WithTimeout(c.ctx, c.s.Limits.NegotiationTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
-		c.log.Info("TLS handshake failed", "err", err)
+		c.logger().Info("TLS handshake failed", "err", err)
 		return errHandshake
 	}
 	c.wmu.Lock()
@@ -452,7 +483,7 @@ func (c *inConn) startTLS(cfg *tls.Config) error {
 	if peer, err := c.s.Verifier.VerifyChain(tc.ConnectionState()); err == nil {
 		c.peer = peer
 	} else {
-		c.log.Debug("peer certificate not usable; dialback only", "err", err)
+		c.logger().Debug("peer certificate not usable; dialback only", "err", err)
 	}
 	return nil
 }
@@ -499,7 +530,7 @@ func (c *inConn) handleAuth(el *wire.Element) (restart bool, err error) {
 		return false, err
 	}
 	c.saslDomain = domain
-	c.log.Info("peer authenticated by SASL EXTERNAL", "domain", domain)
+	c.logger().Info("peer authenticated by SASL EXTERNAL", "domain", domain)
 	return true, nil
 }
 
@@ -565,11 +596,11 @@ func (c *inConn) dialback(el *wire.Element) error {
 	if e.Kind == dialback.KindResult && e.Type == dialback.TypeRequest {
 		pair := e.Pair()
 		if !c.s.peerAllowed(c.face, pair.From) {
-			c.log.Info("dialback refused: sender domain not accepted on this face", "sender", pair.From)
+			c.events.log(c.logger(), slog.LevelInfo, "dialback refused: sender domain not accepted on this face", "sender", pair.From)
 			return c.write(e.ErrorResponse(stanza.PolicyViolation).Append(nil))
 		}
 		if d := c.streamDecision(pair, policy.AuthDialback); !d.Allowed {
-			c.log.Info("dialback refused by policy", "sender", pair.From, "target", pair.To, "rule", d.Rule)
+			c.events.log(c.logger(), slog.LevelInfo, "dialback refused by policy", "sender", pair.From, "target", pair.To, "rule", d.Rule)
 			return c.write(e.ErrorResponse(stanza.Condition(d.Condition.Err)).Append(nil))
 		}
 	}
@@ -594,7 +625,7 @@ func (c *inConn) apply(dec dialback.Decision) error {
 			c.authorize(pair, auth)
 			c.mu.Unlock()
 			c.authenticated()
-			c.log.Info("peer authenticated by dialback", "pair", pair.From+"→"+pair.To)
+			c.events.log(c.logger(), slog.LevelInfo, "peer authenticated by dialback", "pair", pair.From+"→"+pair.To)
 			c.s.Router.Reachable(pair.From)
 		}
 		if err := c.write(r.Append(nil)); err != nil {
@@ -608,9 +639,9 @@ func (c *inConn) apply(dec dialback.Decision) error {
 		go c.verify(dec.Verify)
 	case dialback.Ignore:
 		c.s.stats.DialbackIgnored.Add(1)
-		c.log.Debug("dialback element ignored", "reason", dec.Reason)
+		c.events.log(c.logger(), slog.LevelDebug, "dialback element ignored", "reason", dec.Reason)
 	default:
-		c.log.Debug("dialback decision not applicable to an inbound stream", "action", dec.Action.String())
+		c.events.log(c.logger(), slog.LevelDebug, "dialback decision not applicable to an inbound stream", "action", dec.Action.String())
 	}
 	return nil
 }
@@ -620,9 +651,9 @@ func (c *inConn) apply(dec dialback.Decision) error {
 // verification goroutine: only atomic or self-synchronised state is touched.
 func (c *inConn) authenticated() {
 	if c.dr.setIdle(c.s.Limits.IdleTimeout) {
-		c.raw.SetWriteDeadline(time.Time{})
-		// The owner may be blocked in a read that began under the
-		// negotiation deadline: move that read's deadline too.
+		// Writes keep their own deadline (limits.write_timeout). The owner
+		// may be blocked in a read that began under the negotiation
+		// deadline: move that read's deadline too.
 		c.raw.SetReadDeadline(time.Now().Add(c.s.Limits.IdleTimeout))
 		if c.dr.stopped.Load() {
 			c.dr.stop() // a stop that raced with this keeps its effect
@@ -649,7 +680,15 @@ func (c *inConn) raiseLimit() {
 // domain and concludes the dialback on this stream (Receiving role).
 func (c *inConn) verify(v dialback.Element) {
 	defer c.wg.Done()
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.Limits.ConnectTimeout+c.s.Limits.NegotiationTimeout)
+	// On a stream not authenticated yet, the answer must go out before the
+	// stream's own negotiation deadline: a slow Authoritative server gets
+	// the peer db:result type='error' (remote-connection-failed) on a
+	// stream that lives on, not connection-timeout (XEP-0220 §2.4).
+	timeout := c.s.Limits.ConnectTimeout + c.s.Limits.NegotiationTimeout
+	if c.dr.idle.Load() == 0 {
+		timeout = min(timeout, time.Until(c.negDeadline)-c.s.Limits.NegotiationTimeout/10)
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, max(timeout, 0))
 	defer cancel()
 	answer, err := c.s.askAuthoritative(ctx, v)
 	if err != nil {
@@ -658,7 +697,7 @@ func (c *inConn) verify(v dialback.Element) {
 		if errors.As(err, &de) && de.Condition == stanza.RemoteServerNotFound {
 			cond = stanza.RemoteServerNotFound
 		}
-		c.log.Info("dialback: authoritative server not reached", "domain", v.To, "err", err)
+		c.events.log(c.logger(), slog.LevelInfo, "dialback: authoritative server not reached", "domain", v.To, "err", err)
 		answer = v.ErrorResponse(cond)
 	}
 	c.mu.Lock()
@@ -708,9 +747,44 @@ func (c *inConn) stanza(el *wire.Element) error {
 		FromDomain: from, ToDomain: to,
 		Raw:  el.AppendTo(make([]byte, 0, len(el.Raw)), langDefault),
 		Face: c.face, TLS: c.tls, Auth: auth, Received: time.Now(),
+		MaxWait: c.maxWait(),
 	}
 	c.s.Router.Route(st)
+	if st.Waited > 0 {
+		c.stalled(st.Waited)
+	}
 	return nil
+}
+
+// maxWait is how long the next stanza may wait for room on a full link:
+// limits.stall_timeout while the stream's stall budget has that much left,
+// else nothing. Owner only; the clock is read only once the budget ran
+// low.
+func (c *inConn) maxWait() time.Duration {
+	if c.stallOK {
+		return c.s.Limits.StallTimeout
+	}
+	if c.stall == nil {
+		c.stall = rate.NewLimiter(stallRefill, max(1, int(c.s.Limits.StallBudget/time.Millisecond)))
+		c.stallOK = true
+		return c.s.Limits.StallTimeout
+	}
+	if c.stall.Tokens() >= float64(c.s.Limits.StallTimeout/time.Millisecond) {
+		c.stallOK = true
+		return c.s.Limits.StallTimeout
+	}
+	return 0
+}
+
+// stallRefill is how fast a stream's stall budget refills: 100 ms of
+// waiting per second (a tenth of the stream's time at most).
+const stallRefill = rate.Limit(100)
+
+// stalled charges a wait to the stream's stall budget.
+func (c *inConn) stalled(d time.Duration) {
+	ms := int((d + time.Millisecond - 1) / time.Millisecond)
+	c.stall.ReserveN(time.Now(), min(ms, c.stall.Burst()))
+	c.stallOK = c.stall.Tokens() >= float64(c.s.Limits.StallTimeout/time.Millisecond)
 }
 
 // deniedBy closes the stream with policy-violation if p no longer allows

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -27,7 +28,10 @@ type link struct {
 	report func(error)
 	log    *slog.Logger
 
+	reportOnce sync.Once
+
 	mu       sync.Mutex
+	conn     net.Conn // the connection once open, for kill
 	queue    []*routing.Stanza
 	qbytes   int
 	closed   bool
@@ -35,6 +39,7 @@ type link struct {
 	stopErr  error // set by stop: close with this stream error
 	wake     chan struct{}
 	up       bool          // authenticated: the queue only waits for the writer
+	stalled  bool          // a stanza waited for room in vain: refuse at once until the writer takes the queue
 	space    chan struct{} // closed by take, for Enqueue calls waiting for room
 }
 
@@ -44,16 +49,21 @@ func (s *Server) newLink(pair routing.Pair, report func(error)) *link {
 		log: s.Log.With("face", face.String(), "dir", "out", "from", pair.From, "to", pair.To)}
 }
 
-// Enqueue implements routing.Link. While the link is being set up the
-// queue bounds (limits.queue_stanzas, queue_bytes) refuse at once. Once it
-// is up, a full queue only means the writer is behind: Enqueue waits for
-// room, which slows the inbound stream that feeds it (TCP back-pressure),
-// and refuses only if no room comes within limits.negotiation_timeout (a
-// peer that stopped reading).
+// Enqueue implements routing.Link; it never waits on the network for
+// long. While the link is being set up the queue bounds
+// (limits.queue_stanzas, queue_bytes) refuse at once. Once it is up, a full
+// queue means the writer is behind: Enqueue waits for room for at most
+// st.MaxWait (the stall budget of the stream the stanza came from, see
+// limits.stall_timeout), recording the wait in st.Waited, and then refuses
+// with ErrQueueFull (the stanza bounces with resource-constraint). A writer
+// that cannot write at all is cut off at limits.write_timeout.
 func (l *link) Enqueue(st *routing.Stanza) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var timer *time.Timer
+	var (
+		timer *time.Timer
+		start time.Time
+	)
 	for {
 		switch {
 		case l.closed || l.draining:
@@ -63,12 +73,16 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 			l.queue = append(l.queue, st)
 			l.qbytes += len(st.Raw)
 			l.signal()
+			if timer != nil {
+				st.Waited = time.Since(start)
+			}
 			return nil
-		case !l.up:
+		case !l.up || st.MaxWait <= 0 || l.stalled:
 			return routing.ErrQueueFull
 		}
 		if timer == nil {
-			timer = time.NewTimer(l.s.Limits.NegotiationTimeout)
+			start = time.Now()
+			timer = time.NewTimer(st.MaxWait)
 			defer timer.Stop()
 		}
 		if l.space == nil {
@@ -81,6 +95,11 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 			l.mu.Lock()
 		case <-timer.C:
 			l.mu.Lock()
+			st.Waited = time.Since(start)
+			// The writer made no room in all that time: until it takes the
+			// queue again, the next stanzas are refused without waiting, so
+			// a stuck link costs its feeders one stall, not one per stanza.
+			l.stalled = true
 			return routing.ErrQueueFull
 		}
 	}
@@ -99,6 +118,7 @@ func (l *link) take() []*routing.Stanza {
 	defer l.mu.Unlock()
 	q := l.queue
 	l.queue, l.qbytes = nil, 0
+	l.stalled = false
 	if l.space != nil {
 		close(l.space)
 		l.space = nil
@@ -112,6 +132,25 @@ func (l *link) drain() {
 	l.draining = true
 	l.mu.Unlock()
 	l.signal()
+}
+
+// kill ends the link at once (Server.Close, or a Shutdown past its
+// deadline): its connection is closed under the writer's feet, and what it
+// had not written is bounced.
+func (l *link) kill() {
+	l.stop(ErrServerClosed)
+	l.mu.Lock()
+	c := l.conn
+	l.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// reportOutcome reports the setup's outcome to the breaker, once: from
+// serve, or from run when serve ended before it could (a panic).
+func (l *link) reportOutcome(err error) {
+	l.reportOnce.Do(func() { l.report(err) })
 }
 
 // stop makes the link close its stream with err.
@@ -157,33 +196,47 @@ func (l *link) run() {
 		}()
 		err = l.serve()
 	}()
+	// A half-open breaker waits for this outcome: it is reported on every
+	// exit, a panic included (no-op if serve reported it).
+	l.reportOutcome(err)
 	l.finish(err)
 }
 
 func (l *link) serve() error {
 	started := time.Now()
-	ctx, cancel := context.WithTimeout(l.s.ctx, l.s.Limits.ConnectTimeout+l.s.Limits.NegotiationTimeout)
-	o, err := l.s.openStream(ctx, l.pair.From, l.pair.To)
-	if err == nil {
-		stop := context.AfterFunc(ctx, o.dr.stop)
-		err = o.authenticate()
-		if !stop() || err != nil {
-			if err == nil {
-				err = ctx.Err()
+	o, err := l.open()
+	// The organisation's own server (a configured route) is not a remote
+	// domain that may be gone for good: while it restarts, the link retries
+	// with a short backoff for up to limits.route_retry, holding the
+	// stanzas in its bounded queue, before it gives up and bounces them.
+	if err != nil && l.s.Router.Table().IsInternal(l.pair.To) {
+		deadline := started.Add(l.s.Limits.RouteRetry)
+		for backoff := 100 * time.Millisecond; err != nil && time.Now().Add(backoff).Before(deadline); backoff = min(2*backoff, time.Second) {
+			l.log.Debug("internal route not reached; retrying", "err", err, "in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-l.s.ctx.Done():
+				return routing.Timeout(ErrServerClosed)
 			}
-			o.abort(err)
-			err = routing.Timeout(fmt.Errorf("authenticating as %s to %s: %w", l.pair.From, l.pair.To, err))
+			if l.stopping() {
+				break
+			}
+			o, err = l.open()
 		}
 	}
-	cancel()
-	l.report(err)
+	l.reportOutcome(err)
 	if err != nil {
 		return err
 	}
 	o.raw.SetDeadline(time.Time{})
 	l.mu.Lock()
 	l.up = true
+	l.conn = o.raw
+	stopped := l.stopErr
 	l.mu.Unlock()
+	if errors.Is(stopped, ErrServerClosed) {
+		o.raw.Close() // killed while it was setting up
+	}
 	l.log.Info("outbound stream up", "addr", o.cand.Address(), "tls", o.tls, "peer_certificate", o.peerIdentity(),
 		"took", time.Since(started).Round(time.Millisecond))
 
@@ -203,6 +256,33 @@ func (l *link) serve() error {
 	}
 	rwg.Wait()
 	return err
+}
+
+// open connects and authenticates the link's stream.
+func (l *link) open() (*outStream, error) {
+	ctx, cancel := context.WithTimeout(l.s.ctx, l.s.Limits.ConnectTimeout+l.s.Limits.NegotiationTimeout)
+	defer cancel()
+	o, err := l.s.openStream(ctx, l.pair.From, l.pair.To)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, o.dr.stop)
+	err = o.authenticate()
+	if !stop() || err != nil {
+		if err == nil {
+			err = ctx.Err()
+		}
+		o.abort(err)
+		return nil, routing.Timeout(fmt.Errorf("authenticating as %s to %s: %w", l.pair.From, l.pair.To, err))
+	}
+	return o, nil
+}
+
+// stopping reports whether the link was asked to stop or drain.
+func (l *link) stopping() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stopErr != nil || l.draining
 }
 
 // errIdle ends a link that carried nothing for limits.idle_timeout.
@@ -239,6 +319,11 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 		case err := <-readErr:
 			return err
 		case <-idle.C:
+			// Out of the table first, then closed: a stanza routed from
+			// now on finds a new link instead of this retiring one (which
+			// would refuse it and get it bounced). One that found this link
+			// just before is still taken and written.
+			l.s.removeLink(l)
 			l.mu.Lock()
 			if len(l.queue) == 0 {
 				l.closed = true
@@ -246,12 +331,13 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 				return errIdle
 			}
 			l.mu.Unlock()
+			idle.Reset(l.s.Limits.IdleTimeout)
 		case <-keepalive.C:
 			if !wrote {
 				// RFC 6120 §4.6.1: a single space between elements finds a
 				// dead connection, and keeps the peer's idle timer (and
 				// middleboxes) from closing a quiet but wanted stream.
-				o.raw.SetWriteDeadline(time.Now().Add(l.s.Limits.NegotiationTimeout))
+				o.raw.SetWriteDeadline(time.Now().Add(l.s.Limits.WriteTimeout))
 				o.w.WriteRaw([]byte{' '})
 				if err := o.w.Flush(); err != nil {
 					return routing.Timeout(fmt.Errorf("keepalive to %s: %w", l.pair.To, err))
@@ -274,7 +360,7 @@ func keepaliveEvery(idle time.Duration) time.Duration {
 // failed may or may not have reached the peer; they are bounced, since
 // silence would be worse than a possibly spurious error.
 func (l *link) write(o *outStream, batch []*routing.Stanza) error {
-	o.raw.SetWriteDeadline(time.Now().Add(l.s.Limits.NegotiationTimeout))
+	o.raw.SetWriteDeadline(time.Now().Add(l.s.Limits.WriteTimeout))
 	var err error
 	for _, st := range batch {
 		l.s.Router.Sending(st)

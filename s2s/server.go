@@ -238,10 +238,12 @@ func (s *Server) shutLinks() []*link {
 	return out
 }
 
-// Shutdown stops accepting, sends system-shutdown on every inbound stream,
-// lets outbound links write what they hold and close their streams, and
-// waits for every connection to end or ctx to expire (then it closes what is
-// left, as Close does).
+// Shutdown stops accepting, sends system-shutdown on every inbound stream
+// (which goes on being read for the RFC 6120 §4.4 linger), lets outbound
+// links write what they hold and close their streams, and waits for every
+// connection to end. At ctx's deadline it closes every connection left, as
+// Close does — no peer can hold it — bounces what was not written, and
+// returns ctx.Err().
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.shutLinks() // no new links from now on; the open ones drain below
@@ -279,13 +281,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.cancel()
 		return nil
 	case <-ctx.Done():
-		s.cancel()
+		s.killAll()
 		<-done
 		return ctx.Err()
 	}
 }
 
-// Close closes every listener and connection at once.
+// Close closes every listener and connection at once; what the links had
+// not written is bounced (to streams that are closing too, so mostly
+// counted as dropped).
 func (s *Server) Close() error {
 	s.init()
 	s.mu.Lock()
@@ -294,10 +298,28 @@ func (s *Server) Close() error {
 		l.Close()
 	}
 	s.mu.Unlock()
-	s.shutLinks()
-	s.cancel()
+	s.killAll()
 	s.wg.Wait()
 	return nil
+}
+
+// killAll cancels everything the server does and closes every connection
+// under its owner's feet.
+func (s *Server) killAll() {
+	links := s.shutLinks()
+	s.cancel()
+	s.mu.Lock()
+	conns := make([]*inConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.kill()
+	}
+	for _, l := range links {
+		l.kill()
+	}
 }
 
 // serverTLS returns the TLS configuration for inbound streams of a face.

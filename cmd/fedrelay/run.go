@@ -87,10 +87,15 @@ loop:
 			break loop
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// limits.drain_timeout bounds the graceful part; Shutdown then closes
+	// what is left, which no peer can hold.
+	drain := relay.Config().Limits.DrainTimeout
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
+	start := time.Now()
 	if err := relay.Shutdown(ctx); err != nil {
-		log.Warn("shutdown did not finish in time", "err", err)
+		log.Warn("graceful stop did not finish within limits.drain_timeout; closed what was left", "drain_timeout", drain,
+			"took", time.Since(start).Round(time.Millisecond))
 	}
 	return failure
 }

@@ -71,6 +71,8 @@ type Proxy struct {
 
 	mode     atomic.Int32
 	delay    atomic.Int64
+	frozen   atomic.Bool
+	thaw     chan struct{} // closed and replaced when the proxy thaws
 	accepted atomic.Int64
 	ln       net.Listener
 	mu       sync.Mutex
@@ -88,7 +90,7 @@ func StartProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatalf("proxy: listen: %v", err)
 	}
-	p := &Proxy{Addr: l.Addr().String(), target: target, ln: l, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{Addr: l.Addr().String(), target: target, ln: l, conns: map[net.Conn]struct{}{}, thaw: make(chan struct{})}
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(p.Close)
@@ -97,6 +99,28 @@ func StartProxy(t testing.TB, target string) *Proxy {
 
 // SetMode changes what happens to the connections accepted from now on.
 func (p *Proxy) SetMode(m ProxyMode) { p.mode.Store(int32(m)) }
+
+// Freeze makes the forwarded connections stop reading from the side that
+// connected to the proxy (on true) and resume (on false): a peer that
+// stops reading, whose socket buffers fill until its sender's writes block.
+func (p *Proxy) Freeze(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen.Swap(on) && !on {
+		close(p.thaw)
+		p.thaw = make(chan struct{})
+	}
+}
+
+// DropAll closes every connection the proxy holds now, as a server that
+// crashes does; the mode decides what happens to the next ones.
+func (p *Proxy) DropAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+}
 
 // SetRefuseDelay makes Refuse hold each connection for d before closing it,
 // so that a failed attempt takes a known, noticeable time.
@@ -174,7 +198,7 @@ func (p *Proxy) handle(c net.Conn, mode ProxyMode) {
 		// server, which has no half-open streams.
 		done := make(chan struct{})
 		go func() {
-			io.Copy(up, c)
+			p.copyFreezable(up, c)
 			up.Close()
 			c.Close()
 			close(done)
@@ -183,6 +207,36 @@ func (p *Proxy) handle(c net.Conn, mode ProxyMode) {
 		c.Close()
 		up.Close()
 		<-done
+	}
+}
+
+// copyFreezable copies src to dst like io.Copy, but reads nothing while the
+// proxy is frozen.
+func (p *Proxy) copyFreezable(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		p.mu.Lock()
+		frozen, thaw, closed := p.frozen.Load(), p.thaw, p.closed
+		p.mu.Unlock()
+		if closed {
+			return
+		}
+		if frozen {
+			select {
+			case <-thaw:
+			case <-time.After(50 * time.Millisecond): // to notice Close
+			}
+			continue
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 

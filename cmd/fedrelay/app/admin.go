@@ -31,7 +31,7 @@ func (r *Relay) startAdmin() error {
 			func() float64 { return float64(f()) }))
 	}
 	counter("stanzas_accepted_total", "Stanzas read from authenticated streams.", rs.Accepted.Load)
-	counter("stanzas_delivered_total", "Stanzas written to their next hop.", rs.Delivered.Load)
+	counter("stanzas_delivered_total", "Stanzas written to their next hop's socket: handed to TCP, not acknowledged by the peer (without XEP-0198 a stanza written to a connection that dies unread is lost).", rs.Delivered.Load)
 	counter("stanzas_bounced_total", "Stanzas answered with an error stanza.", rs.Bounced.Load)
 	counter("stanzas_dropped_total", "Stanzas dropped by rule (errors, IQ results).", rs.Dropped.Load)
 	counter("stanzas_refused_total", "Stanzas refused by policy or routing rules.", rs.Refused.Load)

@@ -245,8 +245,17 @@ func (r *Relay) Reload(cfg *config.Config) error {
 	return nil
 }
 
+// Config returns the configuration in force (the last one reloaded).
+func (r *Relay) Config() *config.Config {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cfg
+}
+
 // Shutdown stops accepting, closes streams with system-shutdown, lets
-// outbound links write what they hold, and waits for everything or ctx.
+// outbound links write what they hold, and waits for everything or ctx: at
+// ctx's deadline it closes every connection left, bounces what was not
+// written, and returns ctx.Err().
 func (r *Relay) Shutdown(ctx context.Context) error {
 	err := r.Server.Shutdown(ctx)
 	r.closeListeners()

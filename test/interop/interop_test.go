@@ -360,8 +360,12 @@ func (l *lab) remoteDown(t *testing.T) {
 		t.Logf("bounce %d: %s: %s", i, el.Condition(), el.ErrorText())
 		if rs.BreakerBounces.Load() > breaker0 {
 			openedAt = time.Now()
-			if i != 3 {
-				t.Errorf("breaker.failures is 2: want the third message bounced by the open breaker, it was message %d", i)
+			// Two failed attempts open it. Prosody may have had a stanza of
+			// its own on the stream b.test's shutdown closed; rerouted, it
+			// makes an attempt too, so the breaker may open one message
+			// early (seen in CI), never late.
+			if i > 3 {
+				t.Errorf("breaker.failures is 2: want the third message bounced by the open breaker at the latest, it was message %d", i)
 			}
 		}
 	}

@@ -4,14 +4,7 @@ package interop_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -19,34 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
-)
 
-// selfSigned makes a certificate for domain and its key, PEM encoded.
-func selfSigned(domain string) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: domain},
-		DNSNames:     []string{domain},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(30 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
-}
+	"github.com/fedrelay/fedrelay/s2s/peer"
+)
 
 // chownTree gives dir and everything in it to the system user name.
 func chownTree(dir, name string) error {
@@ -98,7 +66,7 @@ func newProsody(dir, domain, ip, resolverIP string, users map[string]string) (*p
 			return nil, err
 		}
 	}
-	crt, key, err := selfSigned(domain)
+	crt, key, err := peer.SelfSignedPEM(domain)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +168,7 @@ func newEjabberd(dir, domain, ip string, distPort int, resolverIP string) (*ejab
 			return nil, err
 		}
 	}
-	crt, key, err := selfSigned(domain)
+	crt, key, err := peer.SelfSignedPEM(domain)
 	if err != nil {
 		return nil, err
 	}

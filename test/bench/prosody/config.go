@@ -3,21 +3,15 @@ package prosody
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"maps"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
-	"time"
+
+	"github.com/fedrelay/fedrelay/s2s/peer"
 )
 
 // configTemplate is Prosody's configuration. Each %[n]s is a Lua string
@@ -163,7 +157,7 @@ func writeFiles(dir string, s *settings) (string, error) {
 			return "", fmt.Errorf("prosody: %w", err)
 		}
 	}
-	crt, key, err := selfSigned(s.Domain)
+	crt, key, err := peer.SelfSignedPEM(s.Domain)
 	if err != nil {
 		return "", fmt.Errorf("prosody: certificate for %s: %w", s.Domain, err)
 	}
@@ -193,33 +187,6 @@ func writeFiles(dir string, s *settings) (string, error) {
 		}
 	}
 	return cfg, nil
-}
-
-// selfSigned makes a certificate for domain and its key, PEM encoded.
-func selfSigned(domain string) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: domain},
-		DNSNames:     []string{domain},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(30 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
 }
 
 // chownTree gives dir and everything in it to uid:gid.

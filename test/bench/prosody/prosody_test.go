@@ -290,7 +290,7 @@ func TestStartDir(t *testing.T) {
 			t.Errorf("after Stop: %v", err)
 		}
 	}
-	if log, _ := os.ReadFile(filepath.Join(dir, "prosody.log")); !bytes.Contains(log, []byte("Received SIGTERM")) {
-		t.Errorf("prosody.log does not show a SIGTERM shutdown:\n%s", log)
-	}
+	// Whether prosody.log shows "Received SIGTERM" depends on whether the
+	// signal came before mod_posix set its handler (Stop accepts both), so
+	// it is not checked here.
 }

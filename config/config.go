@@ -154,11 +154,16 @@ type Limits struct {
 	// peer that does not read for this long is cut off (connection-timeout)
 	// and what was not written to it is rerouted or bounced.
 	WriteTimeout time.Duration `mapstructure:"write_timeout"`
-	// StallTimeout is the longest a stanza waits for room in the buffer of
-	// a working outbound link before it bounces with resource-constraint;
-	// StallBudget is the most one inbound stream may spend waiting so in
-	// total, refilled at a tenth of a second per second, so that a stuck
-	// link cannot slow the other pairs of the stream that feeds it.
+	// StallTimeout is how long the writer of an outbound link may stay
+	// blocked writing to its peer (which is not reading) before the link
+	// counts as stalled: the stanza waiting for room then bounces with
+	// resource-constraint, and so does every stanza for the link at once
+	// until its writer moves again. While the writer is not blocked (a busy
+	// link), a full buffer makes its feeders wait: back-pressure.
+	// StallBudget is the most one inbound stream may spend waiting on
+	// stalled links in total, refilled at a tenth of itself per second, so
+	// that stuck links cannot slow the other pairs of the stream that feeds
+	// them for long.
 	StallTimeout time.Duration `mapstructure:"stall_timeout"`
 	StallBudget  time.Duration `mapstructure:"stall_budget"`
 	// DrainTimeout is what `fedrelay run` gives a graceful stop

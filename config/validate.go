@@ -202,8 +202,8 @@ func (c *Config) validate(runnable bool) Errors {
 		bad("limits.route_retry", l.RouteRetry.String(), "must not be negative")
 	}
 	positive("limits.drain_timeout", l.DrainTimeout, bad)
-	if l.StallTimeout < 0 || l.StallTimeout > time.Second {
-		bad("limits.stall_timeout", l.StallTimeout.String(), "must be between 0 and 1s")
+	if l.StallTimeout <= 0 || l.StallTimeout > l.WriteTimeout {
+		bad("limits.stall_timeout", l.StallTimeout.String(), "must be positive and at most limits.write_timeout")
 	}
 	if l.StallBudget < l.StallTimeout {
 		bad("limits.stall_budget", l.StallBudget.String(), "must be at least limits.stall_timeout")

@@ -115,7 +115,7 @@ type recordingLink struct {
 	pair Pair
 }
 
-func (d *recordingDialer) Link(pair Pair, admit func() (func(error), error)) (Link, error) {
+func (d *recordingDialer) Link(pair Pair, admit func(string) (func(error), error)) (Link, error) {
 	return recordingLink{d, pair}, nil
 }
 

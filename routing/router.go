@@ -27,12 +27,14 @@ type Link interface {
 
 // Dialer finds or opens outbound links. Package s2s implements it.
 type Dialer interface {
-	// Link returns the link for pair. When there is none it calls admit
-	// (the pair's circuit breaker) and, if admitted, starts a new link
-	// that reports the outcome of its connection attempt through report:
-	// nil once authenticated, a *DeliveryError otherwise. Link and admit's
-	// refusal are atomic per pair: concurrent callers share one link.
-	Link(pair Pair, admit func() (report func(error), err error)) (Link, error)
+	// Link returns the link for pair. When there is none it calls
+	// admit(pair.To) (the destination's circuit breaker) and, if admitted,
+	// starts a new link that reports the outcome of its connection attempt
+	// through report: nil once authenticated, a *DeliveryError otherwise.
+	// Link and admit's refusal are atomic per pair: concurrent callers share
+	// one link. admit is the same function value on every call, so that
+	// finding an existing link costs no allocation.
+	Link(pair Pair, admit func(to string) (report func(error), err error)) (Link, error)
 }
 
 // Bouncer writes the error stanza answering st (RFC 6120 §8.3): same kind,
@@ -62,6 +64,8 @@ type Router struct {
 	breakers *lru.Cache[string, *breaker]
 
 	iqs pendingIQs
+
+	admit func(to string) (func(error), error) // r.admitTo, made once
 
 	stats Stats
 }
@@ -104,8 +108,13 @@ func NewRouter(o Options) *Router {
 	r.policy.Store(o.Policy)
 	b := o.Breaker
 	r.breakCfg.Store(&b)
+	r.admit = r.admitTo
 	return r
 }
+
+// admitTo asks the breaker of a destination domain whether a connection
+// attempt may start (Dialer.Link's admit).
+func (r *Router) admitTo(to string) (func(error), error) { return r.breaker(to).allow() }
 
 // Reload swaps the parts of the configuration that may change at run time.
 // Breakers keep their state. A closed breaker runs with the new settings,
@@ -185,13 +194,12 @@ func (r *Router) Route(st *Stanza) {
 // deliver hands st to the link of its pair.
 func (r *Router) deliver(st *Stanza) {
 	pair := Pair{From: st.FromDomain, To: st.ToDomain}
-	admit := func() (func(error), error) { return r.breaker(st.ToDomain).allow() }
 	var err error
 	// A link found just as it retires refuses with ErrClosed; the next
 	// lookup finds its successor (or starts one).
 	for range 3 {
 		var link Link
-		if link, err = r.dialer.Link(pair, admit); err == nil {
+		if link, err = r.dialer.Link(pair, r.admit); err == nil {
 			err = link.Enqueue(st)
 		}
 		if !errors.Is(err, ErrClosed) {

@@ -88,12 +88,12 @@ func TestSplitDomain(t *testing.T) {
 		{"a.test.", "a.test"},
 	}
 	for _, tc := range tests {
-		if got, err := splitDomain([]byte(tc.in)); err != nil || got != tc.want {
+		if got, err := splitDomain(tc.in); err != nil || got != tc.want {
 			t.Errorf("splitDomain(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 		}
 	}
 	for _, bad := range []string{"", "alice@", "@/x", "a b.test"} {
-		if got, err := splitDomain([]byte(bad)); err == nil {
+		if got, err := splitDomain(bad); err == nil {
 			t.Errorf("splitDomain(%q) = %q, want an error", bad, got)
 		}
 	}
@@ -122,7 +122,7 @@ func FuzzNegotiationParsers(f *testing.F) {
 		if e := parseStreamError(raw); e.Condition == "" {
 			t.Fatal("empty condition")
 		}
-		if d, err := splitDomain(raw); err == nil && d == "" {
+		if d, err := splitDomain(string(raw)); err == nil && d == "" {
 			t.Fatal("empty domain without error")
 		}
 		if isPing(raw) && !bytes.Contains(raw, []byte(nsPing)) {
@@ -146,5 +146,36 @@ func TestIsPing(t *testing.T) {
 		if got := isPing([]byte(tc.raw)); got != tc.want {
 			t.Errorf("isPing(%s) = %v, want %v", tc.raw, got, tc.want)
 		}
+	}
+}
+
+// TestHeaderStringsDoNotAllocate: the domainparts of JIDs already in normal
+// form are substrings, and the usual stanza types constants, so that
+// reading a stanza's addressing costs one allocation (the string holding
+// from, to and id), not five.
+func TestHeaderStringsDoNotAllocate(t *testing.T) {
+	jid := "alice@example.org/phone"
+	if n := testing.AllocsPerRun(100, func() {
+		if d, err := splitDomain(jid); err != nil || d != "example.org" {
+			t.Fatalf("splitDomain(%q) = %q, %v", jid, d, err)
+		}
+	}); n != 0 {
+		t.Errorf("splitDomain of a normal JID: %v allocations", n)
+	}
+	for _, typ := range []string{"", "chat", "groupchat", "get", "set", "result", "error", "unavailable", "subscribe", "probe"} {
+		b := []byte(typ)
+		if n := testing.AllocsPerRun(100, func() {
+			if got := stanzaType(b); got != typ {
+				t.Fatalf("stanzaType(%q) = %q", typ, got)
+			}
+		}); n != 0 {
+			t.Errorf("stanzaType(%q): %v allocations", typ, n)
+		}
+	}
+	if got := stanzaType([]byte("x-custom")); got != "x-custom" {
+		t.Errorf("stanzaType of an unknown type: %q", got)
+	}
+	if d, err := splitDomain("Alice@Example.ORG"); err != nil || d != "example.org" {
+		t.Errorf("splitDomain of a JID to normalise: %q, %v", d, err)
 	}
 }

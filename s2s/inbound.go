@@ -65,6 +65,7 @@ type inConn struct {
 	negDeadline time.Time     // the stream must authenticate before it (set before any goroutine starts)
 	stall       *rate.Limiter // the stream's stall budget, in milliseconds (owner only)
 	stallOK     bool          // the budget has room for a full limits.stall_timeout (owner only)
+	scratch     []byte        // the attributes of the stanza being read (owner only)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -714,11 +715,17 @@ func (c *inConn) stanza(el *wire.Element) error {
 	if len(el.To) == 0 || len(el.From) == 0 {
 		return withText(stream.ImproperAddressing, "a stanza without 'to' or 'from'")
 	}
-	from, err := splitDomain(el.From)
+	// One string holds the from, to and id attributes (one allocation);
+	// the domains are substrings of it when already in normal form, and the
+	// type is a constant for the usual values.
+	c.scratch = append(append(append(c.scratch[:0], el.From...), el.To...), el.ID...)
+	attrs := string(c.scratch)
+	fromJID, toJID, id := attrs[:len(el.From)], attrs[len(el.From):len(el.From)+len(el.To)], attrs[len(el.From)+len(el.To):]
+	from, err := splitDomain(fromJID)
 	if err != nil {
 		return withText(stream.ImproperAddressing, "bad 'from'")
 	}
-	to, err := splitDomain(el.To)
+	to, err := splitDomain(toJID)
 	if err != nil {
 		return withText(stream.ImproperAddressing, "bad 'to'")
 	}
@@ -742,8 +749,8 @@ func (c *inConn) stanza(el *wire.Element) error {
 		return nil
 	}
 	st := &routing.Stanza{
-		Kind: policy.ParseKind(el.Local), Type: string(el.Type),
-		From: string(el.From), To: string(el.To), ID: string(el.ID),
+		Kind: policy.ParseKind(el.Local), Type: stanzaType(el.Type),
+		From: fromJID, To: toJID, ID: id,
 		FromDomain: from, ToDomain: to,
 		Raw:  el.AppendTo(make([]byte, 0, len(el.Raw)), langDefault),
 		Face: c.face, TLS: c.tls, Auth: auth, Received: time.Now(),
@@ -756,16 +763,17 @@ func (c *inConn) stanza(el *wire.Element) error {
 	return nil
 }
 
-// maxWait is how long the next stanza may wait for room on a full link:
-// limits.stall_timeout while the stream's stall budget has that much left,
-// else nothing. Owner only; the clock is read only once the budget ran
+// maxWait is how long the next stanza may wait on a stalled link:
+// limits.stall_timeout while the stream's stall budget (refilling at a
+// tenth of itself per second) has that much left, else nothing. Owner only; the clock is read only once the budget ran
 // low.
 func (c *inConn) maxWait() time.Duration {
 	if c.stallOK {
 		return c.s.Limits.StallTimeout
 	}
 	if c.stall == nil {
-		c.stall = rate.NewLimiter(stallRefill, max(1, int(c.s.Limits.StallBudget/time.Millisecond)))
+		budget := max(1, int(c.s.Limits.StallBudget/time.Millisecond))
+		c.stall = rate.NewLimiter(rate.Limit(float64(budget)/10), budget)
 		c.stallOK = true
 		return c.s.Limits.StallTimeout
 	}
@@ -775,10 +783,6 @@ func (c *inConn) maxWait() time.Duration {
 	}
 	return 0
 }
-
-// stallRefill is how fast a stream's stall budget refills: 100 ms of
-// waiting per second (a tenth of the stream's time at most).
-const stallRefill = rate.Limit(100)
 
 // stalled charges a wait to the stream's stall budget.
 func (c *inConn) stalled(d time.Duration) {

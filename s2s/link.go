@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/stanza"
@@ -40,6 +41,7 @@ type link struct {
 	wake     chan struct{}
 	up       bool          // authenticated: the queue only waits for the writer
 	stalled  bool          // a stanza waited for room in vain: refuse at once until the writer takes the queue
+	writing  atomic.Int64  // when the writer's current write to the peer began (Unix ns), 0 outside writes
 	space    chan struct{} // closed by take, for Enqueue calls waiting for room
 }
 
@@ -49,14 +51,19 @@ func (s *Server) newLink(pair routing.Pair, report func(error)) *link {
 		log: s.Log.With("face", face.String(), "dir", "out", "from", pair.From, "to", pair.To)}
 }
 
-// Enqueue implements routing.Link; it never waits on the network for
-// long. While the link is being set up the queue bounds
-// (limits.queue_stanzas, queue_bytes) refuse at once. Once it is up, a full
-// queue means the writer is behind: Enqueue waits for room for at most
-// st.MaxWait (the stall budget of the stream the stanza came from, see
-// limits.stall_timeout), recording the wait in st.Waited, and then refuses
-// with ErrQueueFull (the stanza bounces with resource-constraint). A writer
-// that cannot write at all is cut off at limits.write_timeout.
+// Enqueue implements routing.Link; it never waits on a stuck link. While
+// the link is being set up the queue bounds (limits.queue_stanzas,
+// queue_bytes) refuse at once. Once it is up, a full queue means the writer
+// is behind. While the writer is not blocked on its peer (it only waits for
+// a CPU, or writes quickly), Enqueue waits for room: back-pressure on a
+// busy link, as before, for at most limits.write_timeout. When the writer
+// has been blocked in a write to its peer for st.MaxWait
+// (limits.stall_timeout, while the feeding stream's stall budget lasts),
+// Enqueue records the wait in st.Waited (charged to that budget), marks the
+// link stalled and refuses with ErrQueueFull (the stanza bounces with
+// resource-constraint), as it does at once for every stanza until the
+// writer moves again. A writer that cannot write at all is cut off at
+// limits.write_timeout.
 func (l *link) Enqueue(st *routing.Stanza) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -73,9 +80,6 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 			l.queue = append(l.queue, st)
 			l.qbytes += len(st.Raw)
 			l.signal()
-			if timer != nil {
-				st.Waited = time.Since(start)
-			}
 			return nil
 		case !l.up || st.MaxWait <= 0 || l.stalled:
 			return routing.ErrQueueFull
@@ -95,10 +99,22 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 			l.mu.Lock()
 		case <-timer.C:
 			l.mu.Lock()
+			ws := l.writing.Load()
+			stuck := ws != 0 && time.Since(time.Unix(0, ws)) >= st.MaxWait
+			if !stuck && time.Since(start) < l.s.Limits.WriteTimeout {
+				// The writer is not blocked on the network (it only waits
+				// for a CPU, or its writes complete): a busy link, not a
+				// stuck one. Waiting on it is back-pressure, as TCP would
+				// apply; wait another period.
+				timer.Reset(st.MaxWait)
+				continue
+			}
+			// The writer has been blocked writing to its peer for a whole
+			// period: until it takes the queue again, the next stanzas are
+			// refused without waiting, so a stuck (or very slow) peer costs
+			// its feeders one stall, not one per stanza, and only such a
+			// wait counts against the stream's stall budget.
 			st.Waited = time.Since(start)
-			// The writer made no room in all that time: until it takes the
-			// queue again, the next stanzas are refused without waiting, so
-			// a stuck link costs its feeders one stall, not one per stanza.
 			l.stalled = true
 			return routing.ErrQueueFull
 		}
@@ -360,7 +376,10 @@ func keepaliveEvery(idle time.Duration) time.Duration {
 // failed may or may not have reached the peer; they are bounced, since
 // silence would be worse than a possibly spurious error.
 func (l *link) write(o *outStream, batch []*routing.Stanza) error {
-	o.raw.SetWriteDeadline(time.Now().Add(l.s.Limits.WriteTimeout))
+	now := time.Now()
+	l.writing.Store(now.UnixNano())
+	defer l.writing.Store(0)
+	o.raw.SetWriteDeadline(now.Add(l.s.Limits.WriteTimeout))
 	var err error
 	for _, st := range batch {
 		l.s.Router.Sending(st)

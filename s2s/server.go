@@ -189,7 +189,7 @@ func (s *Server) faceOf(p routing.Pair) policy.Face {
 }
 
 // Link implements routing.Dialer: one outbound stream per domain pair.
-func (s *Server) Link(pair routing.Pair, admit func() (func(error), error)) (routing.Link, error) {
+func (s *Server) Link(pair routing.Pair, admit func(to string) (func(error), error)) (routing.Link, error) {
 	s.init()
 	s.lmu.RLock()
 	l, ok := s.links[pair]
@@ -205,7 +205,7 @@ func (s *Server) Link(pair routing.Pair, admit func() (func(error), error)) (rou
 	if s.linksShut {
 		return nil, routing.Timeout(ErrServerClosed)
 	}
-	report, err := admit()
+	report, err := admit(pair.To)
 	if err != nil {
 		return nil, err
 	}

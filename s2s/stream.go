@@ -72,35 +72,73 @@ func parseStreamError(raw []byte) *PeerStreamError {
 	}
 }
 
-// splitDomain returns the domainpart of a JID given as bytes, and whether it
-// is already in the relay's normal form (lower-case ASCII), which is the
-// case for nearly every stanza: then it costs no allocation beyond the
-// string. Otherwise it normalises through dialback.Domain.
-func splitDomain(j []byte) (string, error) {
-	if i := bytes.IndexByte(j, '/'); i >= 0 {
+// splitDomain returns the domainpart of a JID. When it is already in the
+// relay's normal form (lower-case ASCII), which is the case for nearly every
+// stanza, it is a substring of j: no allocation. Otherwise it is
+// normalised through dialback.Domain.
+func splitDomain(j string) (string, error) {
+	if i := strings.IndexByte(j, '/'); i >= 0 {
 		j = j[:i]
 	}
-	if i := bytes.LastIndexByte(j, '@'); i >= 0 {
+	if i := strings.LastIndexByte(j, '@'); i >= 0 {
 		j = j[i+1:]
 	}
 	if len(j) == 0 {
 		return "", stream.ImproperAddressing
 	}
 	plain := true
-	for _, c := range j {
-		if c >= 0x80 || ('A' <= c && c <= 'Z') || c == ' ' || c == '<' || c == '>' || c == '"' || c == '\'' {
+	for i := 0; i < len(j); i++ {
+		if c := j[i]; c >= 0x80 || ('A' <= c && c <= 'Z') || c == ' ' || c == '<' || c == '>' || c == '"' || c == '\'' {
 			plain = false
 			break
 		}
 	}
 	if plain && j[len(j)-1] != '.' {
-		return string(j), nil
+		return j, nil
 	}
-	d, err := dialback.Domain(string(j))
+	d, err := dialback.Domain(j)
 	if err != nil {
 		return "", stream.ImproperAddressing
 	}
 	return d, nil
+}
+
+// stanzaType returns a stanza's type attribute as a string: a constant for
+// the values of RFC 6120/6121, so that the common case allocates nothing.
+func stanzaType(b []byte) string {
+	switch string(b) { // the conversion in a switch does not allocate
+	case "":
+		return ""
+	case "chat":
+		return "chat"
+	case "normal":
+		return "normal"
+	case "groupchat":
+		return "groupchat"
+	case "headline":
+		return "headline"
+	case "error":
+		return "error"
+	case "get":
+		return "get"
+	case "set":
+		return "set"
+	case "result":
+		return "result"
+	case "unavailable":
+		return "unavailable"
+	case "subscribe":
+		return "subscribe"
+	case "subscribed":
+		return "subscribed"
+	case "unsubscribe":
+		return "unsubscribe"
+	case "unsubscribed":
+		return "unsubscribed"
+	case "probe":
+		return "probe"
+	}
+	return string(b)
 }
 
 // deadlineReader refreshes the read deadline of a connection before every

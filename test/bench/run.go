@@ -152,6 +152,7 @@ type span struct {
 	Mallocs  float64
 	Bytes    float64
 	GC       float64
+	Bounced  float64 // bounces the relay made (fedrelay_stanzas_bounced_total)
 	Proc     ProcStat
 	Metrics  Metrics
 }
@@ -166,6 +167,7 @@ func (win *window) end() span {
 		Mallocs:  Delta(win.m0, m1, "go_memstats_mallocs_total"),
 		Bytes:    Delta(win.m0, m1, "go_memstats_alloc_bytes_total"),
 		GC:       Delta(win.m0, m1, "go_gc_duration_seconds_count"),
+		Bounced:  Delta(win.m0, m1, "fedrelay_stanzas_bounced_total"),
 		Proc:     p1,
 		Metrics:  m1,
 	}
@@ -186,6 +188,7 @@ func (s span) perStanza() map[string]float64 {
 		"allocs_per_stanza":   s.Mallocs / n,
 		"bytes_per_stanza":    s.Bytes / n,
 		"gc_per_s":            s.GC / s.Seconds,
+		"bounced":             s.Bounced,
 	}
 }
 

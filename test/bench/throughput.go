@@ -203,6 +203,9 @@ func profileRelay(ctx context.Context, e *env, w *World, streams []*peer.Outboun
 // (after a warm-up) and measures the relay over that window. addr gives
 // each stream's from and to; received counts what arrives at the far end.
 func drive(ctx context.Context, w *World, streams []*peer.Outbound, addr func(i int) (from, to string), received *atomic.Int64, dur time.Duration) (map[string]float64, error) {
+	if err := warm(ctx, streams, addr, received); err != nil {
+		return nil, err
+	}
 	stop, errs := load(streams, addr)
 	defer stop()
 	if !waitFor(ctx, 10*time.Second, func() bool { return received.Load() > int64(len(streams)) }) {
@@ -219,6 +222,24 @@ func drive(ctx context.Context, w *World, streams []*peer.Outbound, addr func(i 
 		return nil, err
 	}
 	return sp.perStanza(), nil
+}
+
+// warm sends one message on each stream and waits until all have arrived:
+// every pair's link is up before the load starts, so that the measurement
+// is of forwarding, not of a burst arriving while links are being set up
+// (which bounces what does not fit the queues).
+func warm(ctx context.Context, streams []*peer.Outbound, addr func(i int) (from, to string), received *atomic.Int64) error {
+	want := received.Load() + int64(len(streams))
+	for i, s := range streams {
+		from, to := addr(i)
+		if _, err := s.Write(appendMessage(nil, from, to, []byte("warm"))); err != nil {
+			return err
+		}
+	}
+	if !waitFor(ctx, 30*time.Second, func() bool { return received.Load() >= want }) {
+		return fmt.Errorf("warm-up: %d of %d arrived within 30 s", received.Load()-want+int64(len(streams)), len(streams))
+	}
+	return nil
 }
 
 // load starts a writer per stream, each writing batches of messages until
@@ -342,6 +363,9 @@ func (f *floorWorld) direct(ctx context.Context, from string) (*peer.Outbound, e
 
 // drive is drive() with the floor's CPU in place of the relay's.
 func (f *floorWorld) drive(ctx context.Context, streams []*peer.Outbound, addr func(i int) (from, to string), dur time.Duration) (map[string]float64, error) {
+	if err := warm(ctx, streams, addr, &f.count.Stanzas); err != nil {
+		return nil, err
+	}
 	stop, errs := load(streams, addr)
 	defer stop()
 	if !waitFor(ctx, 10*time.Second, func() bool { return f.count.Stanzas.Load() > int64(len(streams)) }) {

@@ -304,3 +304,50 @@ breaker: {failures: 3, open_for: 30s, max_open_for: 1m}`)
 	}
 	s.Relay.WaitBalanced(t)
 }
+
+// TestBounceCycleBetweenStuckLinks: the internal server of a.test and the
+// remote server of remote.test both stop reading. Stanzas from remote.test
+// to a.test fill a.test's link and bounce; their bounces go to remote.test's
+// link, which is stuck too. Bounces never wait for room (and a bounce that
+// cannot be placed is dropped, never answered), so the inbound stream is
+// not held: the relay keeps reading it, and every stanza is accounted for.
+func TestBounceCycleBetweenStuckLinks(t *testing.T) {
+	s := startTwoRoutes(t, `limits: {queue_stanzas: 20, queue_bytes: 1000000, stall_timeout: 50ms, stall_budget: 500ms}`)
+	remoteProxy := harness.StartProxy(t, s.Remote.Addr)
+	s.DNS.SetSRV(t, "remote.test", remoteProxy.Addr)
+	in := s.FromOutside(t, "remote.test")
+	in.Send(harness.Message("bob@remote.test", "alice@a.test", "warm", "hi"))
+	s.Internal.WaitID(t, "warm")
+	// The link back to remote.test (where bounces go) is up, through its
+	// proxy.
+	s.FromInside(t, "remote.test").Send(harness.Message("alice@a.test", "bob@remote.test", "warm-back", "hi"))
+	s.Remote.WaitID(t, "warm-back")
+
+	s.Proxy.Freeze(true)
+	remoteProxy.Freeze(true)
+	defer s.Proxy.Freeze(false)
+	defer remoteProxy.Freeze(false)
+	var batch strings.Builder
+	for i := 0; i < 3000; i++ {
+		batch.WriteString(bigMessage("bob@remote.test", "alice@a.test", fmt.Sprint("cyc-", i), 8000))
+	}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- in.Write(batch.String()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("writing to the relay: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		// 0.4-0.5 s here under -race; before bounded stalls, 5 s and more
+		// (one negotiation_timeout wait per stuck round).
+		t.Fatalf("the relay held the stream: 24 MB not taken in 3 s (%s)", s.Relay.Stats())
+	}
+	t.Logf("24 MB taken in %s; %s", time.Since(start), s.Relay.Stats())
+	st := s.Relay.Router.Stats()
+	harness.Eventually(t, func() bool { return st.Accepted.Load() >= 3000 }, "the relay to read every stanza")
+	s.Proxy.Freeze(false)
+	remoteProxy.Freeze(false)
+	s.Relay.WaitBalanced(t)
+}

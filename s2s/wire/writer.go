@@ -2,6 +2,7 @@ package wire
 
 import (
 	"io"
+	"sync"
 	"unicode/utf8"
 
 	"mellium.im/xmpp/stream"
@@ -16,14 +17,19 @@ const DefaultWriteBuffer = 32 << 10
 // empty, so that a burst of stanzas becomes a few large writes (and TLS
 // records) rather than one per stanza.
 //
+// The batch buffer is taken from a pool when something is written and given
+// back once it is flushed, so that an idle stream holds none (10,000 idle
+// streams would otherwise keep 320 MB of empty buffers).
+//
 // The first write error is kept: every later call returns it. A Writer is
 // not safe for concurrent use.
 type Writer struct {
-	w    io.Writer
-	buf  []byte
-	size int
-	lang string // xml:lang of the header written, for Element fix-ups
-	err  error
+	w      io.Writer
+	buf    []byte
+	pooled *[]byte // the pool's handle of buf, when it came from writeBuffers
+	size   int
+	lang   string // xml:lang of the header written, for Element fix-ups
+	err    error
 }
 
 // NewWriter returns a Writer with a DefaultWriteBuffer batch.
@@ -35,13 +41,48 @@ func NewWriterSize(w io.Writer, size int) *Writer {
 	if size <= 0 {
 		size = DefaultWriteBuffer
 	}
-	return &Writer{w: w, buf: make([]byte, 0, size), size: size}
+	return &Writer{w: w, size: size}
+}
+
+// writeBuffers recycles DefaultWriteBuffer batches between Writers.
+var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, DefaultWriteBuffer); return &b }}
+
+// grab makes sure w has a batch buffer to append to.
+func (w *Writer) grab() {
+	if w.buf != nil {
+		return
+	}
+	if w.size == DefaultWriteBuffer {
+		w.pooled = writeBuffers.Get().(*[]byte)
+		w.buf = (*w.pooled)[:0]
+		return
+	}
+	w.buf = make([]byte, 0, w.size)
+}
+
+// release gives an empty batch buffer back to the pool.
+func (w *Writer) release() {
+	if w.buf == nil || len(w.buf) != 0 {
+		return
+	}
+	if w.pooled != nil {
+		if cap(w.buf) <= 2*DefaultWriteBuffer {
+			*w.pooled = w.buf
+			writeBuffers.Put(w.pooled)
+		}
+		w.pooled = nil
+	}
+	w.buf = nil
 }
 
 // Reset discards buffered output and any error and makes w write to dst, as
 // for the TLS connection after STARTTLS.
 func (w *Writer) Reset(dst io.Writer) {
-	w.w, w.buf, w.lang, w.err = dst, w.buf[:0], "", nil
+	if w.buf != nil {
+		w.buf = w.buf[:0]
+	}
+	w.w, w.lang, w.err = dst, "", nil
+	w.release()
 }
 
 // Buffered returns the number of bytes waiting for Flush.
@@ -64,6 +105,7 @@ func (w *Writer) Flush() error {
 		return err
 	}
 	w.buf = w.buf[:0]
+	w.release()
 	return nil
 }
 
@@ -83,6 +125,7 @@ func (w *Writer) WriteHeader(h *Header) error {
 	if w.err != nil {
 		return w.err
 	}
+	w.grab()
 	w.buf = AppendHeader(w.buf, h)
 	w.lang = h.Lang
 	return w.done()
@@ -97,6 +140,7 @@ func (w *Writer) WriteElement(e *Element) error {
 	if !e.NeedsFixup(w.lang) {
 		return w.WriteRaw(e.Raw)
 	}
+	w.grab()
 	w.buf = e.AppendTo(w.buf, w.lang)
 	return w.done()
 }
@@ -121,6 +165,7 @@ func (w *Writer) WriteRaw(p []byte) error {
 		w.err = err
 		return err
 	}
+	w.grab()
 	w.buf = append(w.buf, p...)
 	return w.done()
 }
@@ -132,6 +177,7 @@ func (w *Writer) WriteStreamError(se stream.Error) error {
 	if w.err != nil {
 		return w.err
 	}
+	w.grab()
 	w.buf = AppendStreamError(w.buf, se)
 	w.buf = append(w.buf, "</stream:stream>"...)
 	return w.done()

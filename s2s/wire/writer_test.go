@@ -182,3 +182,31 @@ func BenchmarkWriteElement(b *testing.B) {
 		}
 	}
 }
+
+// TestWriterPooledBuffer: a Writer with nothing buffered holds
+// no batch buffer (an idle stream costs none), takes one from the pool to
+// write and gives it back at Flush, without allocating in steady state.
+func TestWriterPooledBuffer(t *testing.T) {
+	var out bytes.Buffer
+	w := wire.NewWriter(&out)
+	if w.Buffered() != 0 {
+		t.Fatal("a new Writer has something buffered")
+	}
+	msg := []byte("<message from='a@a.test' to='b@b.test'><body>hi</body></message>")
+	write := func() {
+		out.Reset()
+		if err := w.WriteRaw(msg); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write()
+	if out.String() != string(msg) {
+		t.Fatalf("wrote %q", out.String())
+	}
+	if n := testing.AllocsPerRun(200, write); n > 0.05 {
+		t.Errorf("write and flush: %v allocations, want none in steady state", n)
+	}
+}

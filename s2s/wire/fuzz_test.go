@@ -478,3 +478,42 @@ func FuzzBounce(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReaderChunking reads the same input whole and in small chunks with
+// the default limits, whose buffer a Reader gives back to the pool whenever
+// it has nothing buffered between top-level elements (fillIdle): both must
+// yield the same header, elements and outcome.
+func FuzzReaderChunking(f *testing.F) {
+	for i, s := range fuzzSeeds {
+		f.Add([]byte(s), uint8(i*37))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, mode uint8) {
+		read := func(src io.Reader) (out []string, final string) {
+			r := wire.NewReader(src, wire.Limits{})
+			r.SetAuthenticated(mode&1 == 1)
+			h, err := r.ReadHeader()
+			if err != nil {
+				return nil, "header: " + err.Error()
+			}
+			out = append(out, h.To+"|"+h.From+"|"+h.ID)
+			for range 1000 {
+				el, err := r.Next()
+				if err != nil {
+					return out, err.Error()
+				}
+				out = append(out, el.Kind.String()+":"+string(el.Raw)+"|"+string(el.To)+"|"+string(el.ID))
+			}
+			return out, "more"
+		}
+		whole, wholeEnd := read(bytes.NewReader(data))
+		parts, partsEnd := read(&chunker{data: data, n: int(mode>>1)%13 + 1})
+		if wholeEnd != partsEnd || len(whole) != len(parts) {
+			t.Fatalf("whole: %d items, %s; chunked: %d items, %s", len(whole), wholeEnd, len(parts), partsEnd)
+		}
+		for i := range whole {
+			if whole[i] != parts[i] {
+				t.Fatalf("item %d: whole %q, chunked %q", i, whole[i], parts[i])
+			}
+		}
+	})
+}

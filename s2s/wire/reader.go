@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"mellium.im/xmpp/stream"
 )
@@ -84,6 +85,9 @@ type Reader struct {
 
 	top topInfo
 	el  Element
+
+	pooled *[]byte        // the pool's handle of buf, when it came from readBuffers
+	small  [idleRead]byte // what fillIdle reads into while buf is in the pool
 }
 
 type span struct{ off, end int32 }
@@ -192,6 +196,53 @@ func NewReader(src io.Reader, lim Limits) *Reader {
 	r.buf = make([]byte, r.initCap)
 	r.Reset(src)
 	return r
+}
+
+// readBuffers recycles initialBuffer-sized read buffers: a Reader with
+// nothing buffered between top-level elements gives its buffer back while it
+// waits for the peer (fillIdle), so that an idle stream holds none.
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, initialBuffer); return &b }}
+
+// idleRead is how much a Reader reads, into a small array of its own, while
+// its buffer is back in the pool.
+const idleRead = 512
+
+// fillIdle is fill for a Reader with nothing buffered at the top level of
+// the stream, whose buffer has the initial size: the buffer goes back to the
+// pool for the wait (which may last the idle timeout), the first bytes land
+// in r.small, and a pooled buffer takes them once they have come.
+func (r *Reader) fillIdle() error {
+	r.pos0 += int64(r.end)
+	r.base, r.end, r.off = 0, 0, 0
+	if r.pooled != nil {
+		readBuffers.Put(r.pooled)
+	}
+	r.pooled, r.buf = nil, nil
+	var (
+		n   int
+		err error
+	)
+	for range 100 {
+		if n, err = r.src.Read(r.small[:]); n > 0 || err != nil {
+			break
+		}
+	}
+	r.pooled = readBuffers.Get().(*[]byte)
+	r.buf = (*r.pooled)[:initialBuffer]
+	r.end = copy(r.buf, r.small[:n])
+	switch {
+	case err == nil && n == 0:
+		return io.ErrNoProgress
+	case err == nil:
+		return nil
+	case n > 0:
+		r.srcErr = err
+		return nil
+	case err != io.EOF:
+		return err
+	}
+	r.srcErr = err
+	return err
 }
 
 // Reset discards all buffered input and stream state and makes r read a new
@@ -369,6 +420,9 @@ func (r *Reader) fill() error {
 		}
 		return err
 	}
+	if r.base == r.end && r.off == 0 && r.phase == phaseStream && r.state == stTop && len(r.buf) == initialBuffer {
+		return r.fillIdle()
+	}
 	if r.base > 0 && len(r.buf)-r.end < readSlack {
 		r.pos0 += int64(r.base)
 		r.end = copy(r.buf, r.buf[r.base:r.end])
@@ -384,6 +438,10 @@ func (r *Reader) fill() error {
 		n := min(max(2*len(r.buf), r.end+readSlack), ceil)
 		nb := make([]byte, n)
 		copy(nb, r.buf[:r.end])
+		if r.pooled != nil {
+			readBuffers.Put(r.pooled)
+			r.pooled = nil
+		}
 		r.buf = nb
 	}
 	for range 100 {

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -104,8 +105,16 @@ func latency(ctx context.Context, e *env, res *Result) error {
 	}
 	res.Cases = cs.cases()
 	finish(res, w, base)
-	res.target("latency added by the relay hop at 50% of max rate, p99", "≤ 1 ms",
-		res.Median("relay, 50% of max", "added_p99_ms"), "ms", 1, true)
+	added := res.Median("relay, 50% of max", "added_p99_ms")
+	if direct := res.Median("direct, 50% of max", "p99_ms"); direct > 1 {
+		// The bench's own sender and receiver cannot keep that pace on this
+		// machine: the difference of two saturated distributions says
+		// nothing about the hop.
+		res.Notes = append(res.Notes, fmt.Sprintf("at 50%% of max the direct path's own p99 is %.1f ms: the bench saturates "+
+			"this machine at that rate, so the added p99 there (%.2f ms) is not a measurement of the hop", direct, added))
+		added = math.NaN()
+	}
+	res.target("latency added by the relay hop at 50% of max rate, p99", "≤ 1 ms", added, "ms", 1, true)
 	return nil
 }
 

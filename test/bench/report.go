@@ -46,7 +46,11 @@ func WriteMarkdown(w io.Writer, results []*Result) error {
 	p("\n## Targets\n\n| scenario | what | target | measured (median) | verdict |\n|---|---|---|---|---|\n")
 	for _, r := range results {
 		for _, t := range r.Targets {
-			p("| %s | %s | %s | %s %s | %s |\n", r.Scenario, t.What, t.Target, num(t.Value), t.Unit, verdict(t))
+			measured := num(t.Value) + " " + t.Unit
+			if t.By == "not measured" {
+				measured = "–"
+			}
+			p("| %s | %s | %s | %s | %s |\n", r.Scenario, t.What, t.Target, measured, verdict(t))
 		}
 	}
 	for _, r := range results {

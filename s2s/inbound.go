@@ -765,8 +765,8 @@ func (c *inConn) stanza(el *wire.Element) error {
 
 // maxWait is how long the next stanza may wait on a stalled link:
 // limits.stall_timeout while the stream's stall budget (refilling at a
-// tenth of itself per second) has that much left, else nothing. Owner only; the clock is read only once the budget ran
-// low.
+// tenth of itself per second) has that much left, else nothing. Owner
+// only; the clock is read only once the budget ran low.
 func (c *inConn) maxWait() time.Duration {
 	if c.stallOK {
 		return c.s.Limits.StallTimeout

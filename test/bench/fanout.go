@@ -21,14 +21,7 @@ func fanout(ctx context.Context, e *env, res *Result) error {
 	}
 	var cs caseSet
 	for rep := 0; rep < e.opts.reps(); rep++ {
-		w, err := e.world(ctx, fmt.Sprintf("relay-%d", rep), nil)
-		if err != nil {
-			return err
-		}
-		err = func() error {
-			defer w.Close()
-			base, _ := w.Relay.Metrics()
-			defer finish(res, w, base)
+		err := e.withWorld(ctx, res, fmt.Sprintf("relay-%d", rep), func(w *World) error {
 			// Warm: links up first.
 			warm, err := authorisePairs(ctx, w, "fw-", domains)
 			if err != nil {
@@ -80,7 +73,7 @@ func fanout(ctx context.Context, e *env, res *Result) error {
 			}
 			e.opts.logf("fanout: warm p50 %.1f ms, cold p50 %.1f ms", warmT.Quantile(0.5), coldT.Quantile(0.5))
 			return nil
-		}()
+		})
 		if err != nil {
 			return err
 		}

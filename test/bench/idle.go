@@ -43,14 +43,7 @@ func idleOnce(ctx context.Context, e *env, res *Result, rep, n int) (map[string]
 	// descriptors a process may have on the machines this runs on.
 	figs := map[string]float64{}
 	for _, dir := range []string{"inbound", "outbound"} {
-		w, err := e.world(ctx, fmt.Sprintf("relay-%d-%s", rep, dir), nil)
-		if err != nil {
-			return nil, err
-		}
-		err = func() error {
-			defer w.Close()
-			base, _ := w.Relay.Metrics()
-			defer finish(res, w, base)
+		err := e.withWorld(ctx, res, fmt.Sprintf("relay-%d-%s", rep, dir), func(w *World) error {
 			settle := func() (rss, heap float64) {
 				time.Sleep(time.Second)
 				m, _ := w.Relay.Metrics()
@@ -59,7 +52,10 @@ func idleOnce(ctx context.Context, e *env, res *Result, rep, n int) (map[string]
 			rss0, heap0 := settle()
 			figs["baseline_rss_mib"] = rss0 / (1 << 20)
 			t0 := time.Now()
-			var streams []*peer.Outbound
+			var (
+				streams []*peer.Outbound
+				err     error
+			)
 			defer func() { closeAll(streams) }()
 			if dir == "inbound" {
 				streams, err = idleInbound(ctx, w, n)
@@ -77,7 +73,7 @@ func idleOnce(ctx context.Context, e *env, res *Result, rep, n int) (map[string]
 			m, _ := w.Relay.Metrics()
 			figs["goroutines_"+dir] = m["go_goroutines"]
 			return nil
-		}()
+		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", dir, err)
 		}

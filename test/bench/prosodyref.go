@@ -97,29 +97,14 @@ func (p *prosodyRef) drive(ctx context.Context, n int, dur time.Duration) (map[s
 		}
 		p.streams[n] = ss
 	}
-	stop, errs := load(ss, func(i int) (string, string) {
+	var figs map[string]float64
+	err := measure(ctx, ss, func(i int) (string, string) {
 		return "user@" + remote("pr", i) + "/bench", "bob@" + prosodyDomain
+	}, p.bob.Received, dur, func() {
+		figs = procWindow(p.srv.PID(), p.bob.Received, dur, "prosody_us_per_stanza")
 	})
-	defer stop()
-	if !waitFor(ctx, 10*time.Second, func() bool { return p.bob.Received() > int64(n) }) {
-		return nil, fmt.Errorf("nothing reached the online user within 10 s (%v)", firstErr(errs))
+	if err == nil && figs["stanzas"] == 0 {
+		err = fmt.Errorf("no message reached the online user in %s", dur)
 	}
-	time.Sleep(min(dur/4, 500*time.Millisecond))
-	p0, _ := ReadProc(p.srv.PID())
-	n0, t0 := p.bob.Received(), time.Now()
-	time.Sleep(dur)
-	p1, _ := ReadProc(p.srv.PID())
-	got := float64(p.bob.Received() - n0)
-	secs := time.Since(t0).Seconds()
-	stop()
-	quiesceFunc(ctx, p.bob.Received)
-	if got == 0 {
-		return nil, fmt.Errorf("no message reached the online user in %s", dur)
-	}
-	return map[string]float64{
-		"stanzas":               got,
-		"stanzas_per_s":         got / secs,
-		"prosody_us_per_stanza": (p1.CPU - p0.CPU) / got * 1e6,
-		"prosody_rss_mib":       float64(p1.RSS) / (1 << 20),
-	}, nil
+	return figs, err
 }

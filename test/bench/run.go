@@ -129,6 +129,19 @@ func (e *env) world(ctx context.Context, name string, adjust func(*RelayConfig))
 	return NewWorld(ctx, e.opts, d, e.bin, adjust)
 }
 
+// withWorld starts a world for a scenario in a folder of its own, runs fn
+// with it, records the relay's totals into res (finish) and stops it.
+func (e *env) withWorld(ctx context.Context, res *Result, name string, fn func(w *World) error) error {
+	w, err := e.world(ctx, name, nil)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	base, _ := w.Relay.Metrics()
+	defer finish(res, w, base)
+	return fn(w)
+}
+
 // window is a measurement interval on the relay.
 type window struct {
 	t0   time.Time

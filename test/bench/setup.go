@@ -23,14 +23,7 @@ func setup(ctx context.Context, e *env, res *Result) error {
 	}
 	var cs caseSet
 	for rep := 0; rep < e.opts.reps(); rep++ {
-		w, err := e.world(ctx, fmt.Sprintf("relay-%d", rep), nil)
-		if err != nil {
-			return err
-		}
-		err = func() error {
-			defer w.Close()
-			base, _ := w.Relay.Metrics()
-			defer finish(res, w, base)
+		err := e.withWorld(ctx, res, fmt.Sprintf("relay-%d", rep), func(w *World) error {
 			paced, err := authorisePairs(ctx, w, "paced-", n)
 			if err != nil {
 				return err
@@ -105,7 +98,7 @@ func setup(ctx context.Context, e *env, res *Result) error {
 			})
 			e.opts.logf("setup burst: first after %.1f ms, all after %.1f ms", ms(first), ms(all))
 			return nil
-		}()
+		})
 		if err != nil {
 			return err
 		}

@@ -183,7 +183,7 @@ func profileRelay(ctx context.Context, e *env, w *World, streams []*peer.Outboun
 		return nil, err
 	}
 	stop()
-	quiesce(ctx, &w.In.Stanzas)
+	quiesce(ctx, w.In.Stanzas.Load)
 	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", e.bin, path).Output()
 	if err != nil {
 		return nil, fmt.Errorf("go tool pprof: %w", err)
@@ -203,41 +203,69 @@ func profileRelay(ctx context.Context, e *env, w *World, streams []*peer.Outboun
 // (after a warm-up) and measures the relay over that window. addr gives
 // each stream's from and to; received counts what arrives at the far end.
 func drive(ctx context.Context, w *World, streams []*peer.Outbound, addr func(i int) (from, to string), received *atomic.Int64, dur time.Duration) (map[string]float64, error) {
-	if err := warm(ctx, streams, addr, received); err != nil {
-		return nil, err
-	}
-	stop, errs := load(streams, addr)
-	defer stop()
-	if !waitFor(ctx, 10*time.Second, func() bool { return received.Load() > int64(len(streams)) }) {
-		stop()
-		return nil, fmt.Errorf("nothing arrived within 10 s (%s)", firstErr(errs))
-	}
-	time.Sleep(min(dur/4, 500*time.Millisecond))
-	win := w.begin()
-	time.Sleep(dur)
-	sp := win.end()
-	stop()
-	quiesce(ctx, received)
-	if err := firstErr(errs); err != nil {
+	var sp span
+	err := measure(ctx, streams, addr, received.Load, dur, func() {
+		win := w.begin()
+		time.Sleep(dur)
+		sp = win.end()
+	})
+	if err != nil {
 		return nil, err
 	}
 	return sp.perStanza(), nil
+}
+
+// measure runs a load: one message through every stream first (warm),
+// then writers on every stream as fast as they are read; after a settling
+// pause it calls window, which measures for dur; then it stops the writers
+// and waits until received stops moving.
+func measure(ctx context.Context, streams []*peer.Outbound, addr func(i int) (from, to string), received func() int64, dur time.Duration, window func()) error {
+	if err := warm(ctx, streams, addr, received); err != nil {
+		return err
+	}
+	stop, errs := load(streams, addr)
+	defer stop()
+	time.Sleep(min(dur/4, 500*time.Millisecond))
+	window()
+	stop()
+	quiesce(ctx, received)
+	return firstErr(errs)
+}
+
+// procWindow measures, over dur, the CPU seconds of process pid and how
+// much received grew; it returns the figures every reference reports, with
+// the CPU per stanza under cpuKey.
+func procWindow(pid int, received func() int64, dur time.Duration, cpuKey string) map[string]float64 {
+	p0, _ := ReadProc(pid)
+	n0, t0 := received(), time.Now()
+	time.Sleep(dur)
+	p1, _ := ReadProc(pid)
+	n, secs := float64(received()-n0), time.Since(t0).Seconds()
+	if n == 0 {
+		return map[string]float64{"stanzas": 0}
+	}
+	return map[string]float64{
+		"stanzas":       n,
+		"stanzas_per_s": n / secs,
+		cpuKey:          (p1.CPU - p0.CPU) / n * 1e6,
+		"rss_mib":       float64(p1.RSS) / (1 << 20),
+	}
 }
 
 // warm sends one message on each stream and waits until all have arrived:
 // every pair's link is up before the load starts, so that the measurement
 // is of forwarding, not of a burst arriving while links are being set up
 // (which bounces what does not fit the queues).
-func warm(ctx context.Context, streams []*peer.Outbound, addr func(i int) (from, to string), received *atomic.Int64) error {
-	want := received.Load() + int64(len(streams))
+func warm(ctx context.Context, streams []*peer.Outbound, addr func(i int) (from, to string), received func() int64) error {
+	want := received() + int64(len(streams))
 	for i, s := range streams {
 		from, to := addr(i)
 		if _, err := s.Write(appendMessage(nil, from, to, []byte("warm"))); err != nil {
 			return err
 		}
 	}
-	if !waitFor(ctx, 30*time.Second, func() bool { return received.Load() >= want }) {
-		return fmt.Errorf("warm-up: %d of %d arrived within 30 s", received.Load()-want+int64(len(streams)), len(streams))
+	if !waitFor(ctx, 30*time.Second, func() bool { return received() >= want }) {
+		return fmt.Errorf("warm-up: %d of %d arrived within 30 s", received()-want+int64(len(streams)), len(streams))
 	}
 	return nil
 }
@@ -282,10 +310,7 @@ func firstErr(errs []error) error {
 
 // quiesce waits until counter has not moved for 300 ms (at most 30 s): the
 // pipeline is empty before the next case.
-func quiesce(ctx context.Context, counter *atomic.Int64) { quiesceFunc(ctx, counter.Load) }
-
-// quiesceFunc is quiesce for any counter.
-func quiesceFunc(ctx context.Context, counter func() int64) {
+func quiesce(ctx context.Context, counter func() int64) {
 	last, since := counter(), time.Now()
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(20 * time.Millisecond)
@@ -363,33 +388,9 @@ func (f *floorWorld) direct(ctx context.Context, from string) (*peer.Outbound, e
 
 // drive is drive() with the floor's CPU in place of the relay's.
 func (f *floorWorld) drive(ctx context.Context, streams []*peer.Outbound, addr func(i int) (from, to string), dur time.Duration) (map[string]float64, error) {
-	if err := warm(ctx, streams, addr, &f.count.Stanzas); err != nil {
-		return nil, err
-	}
-	stop, errs := load(streams, addr)
-	defer stop()
-	if !waitFor(ctx, 10*time.Second, func() bool { return f.count.Stanzas.Load() > int64(len(streams)) }) {
-		stop()
-		return nil, fmt.Errorf("floor: nothing arrived within 10 s (%s)", firstErr(errs))
-	}
-	time.Sleep(min(dur/4, 500*time.Millisecond))
-	p0, _ := ReadProc(f.floor.PID())
-	n0, t0 := f.count.Stanzas.Load(), time.Now()
-	time.Sleep(dur)
-	p1, _ := ReadProc(f.floor.PID())
-	n := float64(f.count.Stanzas.Load() - n0)
-	secs := time.Since(t0).Seconds()
-	stop()
-	quiesce(ctx, &f.count.Stanzas)
-	if err := firstErr(errs); err != nil {
-		return nil, err
-	}
-	if n == 0 {
-		return map[string]float64{"stanzas": 0}, nil
-	}
-	return map[string]float64{
-		"stanzas":             n,
-		"stanzas_per_s":       n / secs,
-		"floor_us_per_stanza": (p1.CPU - p0.CPU) / n * 1e6,
-	}, nil
+	var figs map[string]float64
+	err := measure(ctx, streams, addr, f.count.Stanzas.Load, dur, func() {
+		figs = procWindow(f.floor.PID(), f.count.Stanzas.Load, dur, "floor_us_per_stanza")
+	})
+	return figs, err
 }

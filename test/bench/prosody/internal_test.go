@@ -1,6 +1,7 @@
 package prosody
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"os"
@@ -117,4 +118,28 @@ func TestListening(t *testing.T) {
 	if ok, err := listening(1, addr); ok {
 		t.Errorf("listening(1, %s) = %v, %v; want false: the socket is ours", addr, ok, err)
 	}
+}
+
+// FuzzReadStreamStart: whatever the server sends, readStreamStart ends
+// (error or start tag), never returns more than it read, and changes at
+// most the default namespace's value, keeping the length.
+func FuzzReadStreamStart(f *testing.F) {
+	for _, s := range []string{
+		"<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'><stream:features/>",
+		`<stream:stream xmlns="jabber:client' a='">`, "<stream:stream id='>", "<?xml", "",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := readStreamStart(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if len(got) > len(data) {
+			t.Fatalf("returned %d bytes of %d read", len(got), len(data))
+		}
+		if !bytes.Equal(got, data[:len(got)]) && !bytes.Equal(bytes.ReplaceAll(got, []byte("jabber:server"), []byte("jabber:client")), data[:len(got)]) {
+			t.Fatalf("changed more than the namespace:\n%q\n%q", data[:len(got)], got)
+		}
+	})
 }

@@ -185,12 +185,12 @@ func isAnswer(st *Stanza) bool {
 	return st.Kind == policy.IQ && (st.Type == "result" || st.Type == "error")
 }
 
-// LinkDown tells the router that the link of pair ended after it had been
+// linkDown tells the router that the link of pair ended after it had been
 // up. If it died (err not nil), the IQ requests it wrote that are still
 // unanswered get a remote-server-timeout error, since their answers can no
 // longer be relied on; after a clean close (err nil: idle, shutdown) they are
 // forgotten.
-func (r *Router) LinkDown(pair Pair, err error) {
+func (r *Router) linkDown(pair Pair, err error) {
 	pending := r.iqs.take(pair, r.now())
 	if err == nil {
 		return
@@ -202,7 +202,7 @@ func (r *Router) LinkDown(pair Pair, err error) {
 		if !ok {
 			continue
 		}
-		r.stats.PendingIQErrors.Add(1)
+		r.stats.PendingIQErrors.AddAt(st.Shard, 1)
 		r.Route(errorReply(st, raw))
 	}
 }

@@ -125,7 +125,9 @@ func (l recordingLink) Enqueue(st *Stanza) error {
 	if l.d.sent == nil {
 		l.d.sent = map[Pair][]*Stanza{}
 	}
-	l.d.sent[l.pair] = append(l.d.sent[l.pair], st)
+	c := *st // a Link keeps a copy, never st
+	c.Raw, c.Body, c.Via = st.Bytes(nil), nil, nil
+	l.d.sent[l.pair] = append(l.d.sent[l.pair], &c)
 	return nil
 }
 
@@ -156,13 +158,13 @@ func TestOneAnswerPerIQ(t *testing.T) {
 	for _, id := range []string{"answered", "unanswered"} {
 		req := iq("get", "alice@a.example/phone", "Bob@Example.ORG/res", id, out.From, out.To, policy.Internal)
 		r.Route(req)
-		r.Sending(req) // the link is about to write it
-		r.Delivered(req)
+		r.Settle(Sending, out, []Stanza{*req}, nil) // the link is about to write it
+		r.Settle(Written, out, []Stanza{*req}, nil)
 	}
 	res := iq("result", "bob@example.org/res", "alice@a.example/phone", "answered", back.From, back.To, policy.Federation)
 	r.Route(res)
-	r.Delivered(res)
-	r.LinkDown(out, errors.New("connection reset by peer"))
+	r.Settle(Written, back, []Stanza{*res}, nil)
+	r.Settle(Down, out, nil, errors.New("connection reset by peer"))
 
 	var answers []string
 	for _, st := range d.to(back) {

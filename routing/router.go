@@ -16,12 +16,11 @@ import (
 // Link is an outbound stream for one domain pair, established or being set
 // up. Package s2s implements it.
 type Link interface {
-	// Enqueue hands st to the link, which writes it after everything
-	// enqueued before it. It fails with ErrQueueFull when the link's
-	// bounds are reached and ErrClosed when it is going away; the caller
-	// then still owns st. Once Enqueue succeeds the link owns st: it calls
-	// Router.Delivered when st is written, or hands it back through
-	// Router.Undelivered.
+	// Enqueue copies st's bytes (st.Bytes) and facts into the link, which
+	// writes them after everything enqueued before. It fails with
+	// ErrQueueFull when the link's bounds are reached and ErrClosed when it
+	// is going away. Once Enqueue succeeds the link reports the copy's fate
+	// through Router.Settle. It keeps nothing of st itself.
 	Enqueue(st *Stanza) error
 }
 
@@ -136,13 +135,19 @@ func (r *Router) Policy() *policy.Policy { return r.policy.Load() }
 // Stats returns the router's counters.
 func (r *Router) Stats() *Stats { return &r.stats }
 
-// Route takes a stanza read from an authenticated stream (or a bounce the
-// relay made) and sends it on its way: to the outbound link of its domain
-// pair, or back to its sender as an error. It never blocks on the network.
-// Route owns st from here on.
+// Route takes a stanza read from an authenticated stream (or a stanza the
+// relay made: a bounce, an answer with st.Answer) and sends it on its way:
+// to the outbound link of its domain pair, or back to its sender as an
+// error. It never blocks on the network; it may wait a little for room in a
+// busy link, no longer than st.MaxWait while that link's peer is not
+// reading. Route keeps nothing of st once it returns.
 func (r *Router) Route(st *Stanza) {
+	if st.Answer {
+		st.Own = true
+		r.stats.Answered.AddAt(st.Shard, 1)
+	}
 	if !st.Own {
-		r.stats.Accepted.Add(1)
+		r.stats.Accepted.AddAt(st.Shard, 1)
 	}
 	if isAnswer(st) {
 		r.iqs.answered(st)
@@ -179,7 +184,7 @@ func (r *Router) Route(st *Stanza) {
 				local = st.FromDomain
 			}
 			r.audit(d.Record(r.now(), st.Face, dir, local, remote, st.Kind))
-			r.stats.Refused.Add(1)
+			r.stats.Refused.AddAt(st.Shard, 1)
 			if d.Send {
 				r.bounce(st, d.StanzaError())
 			} else {
@@ -191,8 +196,19 @@ func (r *Router) Route(st *Stanza) {
 	r.deliver(st)
 }
 
-// deliver hands st to the link of its pair.
+// deliver hands st to the link of its pair: the one its stream cached in
+// st.Via if that one still takes stanzas, else the Dialer's.
 func (r *Router) deliver(st *Stanza) {
+	if st.Via != nil && *st.Via != nil {
+		err := (*st.Via).Enqueue(st)
+		if !errors.Is(err, ErrClosed) {
+			if err != nil {
+				r.fail(st, err)
+			}
+			return
+		}
+		*st.Via = nil // retired: ask the Dialer for its successor
+	}
 	pair := Pair{From: st.FromDomain, To: st.ToDomain}
 	var err error
 	// A link found just as it retires refuses with ErrClosed; the next
@@ -200,7 +216,9 @@ func (r *Router) deliver(st *Stanza) {
 	for range 3 {
 		var link Link
 		if link, err = r.dialer.Link(pair, r.admit); err == nil {
-			err = link.Enqueue(st)
+			if err = link.Enqueue(st); err == nil && st.Via != nil {
+				*st.Via = link
+			}
 		}
 		if !errors.Is(err, ErrClosed) {
 			break
@@ -217,11 +235,50 @@ func (r *Router) deliver(st *Stanza) {
 // stanza circling.
 const maxAttempts = 3
 
-// Reroute takes back stanzas a link accepted but retired before writing (it
+// Settle is how a link reports the fate of stanzas it had taken from
+// Link.Enqueue (or, with Down, of the link itself), in the order it took
+// them; err says why for Failed and Down. Settle keeps nothing of sts.
+func (r *Router) Settle(f Fate, pair Pair, sts []Stanza, err error) {
+	switch f {
+	case Sending:
+		for i := range sts {
+			if isRequest(&sts[i]) && !sts[i].Own {
+				r.iqs.add(&sts[i], r.now())
+			}
+		}
+	case Written:
+		var own, theirs int64
+		for i := range sts {
+			if sts[i].Own {
+				own++
+			}
+		}
+		theirs = int64(len(sts)) - own
+		if len(sts) > 0 {
+			shard := sts[0].Shard
+			if theirs > 0 {
+				r.stats.Delivered.AddAt(shard, theirs)
+			}
+			if own > 0 {
+				r.stats.BouncesDelivered.AddAt(shard, own)
+			}
+		}
+	case Failed:
+		r.undelivered(err, sts)
+	case Retired:
+		r.reroute(sts)
+	case Down:
+		r.linkDown(pair, err)
+	}
+}
+
+// reroute takes back stanzas a link accepted but retired before writing (it
 // went idle, or its peer closed a working stream) and delivers them over a
 // new link, in order. They are not counted as accepted again.
-func (r *Router) Reroute(sts []*Stanza) {
-	for _, st := range sts {
+func (r *Router) reroute(sts []Stanza) {
+	for i := range sts {
+		st := &sts[i]
+		st.Via, st.MaxWait = nil, 0
 		st.Attempts++
 		if st.Attempts >= maxAttempts {
 			r.fail(st, Timeout(errors.New("the stream to "+st.ToDomain+" kept closing before delivery")))
@@ -238,37 +295,11 @@ func openRelayRule(fromInternal bool) string {
 	return "remote domain to remote domain (open relay)"
 }
 
-// Answer routes a stanza the relay makes itself in answer to one addressed
-// to it (an XEP-0199 ping to one of the domains it speaks as): like a bounce
-// it is not counted as accepted, and it is never answered in turn.
-func (r *Router) Answer(st *Stanza) {
-	st.Own = true
-	r.stats.Answered.Add(1)
-	r.Route(st)
-}
-
-// Sending tells the router that a link is about to write st. It is called
-// before the write, not after, because the answer to an IQ request can
-// cross the relay before the link has finished its write.
-func (r *Router) Sending(st *Stanza) {
-	if isRequest(st) && !st.Own {
-		r.iqs.add(st, r.now())
-	}
-}
-
-// Delivered records that a link wrote st to its next hop.
-func (r *Router) Delivered(st *Stanza) {
-	if st.Own {
-		r.stats.BouncesDelivered.Add(1)
-		return
-	}
-	r.stats.Delivered.Add(1)
-}
-
-// Undelivered takes back stanzas a link could not write, with the reason,
+// undelivered takes back stanzas a link could not write, with the reason,
 // and bounces them.
-func (r *Router) Undelivered(err error, sts []*Stanza) {
-	for _, st := range sts {
+func (r *Router) undelivered(err error, sts []Stanza) {
+	for i := range sts {
+		st := &sts[i]
 		if isRequest(st) {
 			r.iqs.forget(st) // it is bounced now, not when the link is down
 		}
@@ -308,14 +339,14 @@ func (r *Router) breaker(domain string) *breaker {
 func (r *Router) fail(st *Stanza, err error) {
 	var oe *OpenError
 	if errors.As(err, &oe) {
-		r.stats.BreakerBounces.Add(1)
+		r.stats.BreakerBounces.AddAt(st.Shard, 1)
 	}
 	r.bounce(st, stanzaError(err))
 }
 
 // refuse records a stanza refused by a routing rule and answers it.
 func (r *Router) refuse(st *Stanza, rule string, e stanza.Error) {
-	r.stats.Refused.Add(1)
+	r.stats.Refused.AddAt(st.Shard, 1)
 	r.audit(policy.Record{Time: r.now(), Face: st.Face, Local: st.ToDomain, Remote: st.FromDomain,
 		Kind: st.Kind, Rule: rule, Error: string(e.Condition), ErrorType: string(e.Type)})
 	r.bounce(st, e)
@@ -326,7 +357,7 @@ func (r *Router) refuse(st *Stanza, rule string, e stanza.Error) {
 // the bounce of a bounce): then st is dropped.
 func (r *Router) bounce(st *Stanza, e stanza.Error) {
 	if st.Own {
-		r.stats.BouncesDropped.Add(1)
+		r.stats.BouncesDropped.AddAt(st.Shard, 1)
 		return
 	}
 	raw, ok := r.bouncer(nil, st, e)
@@ -334,7 +365,7 @@ func (r *Router) bounce(st *Stanza, e stanza.Error) {
 		r.drop(st)
 		return
 	}
-	r.stats.Bounced.Add(1)
+	r.stats.Bounced.AddAt(st.Shard, 1)
 	r.Route(errorReply(st, raw))
 	if r.onBounce != nil {
 		r.onBounce(st, e)
@@ -347,16 +378,16 @@ func errorReply(st *Stanza, raw []byte) *Stanza {
 	return &Stanza{
 		Kind: st.Kind, Type: "error", From: st.To, To: st.From, ID: st.ID,
 		FromDomain: st.ToDomain, ToDomain: st.FromDomain, Raw: raw,
-		Face: st.Face, Own: true, Received: st.Received,
+		Face: st.Face, Own: true, Shard: st.Shard, Received: st.Received,
 	}
 }
 
 func (r *Router) drop(st *Stanza) {
 	if st.Own {
-		r.stats.BouncesDropped.Add(1)
+		r.stats.BouncesDropped.AddAt(st.Shard, 1)
 		return
 	}
-	r.stats.Dropped.Add(1)
+	r.stats.Dropped.AddAt(st.Shard, 1)
 }
 
 // Stats counts what the router did. Every accepted stanza ends up exactly
@@ -364,26 +395,26 @@ func (r *Router) drop(st *Stanza) {
 // (by rule: it must not be answered), once its link has settled:
 // Accepted = Delivered + Bounced + Dropped.
 type Stats struct {
-	Accepted  atomic.Int64
-	Delivered atomic.Int64
-	Bounced   atomic.Int64
-	Dropped   atomic.Int64
+	Accepted  Counter
+	Delivered Counter
+	Bounced   Counter
+	Dropped   Counter
 	// Refused counts stanzas refused by policy or routing rules (they are
 	// also counted as bounced or dropped).
-	Refused atomic.Int64
+	Refused Counter
 	// BreakerBounces counts bounces made while a breaker was open.
-	BreakerBounces atomic.Int64
+	BreakerBounces Counter
 	// BouncesDelivered and BouncesDropped follow the stanzas the relay
 	// made itself: bounces and answers.
-	BouncesDelivered atomic.Int64
-	BouncesDropped   atomic.Int64
+	BouncesDelivered Counter
+	BouncesDropped   Counter
 	// Answered counts stanzas the relay answered itself (pings to the
 	// domains it speaks as); they are not routed, so not accepted.
-	Answered atomic.Int64
+	Answered Counter
 	// PendingIQErrors counts the errors sent for IQ requests whose link
 	// died before they were answered (see LinkDown); the requests were
 	// counted delivered.
-	PendingIQErrors atomic.Int64
+	PendingIQErrors Counter
 }
 
 // Balanced reports whether every accepted stanza is accounted for.

@@ -16,6 +16,11 @@ type Face = policy.Face
 
 // Stanza is one stanza in transit through the relay: the facts of its start
 // tag that routing decides on, and the bytes to write to the next hop.
+//
+// A Stanza is lent, never given: Router.Route and Link.Enqueue do not keep
+// st or the bytes it points to after they return. A link copies the bytes
+// into its own buffer and the facts into a record of its own, so the stream
+// that read the stanza can reuse both for the next one.
 type Stanza struct {
 	Kind policy.Kind
 	// Type, From, To and ID are the start tag's attributes, entity-decoded.
@@ -23,8 +28,13 @@ type Stanza struct {
 	// FromDomain and ToDomain are the domainparts of From and To in the
 	// relay's normal form (lower-case ASCII).
 	FromDomain, ToDomain string
-	// Raw is the element exactly as it is to be written on the next hop.
+	// Raw is the element as read (or as the relay made it): what policy
+	// measures, and what is written to the next hop unless Body is set.
 	Raw []byte
+	// Body, if not nil, appends the bytes to write to the next hop: Raw
+	// with the fix-ups the new stream needs (namespaces, xml:lang), written
+	// straight into the link's buffer.
+	Body Appender
 	// Face is where the stanza entered the relay.
 	Face Face
 	// TLS and Auth describe the stream the stanza arrived on, for policy.
@@ -34,10 +44,21 @@ type Stanza struct {
 	// ping): it is routed like any other, but not counted as accepted, not
 	// subject to policy, and never answered with an error.
 	Own bool
+	// Answer marks the relay's answer to a stanza addressed to it (an
+	// XEP-0199 ping to a domain it speaks as): Route counts it as answered
+	// and treats it as Own.
+	Answer bool
+	// Shard is the number of the stream that read the stanza: counters add
+	// to its shard (see Counter).
+	Shard uint32
+	// Via, if not nil, is where the reading stream caches the link of the
+	// stanza's pair: Route tries it before asking the Dialer, and stores
+	// the link it used. Only the stream's owner goroutine may use it.
+	Via *Link
 	// Received is when the relay read the stanza.
 	Received time.Time
 	// Attempts counts the links that took the stanza and retired before
-	// writing it (see Router.Reroute).
+	// writing it (see Router.Settle with Retired).
 	Attempts int
 	// MaxWait is the longest Link.Enqueue may wait for room in a working
 	// link's full buffer before refusing with ErrQueueFull (zero: no wait).
@@ -45,6 +66,41 @@ type Stanza struct {
 	// budget; Waited is what Enqueue actually waited, for that budget.
 	MaxWait, Waited time.Duration
 }
+
+// Appender writes a stanza's bytes for the next hop at the end of dst.
+type Appender interface {
+	AppendTo(dst []byte) []byte
+}
+
+// Bytes returns the bytes to write to the next hop, appended to dst.
+func (st *Stanza) Bytes(dst []byte) []byte {
+	if st.Body != nil {
+		return st.Body.AppendTo(dst)
+	}
+	return append(dst, st.Raw...)
+}
+
+// Fate is what became of stanzas a link had taken (Router.Settle).
+type Fate uint8
+
+const (
+	// Sending: the link is about to write them. Reported before the write,
+	// not after, because the answer to an IQ request can cross the relay
+	// before the link has finished its write.
+	Sending Fate = iota
+	// Written: the link handed them to its connection.
+	Written
+	// Failed: the link could not write them; they are bounced with the
+	// error given.
+	Failed
+	// Retired: the link retired (idle, its peer closed a working stream)
+	// before writing them; they are routed again over a new link.
+	Retired
+	// Down: the link of the pair ended after it had been up (no stanzas):
+	// with an error, the IQ requests it wrote that are still unanswered get
+	// one; without (idle, shutdown), they are forgotten.
+	Down
+)
 
 // Pair is an outbound stream's domain pair: stanzas from From (a domain the
 // relay speaks as) to To.

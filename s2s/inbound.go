@@ -62,10 +62,14 @@ type inConn struct {
 	legacy     bool   // the peer's header had no version (RFC 6120 §4.7.5)
 	authed     bool   // some pair authorized: idle timeout instead of negotiation deadline
 
-	negDeadline time.Time     // the stream must authenticate before it (set before any goroutine starts)
-	stall       *rate.Limiter // the stream's stall budget, in milliseconds (owner only)
-	stallOK     bool          // the budget has room for a full limits.stall_timeout (owner only)
-	scratch     []byte        // the attributes of the stanza being read (owner only)
+	negDeadline time.Time                       // the stream must authenticate before it (set before any goroutine starts)
+	stall       *rate.Limiter                   // the stream's stall budget, in milliseconds (owner only)
+	stallOK     bool                            // the budget has room for a full limits.stall_timeout (owner only)
+	scratch     []byte                          // the attributes of the stanza being read (owner only)
+	st          routing.Stanza                  // the stanza being routed, lent to the router (owner only)
+	body        elemBody                        // st.Body: the element with the outbound fix-ups (owner only)
+	vias        map[dialback.Pair]*routing.Link // the link of each pair that sent, cached (owner only)
+	shard       uint32                          // the stream's number, for counters
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -87,7 +91,8 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) (*inConn, 
 	}
 	s.perIP[ip]++
 	ic := &inConn{s: s, face: face, direct: direct, raw: c, conn: c,
-		pairs: map[dialback.Pair]policy.Auth{}, fromAuth: map[string]policy.Auth{}}
+		pairs: map[dialback.Pair]policy.Auth{}, fromAuth: map[string]policy.Auth{},
+		shard: uint32(s.stats.InboundTotal.Load())}
 	ic.ctx, ic.cancel = context.WithCancel(s.ctx)
 	ic.base = s.Log.With("face", face.String(), "dir", "in", "peer", c.RemoteAddr().String())
 	ic.logp.Store(ic.base)
@@ -361,6 +366,7 @@ func (c *inConn) readHeader() error {
 	})
 	clear(c.pairs)
 	clear(c.fromAuth)
+	clear(c.vias)
 	if c.saslDomain != "" {
 		// SASL EXTERNAL authenticated the header's from for its to.
 		c.db.Authorize(c.saslDomain, c.to)
@@ -748,20 +754,41 @@ func (c *inConn) stanza(el *wire.Element) error {
 		c.answerPing(el, from, to)
 		return nil
 	}
-	st := &routing.Stanza{
+	pair := dialback.Pair{From: from, To: to}
+	via := c.vias[pair]
+	if via == nil {
+		if c.vias == nil {
+			c.vias = map[dialback.Pair]*routing.Link{}
+		}
+		via = new(routing.Link)
+		c.vias[pair] = via
+	}
+	// The stanza is lent to the router, which keeps nothing of it: the
+	// link it goes to copies its bytes (with the fix-ups, from el) and its
+	// facts. The read buffer and c.st serve the next stanza.
+	c.body.el = el
+	c.st = routing.Stanza{
 		Kind: policy.ParseKind(el.Local), Type: stanzaType(el.Type),
 		From: fromJID, To: toJID, ID: id,
 		FromDomain: from, ToDomain: to,
-		Raw:  el.AppendTo(make([]byte, 0, len(el.Raw)), langDefault),
+		Raw: el.Raw, Body: &c.body,
 		Face: c.face, TLS: c.tls, Auth: auth, Received: time.Now(),
-		MaxWait: c.maxWait(),
+		Shard: c.shard, Via: via, MaxWait: c.maxWait(),
 	}
-	c.s.Router.Route(st)
-	if st.Waited > 0 {
-		c.stalled(st.Waited)
+	c.s.Router.Route(&c.st)
+	waited := c.st.Waited
+	c.st, c.body.el = routing.Stanza{}, nil
+	if waited > 0 {
+		c.stalled(waited)
 	}
 	return nil
 }
+
+// elemBody writes an element read from an inbound stream for an outbound
+// one: Raw, with the namespace and xml:lang fix-ups the new stream needs.
+type elemBody struct{ el *wire.Element }
+
+func (b *elemBody) AppendTo(dst []byte) []byte { return b.el.AppendTo(dst, langDefault) }
 
 // maxWait is how long the next stanza may wait on a stalled link:
 // limits.stall_timeout while the stream's stall budget (refilling at a
@@ -853,8 +880,9 @@ func (c *inConn) answerPing(el *wire.Element, from, to string) {
 		xml.EscapeText(&b, el.ID)
 	}
 	b.WriteString("'/>")
-	c.s.Router.Answer(&routing.Stanza{
+	c.s.Router.Route(&routing.Stanza{
 		Kind: policy.IQ, Type: "result", From: string(el.To), To: string(el.From), ID: string(el.ID),
 		FromDomain: to, ToDomain: from, Raw: b.Bytes(), Face: c.face, TLS: c.tls, Received: time.Now(),
+		Answer: true, Shard: c.shard,
 	})
 }

@@ -21,8 +21,13 @@ import (
 )
 
 // link is the outbound stream of one domain pair (RFC 6120 §10.1: one
-// stream per pair). Stanzas wait in its queue, in order, while it connects
-// and authenticates, then its owner goroutine writes them in batches.
+// stream per pair). Producers (the inbound streams, the router's bounces)
+// append each stanza's bytes to the link's current batch, with a record of
+// its facts; while the link connects and authenticates the batch grows, in
+// order, within limits.queue_stanzas and queue_bytes. The link's owner
+// goroutine takes the whole batch and writes its bytes to the connection in
+// one call, so a stanza is copied twice on its way through the relay: from
+// the read buffer into the batch, and from the batch into a TLS record.
 type link struct {
 	s      *Server
 	pair   routing.Pair
@@ -33,8 +38,7 @@ type link struct {
 
 	mu       sync.Mutex
 	conn     net.Conn // the connection once open, for kill
-	queue    []*routing.Stanza
-	qbytes   int
+	cur      *batch   // what producers append to; nil while nothing waits
 	closed   bool
 	draining bool
 	stopErr  error // set by stop: close with this stream error
@@ -43,6 +47,45 @@ type link struct {
 	stalled  bool          // a stanza waited for room in vain: refuse at once until the writer takes the queue
 	writing  atomic.Int64  // when the writer's current write to the peer began (Unix ns), 0 outside writes
 	space    chan struct{} // closed by take, for Enqueue calls waiting for room
+}
+
+// batch is a run of stanzas waiting in a link: their bytes, one after the
+// other, and a record of each (its facts, with Raw and Body nil) to settle
+// it by once written, or to bounce or reroute it if it is not.
+type batch struct {
+	buf  []byte
+	recs []routing.Stanza
+	ends []int // where each stanza's bytes end in buf
+}
+
+// batches recycles batches between links: a link holds one only while
+// stanzas wait in it or are being written.
+var batches = sync.Pool{New: func() any { return new(batch) }}
+
+// maxPooledBatch is the largest buffer kept for reuse; a bigger one (a burst
+// towards a slow peer) goes to the garbage collector.
+const maxPooledBatch = 256 << 10
+
+func (b *batch) release() {
+	clear(b.recs) // no strings kept alive by a pooled batch
+	b.recs, b.ends = b.recs[:0], b.ends[:0]
+	if cap(b.buf) > maxPooledBatch {
+		b.buf = nil
+	}
+	b.buf = b.buf[:0]
+	batches.Put(b)
+}
+
+// stanzas returns the records with Raw set to each stanza's bytes in buf:
+// what the router needs to bounce or reroute them. They point into buf
+// until the batch is released.
+func (b *batch) stanzas() []routing.Stanza {
+	start := 0
+	for i := range b.recs {
+		b.recs[i].Raw = b.buf[start:b.ends[i]:b.ends[i]]
+		start = b.ends[i]
+	}
+	return b.recs
 }
 
 func (s *Server) newLink(pair routing.Pair, report func(error)) *link {
@@ -75,11 +118,9 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 		switch {
 		case l.closed || l.draining:
 			return routing.ErrClosed
-		case len(l.queue) < l.s.Limits.QueueStanzas && l.qbytes+len(st.Raw) <= l.s.Limits.QueueBytes,
-			len(l.queue) == 0: // one stanza always fits: its size was checked on reading
-			l.queue = append(l.queue, st)
-			l.qbytes += len(st.Raw)
-			l.signal()
+		case l.cur == nil || len(l.cur.recs) == 0, // one stanza always fits: its size was checked on reading
+			len(l.cur.recs) < l.s.Limits.QueueStanzas && len(l.cur.buf)+len(st.Raw) <= l.s.Limits.QueueBytes:
+			l.add(st)
 			return nil
 		case !l.up || st.MaxWait <= 0 || l.stalled:
 			return routing.ErrQueueFull
@@ -121,6 +162,21 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 	}
 }
 
+// add appends st to the current batch. l.mu must be held.
+func (l *link) add(st *routing.Stanza) {
+	b := l.cur
+	if b == nil {
+		b = batches.Get().(*batch)
+		l.cur = b
+	}
+	b.buf = st.Bytes(b.buf)
+	b.ends = append(b.ends, len(b.buf))
+	b.recs = append(b.recs, *st)
+	r := &b.recs[len(b.recs)-1]
+	r.Raw, r.Body, r.Via, r.MaxWait, r.Waited = nil, nil, nil, 0, 0
+	l.signal()
+}
+
 func (l *link) signal() {
 	select {
 	case l.wake <- struct{}{}:
@@ -128,12 +184,13 @@ func (l *link) signal() {
 	}
 }
 
-// take removes and returns everything queued.
-func (l *link) take() []*routing.Stanza {
+// take removes and returns the current batch, nil if nothing waits. The
+// caller releases it.
+func (l *link) take() *batch {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	q := l.queue
-	l.queue, l.qbytes = nil, 0
+	q := l.cur
+	l.cur = nil
 	l.stalled = false
 	if l.space != nil {
 		close(l.space)
@@ -313,8 +370,10 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 	defer keepalive.Stop()
 	wrote := false // since the last keepalive tick
 	for {
-		if batch := l.take(); len(batch) > 0 {
-			if err := l.write(o, batch); err != nil {
+		if b := l.take(); b != nil {
+			err := l.write(o, b)
+			b.release()
+			if err != nil {
 				return err
 			}
 			idle.Reset(l.s.Limits.IdleTimeout)
@@ -341,7 +400,7 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 			// just before is still taken and written.
 			l.s.removeLink(l)
 			l.mu.Lock()
-			if len(l.queue) == 0 {
+			if l.cur == nil {
 				l.closed = true
 				l.mu.Unlock()
 				return errIdle
@@ -372,31 +431,20 @@ func keepaliveEvery(idle time.Duration) time.Duration {
 	return max(min(idle/3, 5*time.Minute), time.Second)
 }
 
-// write writes one batch and flushes it. Stanzas of a batch whose flush
+// write writes one batch in one call. Stanzas of a batch whose write
 // failed may or may not have reached the peer; they are bounced, since
 // silence would be worse than a possibly spurious error.
-func (l *link) write(o *outStream, batch []*routing.Stanza) error {
+func (l *link) write(o *outStream, b *batch) error {
 	now := time.Now()
 	l.writing.Store(now.UnixNano())
 	defer l.writing.Store(0)
 	o.raw.SetWriteDeadline(now.Add(l.s.Limits.WriteTimeout))
-	var err error
-	for _, st := range batch {
-		l.s.Router.Sending(st)
-		if err = o.w.WriteRaw(st.Raw); err != nil {
-			break
-		}
-	}
-	if err == nil {
-		err = o.w.Flush()
-	}
-	if err != nil {
-		l.s.Router.Undelivered(routing.Timeout(fmt.Errorf("writing to %s: %w", l.pair.To, err)), batch)
+	l.s.Router.Settle(routing.Sending, l.pair, b.recs, nil)
+	if err := o.w.WriteDirect(b.buf); err != nil {
+		l.s.Router.Settle(routing.Failed, l.pair, b.stanzas(), routing.Timeout(fmt.Errorf("writing to %s: %w", l.pair.To, err)))
 		return err
 	}
-	for _, st := range batch {
-		l.s.Router.Delivered(st)
-	}
+	l.s.Router.Settle(routing.Written, l.pair, b.recs, nil)
 	return nil
 }
 
@@ -435,7 +483,12 @@ func (l *link) finish(err error) {
 	l.closed = true
 	wasUp := l.up
 	l.mu.Unlock()
-	rest := l.take() // also wakes Enqueue calls waiting for room
+	b := l.take() // also wakes Enqueue calls waiting for room
+	var rest []routing.Stanza
+	if b != nil {
+		rest = b.stanzas()
+		defer b.release()
+	}
 	if wasUp {
 		// IQ requests written on the stream and still unanswered get an
 		// error if it died (RFC 6120 §8.2.3); after an idle close or a
@@ -444,20 +497,20 @@ func (l *link) finish(err error) {
 		if errors.Is(err, errIdle) {
 			down = nil
 		}
-		defer l.s.Router.LinkDown(l.pair, down)
+		defer l.s.Router.Settle(routing.Down, l.pair, nil, down)
 	}
 
 	var de *routing.DeliveryError
 	switch {
 	case errors.As(err, &de):
 		l.log.Warn("outbound stream failed", "err", err, "bounced", len(rest))
-		l.s.Router.Undelivered(err, rest)
+		l.s.Router.Settle(routing.Failed, l.pair, rest, err)
 	case errors.Is(err, ErrServerClosed):
-		l.s.Router.Undelivered(routing.Timeout(errors.New("the relay is shutting down")), rest)
+		l.s.Router.Settle(routing.Failed, l.pair, rest, routing.Timeout(errors.New("the relay is shutting down")))
 	default:
 		var se stream.Error
 		if errors.As(err, &se) && se.Err == stream.PolicyViolation.Err {
-			l.s.Router.Undelivered(&routing.DeliveryError{Condition: stanza.NotAllowed, Err: err}, rest)
+			l.s.Router.Settle(routing.Failed, l.pair, rest, &routing.DeliveryError{Condition: stanza.NotAllowed, Err: err})
 			break
 		}
 		if err != nil && !errors.Is(err, errIdle) {
@@ -465,6 +518,6 @@ func (l *link) finish(err error) {
 		} else {
 			l.log.Debug("outbound stream closed", "reason", err)
 		}
-		l.s.Router.Reroute(rest)
+		l.s.Router.Settle(routing.Retired, l.pair, rest, nil)
 	}
 }

@@ -25,6 +25,24 @@ import (
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("s2s: server closed")
 
+// Routing is the router as the stream layer sees it: where the stanzas read
+// go, where links report what became of those they took, and the current
+// domain table and policy. *routing.Router implements it; package routing
+// never sees this package.
+type Routing interface {
+	// Route sends a stanza on its way (routing.Router.Route); it keeps
+	// nothing of st.
+	Route(st *routing.Stanza)
+	// Settle reports the fate of stanzas a link took, or of the link
+	// (routing.Router.Settle).
+	Settle(f routing.Fate, pair routing.Pair, sts []routing.Stanza, err error)
+	// Reachable says an inbound stream from domain authenticated: the
+	// domain is up.
+	Reachable(domain string)
+	Table() *routing.Table
+	Policy() *policy.Policy
+}
+
 // Server is fedrelay's S2S engine: it accepts streams on the listeners of
 // both faces, opens outbound streams per domain pair, negotiates TLS, SASL
 // EXTERNAL and Server Dialback on them, and hands authenticated stanzas to
@@ -35,8 +53,9 @@ var ErrServerClosed = errors.New("s2s: server closed")
 type Server struct {
 	// Log receives the server's log lines. Required.
 	Log *slog.Logger
-	// Router routes the stanzas read from authenticated streams. Required.
-	Router *routing.Router
+	// Router routes the stanzas read from authenticated streams, and
+	// learns from the links what became of them. Required.
+	Router Routing
 	// Secret makes and checks dialback keys. Required.
 	Secret *dialback.Secret
 	// Certs supplies certificates by SNI and for outbound streams; Verifier

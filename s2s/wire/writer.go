@@ -170,6 +170,22 @@ func (w *Writer) WriteRaw(p []byte) error {
 	return w.done()
 }
 
+// WriteDirect writes p, a sequence of complete elements for this stream,
+// straight to the underlying writer after what is buffered: for a batch the
+// caller has already gathered, which a copy into the batch buffer would only
+// slow down.
+func (w *Writer) WriteDirect(p []byte) error {
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	n, err := w.w.Write(p)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	w.err = err
+	return err
+}
+
 // WriteStreamError writes the stream error and the closing </stream:stream>
 // (RFC 6120 §4.9). The header must have been written first: send one, even
 // if only to close the stream, when the peer's header has just been read.

@@ -210,3 +210,47 @@ func TestWriterPooledBuffer(t *testing.T) {
 		t.Errorf("write and flush: %v allocations, want none in steady state", n)
 	}
 }
+
+// callWriter records each Write call.
+type callWriter struct {
+	calls [][]byte
+	err   error
+}
+
+func (c *callWriter) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	c.calls = append(c.calls, append([]byte(nil), p...))
+	return len(p), nil
+}
+
+// TestWriteDirect: a batch written with WriteDirect goes to the underlying
+// writer in one call of its own, after what was buffered, and a failure is
+// sticky like any other.
+func TestWriteDirect(t *testing.T) {
+	cw := &callWriter{}
+	w := wire.NewWriter(cw)
+	if err := w.WriteRaw([]byte("<a/>")); err != nil {
+		t.Fatal(err)
+	}
+	batch := []byte("<b/><c/>")
+	if err := w.WriteDirect(batch); err != nil {
+		t.Fatal(err)
+	}
+	if len(cw.calls) != 2 || string(cw.calls[0]) != "<a/>" || string(cw.calls[1]) != "<b/><c/>" {
+		t.Errorf("writes = %q, want the buffered <a/>, then the batch in one call", cw.calls)
+	}
+	if w.Buffered() != 0 {
+		t.Errorf("Buffered = %d after WriteDirect, want 0", w.Buffered())
+	}
+	boom := errors.New("boom")
+	cw.err = boom
+	if err := w.WriteDirect(batch); !errors.Is(err, boom) {
+		t.Errorf("WriteDirect = %v, want %v", err, boom)
+	}
+	cw.err = nil
+	if err := w.WriteDirect(batch); !errors.Is(err, boom) {
+		t.Errorf("WriteDirect after a failure = %v, want the first error again", err)
+	}
+}

@@ -7,10 +7,12 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/fedrelay/fedrelay/dialback"
 	"github.com/fedrelay/fedrelay/s2s/peer"
+	"github.com/fedrelay/fedrelay/s2s/wire"
 )
 
 // FakeServer is an XMPP server for one or more domains that speaks real
@@ -43,6 +45,7 @@ type FakeServer struct {
 
 	mu            sync.Mutex
 	authoritative func(domain string) string
+	handler       atomic.Pointer[func(*peer.Inbound, *wire.Element)]
 }
 
 // Stanza is a stanza a FakeServer received: its Pair is the authorized
@@ -60,7 +63,13 @@ func NewFakeServer(t testing.TB, name string, domains ...string) *FakeServer {
 	}
 	f := &FakeServer{Addr: ln.Addr().String(), Name: name, served: make(chan struct{})}
 	f.srv = &peer.Server{Domains: domains, Authoritative: f.authoritativeFor, Timeout: ReadTimeout, Strict: true}
-	f.srv.Handler = f.srv.Keep
+	f.srv.Handler = func(in *peer.Inbound, el *wire.Element) {
+		if h := f.handler.Load(); h != nil {
+			(*h)(in, el)
+			return
+		}
+		f.srv.Keep(in, el)
+	}
 	go func() {
 		defer close(f.served)
 		if err := f.srv.Serve(ln); !errors.Is(err, peer.ErrServerClosed) {
@@ -77,6 +86,17 @@ func NewFakeServer(t testing.TB, name string, domains ...string) *FakeServer {
 		}
 	})
 	return f
+}
+
+// SetHandler makes the fake hand the stanzas it receives from now on to h,
+// on their stream's reading goroutine, instead of keeping them; nil
+// restores keeping.
+func (f *FakeServer) SetHandler(h func(*peer.Inbound, *wire.Element)) {
+	if h == nil {
+		f.handler.Store(nil)
+		return
+	}
+	f.handler.Store(&h)
 }
 
 // Secret is the fake's dialback secret.

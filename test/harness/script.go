@@ -59,6 +59,16 @@ func (s *Script) Write(xml string) error {
 	return err
 }
 
+// SendBytes writes p and fails the test if that fails; unlike Send it
+// makes no copy.
+func (s *Script) SendBytes(p []byte) {
+	s.t.Helper()
+	s.conn.SetWriteDeadline(time.Now().Add(ReadTimeout))
+	if _, err := s.conn.Write(p); err != nil {
+		s.t.Fatalf("write: %v", err)
+	}
+}
+
 // Send writes raw bytes and fails the test if that fails.
 func (s *Script) Send(xml string) {
 	s.t.Helper()

@@ -145,6 +145,21 @@ type Limits struct {
 	// retrying (short backoff, stanzas held in its queue) before it bounces
 	// them: an internal server that restarts loses nothing.
 	RouteRetry time.Duration `mapstructure:"route_retry"`
+	// RouteConnections bounds the outbound streams open at once towards one
+	// internal route (whatever their domain pairs); RouteSetups those of
+	// them being connected and authenticated at once; RouteQueueBytes the
+	// bytes waiting, all pairs together, in that route's links that are not
+	// up yet. A link that finds no slot within connect_timeout +
+	// negotiation_timeout bounces what it holds; a stanza beyond
+	// RouteQueueBytes bounces with resource-constraint.
+	RouteConnections int `mapstructure:"route_connections"`
+	RouteSetups      int `mapstructure:"route_setups"`
+	RouteQueueBytes  int `mapstructure:"route_queue_bytes"`
+	// BounceIdleTimeout closes sooner than IdleTimeout an outbound stream
+	// that has carried only the relay's own stanzas (bounces, answers):
+	// a dead remote domain's bounces need a stream from that domain to the
+	// internal server, which should not stay for the whole idle timeout.
+	BounceIdleTimeout time.Duration `mapstructure:"bounce_idle_timeout"`
 	// MaxStreams bounds the inbound connections open at once, on both
 	// faces together; MaxStreamsPerIP those from one address. Beyond them
 	// new connections are closed at once.

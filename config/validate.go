@@ -202,6 +202,16 @@ func (c *Config) validate(runnable bool) Errors {
 		bad("limits.route_retry", l.RouteRetry.String(), "must not be negative")
 	}
 	positive("limits.drain_timeout", l.DrainTimeout, bad)
+	positive("limits.bounce_idle_timeout", l.BounceIdleTimeout, bad)
+	if l.RouteConnections < 1 {
+		bad("limits.route_connections", strconv.Itoa(l.RouteConnections), "must be at least 1")
+	}
+	if l.RouteSetups < 1 || l.RouteSetups > l.RouteConnections {
+		bad("limits.route_setups", strconv.Itoa(l.RouteSetups), "must be between 1 and limits.route_connections")
+	}
+	if l.RouteQueueBytes < l.MaxStanzaBytes {
+		bad("limits.route_queue_bytes", strconv.Itoa(l.RouteQueueBytes), "must be at least limits.max_stanza_bytes")
+	}
 	if l.StallTimeout <= 0 || l.StallTimeout > l.WriteTimeout {
 		bad("limits.stall_timeout", l.StallTimeout.String(), "must be positive and at most limits.write_timeout")
 	}

@@ -47,6 +47,9 @@ type link struct {
 	stalled  bool          // a stanza waited for room in vain: refuse at once until the writer takes the queue
 	writing  atomic.Int64  // when the writer's current write to the peer began (Unix ns), 0 outside writes
 	space    chan struct{} // closed by take, for Enqueue calls waiting for room
+	gate     *routeGate    // the internal route's, nil towards a remote domain
+	gated    int           // bytes queued before up, counted in gate
+	theirs   bool          // it took a stanza that was not the relay's own
 }
 
 // batch is a run of stanzas waiting in a link: their bytes, one after the
@@ -88,10 +91,15 @@ func (b *batch) stanzas() []routing.Stanza {
 	return b.recs
 }
 
+// newLink makes the link of pair. s.lmu must be held.
 func (s *Server) newLink(pair routing.Pair, report func(error)) *link {
 	face := s.faceOf(pair)
-	return &link{s: s, pair: pair, report: report, wake: make(chan struct{}, 1),
+	l := &link{s: s, pair: pair, report: report, wake: make(chan struct{}, 1),
 		log: s.Log.With("face", face.String(), "dir", "out", "from", pair.From, "to", pair.To)}
+	if addr, ok := s.Router.Table().Route(pair.To); ok {
+		l.gate = s.gate(addr)
+	}
+	return l
 }
 
 // Enqueue implements routing.Link; it never waits on a stuck link. While
@@ -120,6 +128,14 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 			return routing.ErrClosed
 		case l.cur == nil || len(l.cur.recs) == 0, // one stanza always fits: its size was checked on reading
 			len(l.cur.recs) < l.s.Limits.QueueStanzas && len(l.cur.buf)+len(st.Raw) <= l.s.Limits.QueueBytes:
+			if !l.up && l.gate != nil {
+				// Towards an internal route, what waits for links to come
+				// up is bounded for the route, all pairs together.
+				if !l.gate.reserve(len(st.Raw)) {
+					return routing.ErrQueueFull
+				}
+				l.gated += len(st.Raw)
+			}
 			l.add(st)
 			return nil
 		case !l.up || st.MaxWait <= 0 || l.stalled:
@@ -172,6 +188,7 @@ func (l *link) add(st *routing.Stanza) {
 	b.buf = st.Bytes(b.buf)
 	b.ends = append(b.ends, len(b.buf))
 	b.recs = append(b.recs, *st)
+	l.theirs = l.theirs || !st.Own
 	r := &b.recs[len(b.recs)-1]
 	r.Raw, r.Body, r.Via, r.MaxWait, r.Waited = nil, nil, nil, 0, 0
 	l.signal()
@@ -277,6 +294,20 @@ func (l *link) run() {
 
 func (l *link) serve() error {
 	started := time.Now()
+	setupEnded := func() {}
+	if l.gate != nil {
+		if err := l.gate.enter(started.Add(l.s.Limits.ConnectTimeout + l.s.Limits.NegotiationTimeout)); err != nil {
+			return err
+		}
+		settingUp := true
+		defer func() {
+			if settingUp { // serve panicked during the setup
+				l.gate.setupDone()
+			}
+			l.gate.leave()
+		}()
+		setupEnded = func() { l.gate.setupDone(); settingUp = false }
+	}
 	o, err := l.open()
 	// The organisation's own server (a configured route) is not a remote
 	// domain that may be gone for good: while it restarts, the link retries
@@ -297,6 +328,7 @@ func (l *link) serve() error {
 			o, err = l.open()
 		}
 	}
+	setupEnded()
 	l.reportOutcome(err)
 	if err != nil {
 		return err
@@ -304,6 +336,10 @@ func (l *link) serve() error {
 	o.raw.SetDeadline(time.Time{})
 	l.mu.Lock()
 	l.up = true
+	if l.gate != nil {
+		l.gate.release(l.gated)
+		l.gated = 0
+	}
 	l.conn = o.raw
 	stopped := l.stopErr
 	l.mu.Unlock()
@@ -364,7 +400,7 @@ var errIdle = errors.New("idle")
 // writeLoop writes queued stanzas in batches, flushing when the queue is
 // empty, until the link is idle, drained, stopped or its peer goes away.
 func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
-	idle := time.NewTimer(l.s.Limits.IdleTimeout)
+	idle := time.NewTimer(l.idleTimeout())
 	defer idle.Stop()
 	keepalive := time.NewTicker(keepaliveEvery(l.s.Limits.IdleTimeout))
 	defer keepalive.Stop()
@@ -376,7 +412,7 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 			if err != nil {
 				return err
 			}
-			idle.Reset(l.s.Limits.IdleTimeout)
+			idle.Reset(l.idleTimeout())
 			wrote = true
 			continue
 		}
@@ -406,7 +442,7 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 				return errIdle
 			}
 			l.mu.Unlock()
-			idle.Reset(l.s.Limits.IdleTimeout)
+			idle.Reset(l.idleTimeout())
 		case <-keepalive.C:
 			if !wrote {
 				// RFC 6120 §4.6.1: a single space between elements finds a
@@ -423,6 +459,19 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 			return ErrServerClosed
 		}
 	}
+}
+
+// idleTimeout is how long the link stays open with nothing to write:
+// limits.idle_timeout, or the shorter limits.bounce_idle_timeout while it
+// has carried only the relay's own stanzas (a dead domain's bounces).
+func (l *link) idleTimeout() time.Duration {
+	l.mu.Lock()
+	theirs := l.theirs
+	l.mu.Unlock()
+	if theirs || l.s.Limits.BounceIdleTimeout <= 0 {
+		return l.s.Limits.IdleTimeout
+	}
+	return min(l.s.Limits.BounceIdleTimeout, l.s.Limits.IdleTimeout)
 }
 
 // keepaliveEvery is the whitespace keepalive interval of a link: a third of
@@ -482,6 +531,11 @@ func (l *link) finish(err error) {
 	l.mu.Lock()
 	l.closed = true
 	wasUp := l.up
+	if l.gate != nil {
+		l.gate.release(l.gated)
+		l.gated = 0
+		defer l.gate.drop()
+	}
 	l.mu.Unlock()
 	b := l.take() // also wakes Enqueue calls waiting for room
 	var rest []routing.Stanza

@@ -85,8 +85,9 @@ type Server struct {
 	// own lock, read-mostly, apart from mu. Lock order: mu, then lmu.
 	lmu       sync.RWMutex
 	links     map[routing.Pair]*link
-	linksShut bool           // no new links (set with lmu held)
-	wg        sync.WaitGroup // every goroutine the server starts
+	gates     map[string]*routeGate // by internal route address
+	linksShut bool                  // no new links (set with lmu held)
+	wg        sync.WaitGroup        // every goroutine the server starts
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -119,6 +120,7 @@ func (s *Server) init() {
 		s.conns = map[*inConn]struct{}{}
 		s.perIP = map[netip.Addr]int{}
 		s.links = map[routing.Pair]*link{}
+		s.gates = map[string]*routeGate{}
 		if s.Audit == nil {
 			s.Audit = func(policy.Record) {}
 		}

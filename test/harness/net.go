@@ -78,6 +78,7 @@ type Proxy struct {
 	mu       sync.Mutex
 	times    []time.Time
 	conns    map[net.Conn]struct{}
+	peak     int // most conns at once
 	closed   bool
 	wg       sync.WaitGroup
 }
@@ -129,6 +130,14 @@ func (p *Proxy) SetRefuseDelay(d time.Duration) { p.delay.Store(int64(d)) }
 // Accepted returns how many connections the proxy has accepted.
 func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
 
+// Peak returns the most connections the proxy held at once (in Forward
+// mode, its connections to the target count too).
+func (p *Proxy) Peak() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.peak
+}
+
 // AcceptTimes returns when each connection was accepted.
 func (p *Proxy) AcceptTimes() []time.Time {
 	p.mu.Lock()
@@ -169,6 +178,7 @@ func (p *Proxy) track(c net.Conn, add bool) bool {
 			return false
 		}
 		p.conns[c] = struct{}{}
+		p.peak = max(p.peak, len(p.conns))
 		return true
 	}
 	delete(p.conns, c)

@@ -351,3 +351,111 @@ func TestBounceCycleBetweenStuckLinks(t *testing.T) {
 	remoteProxy.Freeze(false)
 	s.Relay.WaitBalanced(t)
 }
+
+// TestStalledRouteManyPairs: 200 remote domains send to a.test over one
+// inbound stream while a.test's internal server accepts connections and
+// never answers. The links of the 200 pairs share the route's limits: at
+// most limits.route_setups connections are being set up at once, and at
+// most limits.route_queue_bytes wait for them, all pairs together; the rest
+// bounce at once with resource-constraint. (Before, the relay opened one
+// connection per pair and held up to limits.queue_bytes for each: 200
+// connections and about 1 GB.) When the server answers again, what was
+// held is delivered.
+func TestStalledRouteManyPairs(t *testing.T) {
+	const pairs, size, budget = 200, 8000, 400000
+	remotes := make([]string, pairs)
+	for i := range remotes {
+		remotes[i] = fmt.Sprintf("r%d.test", i)
+	}
+	internalA := harness.NewFakeServer(t, "internal a.test (behind the proxy)", "a.test")
+	proxy := harness.StartProxy(t, internalA.Addr)
+	proxy.SetMode(harness.Stall)
+	conf := fmt.Sprintf("domains: [{name: a.test, route: %q}]\n"+
+		"limits: {route_setups: 4, route_queue_bytes: %d, connect_timeout: 5s, negotiation_timeout: 5s, route_retry: 5s, max_streams_per_ip: 1000}", proxy.Addr, budget)
+	s := harness.StartSite(t, conf, remotes...)
+	internalA.SetAuthoritative(s.Relay.InternalAddr)
+	s.Internal = internalA
+
+	in := s.FromOutside(t, remotes[0])
+	for _, r := range remotes[1:] {
+		if typ, cond, err := in.Dialback(s.Remote.Secret(), r, "a.test"); err != nil || typ != dialback.TypeValid {
+			t.Fatalf("pair %s→a.test: %v %s %v", r, typ, cond, err)
+		}
+	}
+	var batch strings.Builder
+	for i, r := range remotes {
+		batch.WriteString(bigMessage("bob@"+r, "alice@a.test", fmt.Sprintf("m-%d", i), size))
+	}
+	in.Send(batch.String())
+
+	// What does not fit in the route's budget bounces at once, with
+	// resource-constraint; the rest waits for 4 connections at most.
+	bounces := func() int { return s.Remote.Count(func(st harness.Stanza) bool { return st.Type == "error" }) }
+	t.Logf("sent at %s, route_setups %d", time.Now().Format("15:04:05.000"), s.Relay.Config.Limits.RouteSetups)
+	harness.Eventually(t, func() bool { return bounces() >= pairs-budget/size }, "resource-constraint bounces beyond the route's budget")
+	t.Logf("bounced %d at %s", bounces(), time.Now().Format("15:04:05.000"))
+	time.Sleep(300 * time.Millisecond)
+	for _, st := range s.Remote.Stanzas() {
+		if _, cond, _ := st.StanzaError(); st.Type == "error" && cond != "resource-constraint" {
+			t.Errorf("bounce %s: %s, want resource-constraint", st.ID, cond)
+		}
+	}
+	held := pairs - bounces()
+	t.Logf("held %d of %d stanzas (route budget %d bytes); connections to the stalled route: peak %d, accepted %d",
+		held, pairs, budget, proxy.Peak(), proxy.Accepted())
+	if n := proxy.Peak(); n > 4 {
+		t.Errorf("%d connections to the stalled route at once, want at most limits.route_setups (4)", n)
+	}
+	if held*size > budget {
+		t.Errorf("%d stanzas of %d bytes held for the route, beyond its %d-byte budget", held, size, budget)
+	}
+
+	// The server answers again: the links retry (limits.route_retry) and
+	// deliver what they held.
+	proxy.SetMode(harness.Forward)
+	proxy.DropAll()
+	harness.Eventually(t, func() bool {
+		return internalA.Count(func(harness.Stanza) bool { return true })+bounces() >= pairs
+	}, "every stanza delivered or bounced")
+	delivered := internalA.Count(func(harness.Stanza) bool { return true })
+	t.Logf("delivered %d, bounced %d of %d", delivered, bounces(), pairs)
+	if delivered != held {
+		t.Errorf("delivered %d of the %d held once the route answered", delivered, held)
+	}
+	s.Relay.WaitBalanced(t)
+}
+
+// TestDeadDomainsLeaveNothing: the internal server sends to 100 remote
+// domains that do not exist. Each bounce needs a stream from the dead
+// domain to the internal server; that stream, having carried only the
+// relay's own stanzas, closes after limits.bounce_idle_timeout instead of
+// staying for limits.idle_timeout (before, each dead domain left a stream,
+// two goroutines and about 145 KiB for 15 minutes).
+func TestDeadDomainsLeaveNothing(t *testing.T) {
+	const dead = 100
+	// The fakes connect from one address: more streams than the default
+	// per-address limit.
+	s := harness.StartSite(t, "limits: {bounce_idle_timeout: 300ms, idle_timeout: 1m, max_streams_per_ip: 1000}", "remote.test")
+	names := make([]string, dead)
+	for i := range names {
+		names[i] = fmt.Sprintf("dead%d.test", i)
+		s.DNS.SetNoService(t, names[i])
+	}
+	stats := s.Relay.Server.Stats()
+	base := stats.OutboundOpen.Load()
+	ins := make([]*harness.Script, 0, dead)
+	for _, d := range names {
+		ins = append(ins, s.FromInside(t, d))
+	}
+	for i, in := range ins {
+		in.Send(harness.Message("alice@a.test", "bob@"+names[i], fmt.Sprintf("d-%d", i), "anyone there?"))
+	}
+	for i := range names {
+		expectError(t, s.Internal, fmt.Sprintf("d-%d", i), "message", "cancel", "remote-server-not-found")
+	}
+	t.Logf("outbound streams after the bounces: %d", stats.OutboundOpen.Load()-base)
+	if !pollFor(5*time.Second, func() bool { return stats.OutboundOpen.Load() <= base }) {
+		t.Errorf("%d outbound streams still open 5 s after the bounces (bounce_idle_timeout 300ms)", stats.OutboundOpen.Load()-base)
+	}
+	s.Relay.WaitBalanced(t)
+}

@@ -71,7 +71,7 @@ func BenchmarkStanzaDecision(b *testing.B) {
 		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 		b.ReportAllocs()
 		for b.Loop() {
-			l.Limit(remote, policy.In, p.Stanza(remote, policy.In, msg), now)
+			l.Limit(remote, policy.In, p.Stanza(remote, policy.In, msg), func() time.Time { return now })
 		}
 		report(b)
 	})

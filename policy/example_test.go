@@ -40,7 +40,7 @@ func Example() {
 
 	// Per stanza: decide, then take a rate token.
 	msg := policy.Stanza{Kind: policy.Message, Type: "chat", From: "juliet@partner.example/balcony", Size: 420}
-	dec := limiter.Limit("partner.example", policy.In, p.Stanza("partner.example", policy.In, msg), now)
+	dec := limiter.Limit("partner.example", policy.In, p.Stanza("partner.example", policy.In, msg), func() time.Time { return now })
 	fmt.Println(dec.Allowed, dec.Rule)
 
 	sub := policy.Stanza{Kind: policy.Presence, Type: "subscribe", From: "juliet@partner.example", Size: 150}

@@ -54,14 +54,15 @@ func NewLimiter(maxBuckets int) *Limiter {
 
 // Limit applies the remote domain's rate rule to a decision: a refused
 // decision, or one for a domain without a rate, comes back unchanged;
-// otherwise one token is taken from the bucket of (remote, dir) at now, and
-// if none is left the stanza is refused with resource-constraint, type
-// wait (send-or-drop as for any refusal of that stanza).
-func (l *Limiter) Limit(remote string, dir Direction, d Decision, now time.Time) Decision {
+// otherwise one token is taken from the bucket of (remote, dir) at now()
+// (the clock is read only then), and if none is left the stanza is refused
+// with resource-constraint, type wait (send-or-drop as for any refusal of
+// that stanza).
+func (l *Limiter) Limit(remote string, dir Direction, d Decision, now func() time.Time) Decision {
 	if !d.Allowed || d.rule == nil || d.rule.rate <= 0 {
 		return d
 	}
-	if l.Allow(remote, dir, d.rule.rate, d.rule.burst, now) {
+	if l.Allow(remote, dir, d.rule.rate, d.rule.burst, now()) {
 		return d
 	}
 	d.Allowed = false

@@ -22,7 +22,7 @@ func TestLimit(t *testing.T) {
 	msg := policy.Stanza{Kind: policy.Message, Type: "chat", From: "a@x.chatty.example/r", Size: 100}
 	result := policy.Stanza{Kind: policy.IQ, Type: "result", From: "x.chatty.example", Size: 100}
 	step := func(remote string, dir policy.Direction, s policy.Stanza, at time.Duration) policy.Decision {
-		return l.Limit(remote, dir, p.Stanza(remote, dir, s), t0.Add(at))
+		return l.Limit(remote, dir, p.Stanza(remote, dir, s), func() time.Time { return t0.Add(at) })
 	}
 	const remote = "x.chatty.example"
 
@@ -72,7 +72,7 @@ func TestLimit(t *testing.T) {
 
 	// A refused decision takes no token and stays as it was.
 	denied := policy.Decision{Allowed: false, Reason: policy.ReasonKind, Rule: "rules[9].kinds"}
-	if got := l.Limit(remote, policy.In, denied, t0); got != denied {
+	if got := l.Limit(remote, policy.In, denied, func() time.Time { return t0 }); got != denied {
 		t.Errorf("Limit changed a refused decision: %+v", got)
 	}
 }

@@ -119,6 +119,8 @@ func (d *recordingDialer) Link(pair Pair, admit func(string) (func(error), error
 	return recordingLink{d, pair}, nil
 }
 
+func (recordingLink) Wake() {}
+
 func (l recordingLink) Enqueue(st *Stanza) error {
 	l.d.mu.Lock()
 	defer l.d.mu.Unlock()

@@ -20,8 +20,11 @@ type Link interface {
 	// writes them after everything enqueued before. It fails with
 	// ErrQueueFull when the link's bounds are reached and ErrClosed when it
 	// is going away. Once Enqueue succeeds the link reports the copy's fate
-	// through Router.Settle. It keeps nothing of st itself.
+	// through Router.Settle. It keeps nothing of st itself. With st.Defer
+	// the link may leave its writer asleep until Wake.
 	Enqueue(st *Stanza) error
+	// Wake makes the link write what it holds.
+	Wake()
 }
 
 // Dialer finds or opens outbound links. Package s2s implements it.
@@ -177,7 +180,7 @@ func (r *Router) Route(st *Stanza) {
 	if !st.Own {
 		p := r.policy.Load()
 		d := p.Stanza(remote, dir, policy.Stanza{Kind: st.Kind, Type: st.Type, From: st.From, Size: len(st.Raw)})
-		d = r.limiter.Limit(remote, dir, d, r.now())
+		d = r.limiter.Limit(remote, dir, d, r.now)
 		if !d.Allowed {
 			local := st.ToDomain
 			if dir == policy.Out {

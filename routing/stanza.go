@@ -55,6 +55,11 @@ type Stanza struct {
 	// stanza's pair: Route tries it before asking the Dialer, and stores
 	// the link it used. Only the stream's owner goroutine may use it.
 	Via *Link
+	// Defer lets the link leave its writer asleep: the stream that read the
+	// stanza wakes the link in st.Via (Link.Wake) before it waits for more
+	// input, so that the stanzas of one read go out in one write instead
+	// of one wake-up (and system call) each.
+	Defer bool
 	// Received is when the relay read the stanza.
 	Received time.Time
 	// Attempts counts the links that took the stanza and retired before

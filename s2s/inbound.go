@@ -69,6 +69,7 @@ type inConn struct {
 	st          routing.Stanza                  // the stanza being routed, lent to the router (owner only)
 	body        elemBody                        // st.Body: the element with the outbound fix-ups (owner only)
 	vias        map[dialback.Pair]*routing.Link // the link of each pair that sent, cached (owner only)
+	asleep      []routing.Link                   // links given stanzas with Defer, to wake before the next read (owner only)
 	shard       uint32                          // the stream's number, for counters
 
 	ctx    context.Context
@@ -97,6 +98,7 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) (*inConn, 
 	ic.base = s.Log.With("face", face.String(), "dir", "in", "peer", c.RemoteAddr().String())
 	ic.logp.Store(ic.base)
 	ic.dr = &deadlineReader{raw: c, conn: c}
+	ic.dr.before = ic.wakeLinks
 	ic.r = wire.NewReader(ic.dr, s.limits())
 	ic.w = wire.NewWriter(c)
 	s.conns[ic] = struct{}{}
@@ -166,6 +168,7 @@ func (c *inConn) finish(err error) {
 		pending = len(c.db.Close())
 	}
 	c.mu.Unlock()
+	c.wakeLinks()
 	c.dr.stop()
 
 	se := closeReason(err)
@@ -427,12 +430,15 @@ func (c *inConn) handle(el *wire.Element) (restart bool, err error) {
 	switch el.Kind {
 	case wire.Message, wire.Presence, wire.IQ:
 		return false, c.stanza(el)
+	case wire.Space:
+		return false, nil
+	}
+	c.wakeLinks() // what follows may write to the peer, and wait
+	switch el.Kind {
 	case wire.DialbackResult, wire.DialbackVerify:
 		return false, c.dialback(el)
 	case wire.StreamError:
 		return false, parseStreamError(el.Raw)
-	case wire.Space:
-		return false, nil
 	}
 	switch ns, local := string(el.NS), string(el.Local); {
 	case ns == NSTLS && local == "starttls":
@@ -772,16 +778,33 @@ func (c *inConn) stanza(el *wire.Element) error {
 		From: fromJID, To: toJID, ID: id,
 		FromDomain: from, ToDomain: to,
 		Raw: el.Raw, Body: &c.body,
-		Face: c.face, TLS: c.tls, Auth: auth, Received: time.Now(),
-		Shard: c.shard, Via: via, MaxWait: c.maxWait(),
+		Face: c.face, TLS: c.tls, Auth: auth, Received: c.dr.at,
+		Shard: c.shard, Via: via, Defer: true, MaxWait: c.maxWait(),
 	}
 	c.s.Router.Route(&c.st)
+	if l := *via; l != nil && (len(c.asleep) == 0 || c.asleep[len(c.asleep)-1] != l) {
+		if len(c.asleep) >= 16 {
+			c.wakeLinks() // many pairs in one read: wake them in groups
+		}
+		c.asleep = append(c.asleep, l)
+	}
 	waited := c.st.Waited
 	c.st, c.body.el = routing.Stanza{}, nil
 	if waited > 0 {
 		c.stalled(waited)
 	}
 	return nil
+}
+
+// wakeLinks wakes the links this stream handed stanzas to without waking
+// them (Stanza.Defer): before the stream reads again, and so before it can
+// block. A link in the list twice is woken twice, at no cost.
+func (c *inConn) wakeLinks() {
+	for i, l := range c.asleep {
+		l.Wake()
+		c.asleep[i] = nil
+	}
+	c.asleep = c.asleep[:0]
 }
 
 // elemBody writes an element read from an inbound stream for an outbound

@@ -142,6 +142,7 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 			return routing.ErrQueueFull
 		}
 		if timer == nil {
+			l.signal() // a deferred wake-up must not wait for room itself
 			start = time.Now()
 			timer = time.NewTimer(st.MaxWait)
 			defer timer.Stop()
@@ -190,9 +191,18 @@ func (l *link) add(st *routing.Stanza) {
 	b.recs = append(b.recs, *st)
 	l.theirs = l.theirs || !st.Own
 	r := &b.recs[len(b.recs)-1]
-	r.Raw, r.Body, r.Via, r.MaxWait, r.Waited = nil, nil, nil, 0, 0
-	l.signal()
+	r.Raw, r.Body, r.Via, r.MaxWait, r.Waited, r.Defer = nil, nil, nil, 0, 0, false
+	if !st.Defer || len(b.buf) >= deferLimit {
+		l.signal()
+	}
 }
+
+// deferLimit is how much a link lets pile up for a stream that said it
+// would wake it (Stanza.Defer) before it wakes its writer anyway.
+const deferLimit = 64 << 10
+
+// Wake implements routing.Link.
+func (l *link) Wake() { l.signal() }
 
 func (l *link) signal() {
 	select {

@@ -150,8 +150,10 @@ func stanzaType(b []byte) string {
 // stop, from any goroutine, makes the current and every later Read fail:
 // it is how others wake a connection's owner to close it.
 type deadlineReader struct {
-	raw     net.Conn // the TCP connection, for stop
-	conn    net.Conn // what is read: raw or TLS over it (owner-only)
+	raw     net.Conn  // the TCP connection, for stop
+	conn    net.Conn  // what is read: raw or TLS over it (owner-only)
+	at      time.Time // when the last read that returned bytes ended (owner-only)
+	before  func()    // called before each read, on the owner's goroutine (may be nil)
 	idle    atomic.Int64
 	stopped atomic.Bool
 }
@@ -159,6 +161,9 @@ type deadlineReader struct {
 var errStopped = errors.New("stream stopped")
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
+	if d.before != nil {
+		d.before()
+	}
 	if idle := time.Duration(d.idle.Load()); idle > 0 {
 		if err := d.conn.SetReadDeadline(time.Now().Add(idle)); err != nil {
 			return 0, err
@@ -170,6 +175,12 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		return 0, errStopped
 	}
 	n, err := d.conn.Read(p)
+	if n > 0 {
+		// The time the stanzas in these bytes were read: one clock read
+		// per socket read, not one per stanza (the clock is a system call
+		// on some virtual machines).
+		d.at = time.Now()
+	}
 	if err != nil && d.stopped.Load() {
 		err = errStopped
 	}

@@ -38,7 +38,10 @@ type link struct {
 
 	mu       sync.Mutex
 	conn     net.Conn // the connection once open, for kill
-	cur      *batch   // what producers append to; nil while nothing waits
+	pending  []*batch // what waits, in order; producers append to the last
+	qn       int      // stanzas in pending
+	qbytes   int      // bytes in pending
+	wspare   []*batch // the writer's: the slice take hands back to pending (writer only)
 	closed   bool
 	draining bool
 	stopErr  error // set by stop: close with this stream error
@@ -61,19 +64,20 @@ type batch struct {
 	ends []int // where each stanza's bytes end in buf
 }
 
-// batches recycles batches between links: a link holds one only while
-// stanzas wait in it or are being written.
-var batches = sync.Pool{New: func() any { return new(batch) }}
+// batchBytes is the room of a batch's buffer. Producers start a new batch
+// rather than grow a full one, so bytes are copied once into a batch, never
+// again when it grows; only a stanza bigger than a batch makes one grow.
+const batchBytes = 64 << 10
 
-// maxPooledBatch is the largest buffer kept for reuse; a bigger one (a burst
-// towards a slow peer) goes to the garbage collector.
-const maxPooledBatch = 256 << 10
+// batches recycles batches between links: a link holds them only while
+// stanzas wait in it or are being written.
+var batches = sync.Pool{New: func() any { return &batch{buf: make([]byte, 0, batchBytes)} }}
 
 func (b *batch) release() {
 	clear(b.recs) // no strings kept alive by a pooled batch
 	b.recs, b.ends = b.recs[:0], b.ends[:0]
-	if cap(b.buf) > maxPooledBatch {
-		b.buf = nil
+	if cap(b.buf) > batchBytes {
+		return // grown for a big stanza: left to the garbage collector
 	}
 	b.buf = b.buf[:0]
 	batches.Put(b)
@@ -126,8 +130,8 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 		switch {
 		case l.closed || l.draining:
 			return routing.ErrClosed
-		case l.cur == nil || len(l.cur.recs) == 0, // one stanza always fits: its size was checked on reading
-			len(l.cur.recs) < l.s.Limits.QueueStanzas && len(l.cur.buf)+len(st.Raw) <= l.s.Limits.QueueBytes:
+		case l.qn == 0, // one stanza always fits: its size was checked on reading
+			l.qn < l.s.Limits.QueueStanzas && l.qbytes+len(st.Raw) <= l.s.Limits.QueueBytes:
 			if !l.up && l.gate != nil {
 				// Towards an internal route, what waits for links to come
 				// up is bounded for the route, all pairs together.
@@ -181,18 +185,23 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 
 // add appends st to the current batch. l.mu must be held.
 func (l *link) add(st *routing.Stanza) {
-	b := l.cur
-	if b == nil {
+	var b *batch
+	if n := len(l.pending); n > 0 && (len(l.pending[n-1].buf) == 0 || len(l.pending[n-1].buf)+len(st.Raw) <= cap(l.pending[n-1].buf)) {
+		b = l.pending[n-1]
+	} else {
 		b = batches.Get().(*batch)
-		l.cur = b
+		l.pending = append(l.pending, b)
 	}
+	before := len(b.buf)
 	b.buf = st.Bytes(b.buf)
+	l.qn++
+	l.qbytes += len(b.buf) - before
 	b.ends = append(b.ends, len(b.buf))
 	b.recs = append(b.recs, *st)
 	l.theirs = l.theirs || !st.Own
 	r := &b.recs[len(b.recs)-1]
 	r.Raw, r.Body, r.Via, r.MaxWait, r.Waited, r.Defer = nil, nil, nil, 0, 0, false
-	if !st.Defer || len(b.buf) >= deferLimit {
+	if !st.Defer || l.qbytes >= deferLimit {
 		l.signal()
 	}
 }
@@ -211,13 +220,17 @@ func (l *link) signal() {
 	}
 }
 
-// take removes and returns the current batch, nil if nothing waits. The
-// caller releases it.
-func (l *link) take() *batch {
+// take removes and returns the batches that wait, in order, putting spare
+// (emptied) in their place; the caller releases them.
+func (l *link) take(spare []*batch) []*batch {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	q := l.cur
-	l.cur = nil
+	q := l.pending
+	if len(q) > 0 {
+		l.pending, l.qn, l.qbytes = spare[:0], 0, 0
+	} else {
+		q = nil // pending keeps its (empty) slice; spare stays the caller's
+	}
 	l.stalled = false
 	if l.space != nil {
 		close(l.space)
@@ -416,9 +429,13 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 	defer keepalive.Stop()
 	wrote := false // since the last keepalive tick
 	for {
-		if b := l.take(); b != nil {
-			err := l.write(o, b)
-			b.release()
+		if q := l.take(l.wspare); len(q) > 0 {
+			err := l.write(o, q)
+			for i, b := range q {
+				b.release()
+				q[i] = nil
+			}
+			l.wspare = q[:0]
 			if err != nil {
 				return err
 			}
@@ -446,7 +463,7 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 			// just before is still taken and written.
 			l.s.removeLink(l)
 			l.mu.Lock()
-			if l.cur == nil {
+			if l.qn == 0 {
 				l.closed = true
 				l.mu.Unlock()
 				return errIdle
@@ -490,20 +507,26 @@ func keepaliveEvery(idle time.Duration) time.Duration {
 	return max(min(idle/3, 5*time.Minute), time.Second)
 }
 
-// write writes one batch in one call. Stanzas of a batch whose write
-// failed may or may not have reached the peer; they are bounced, since
-// silence would be worse than a possibly spurious error.
-func (l *link) write(o *outStream, b *batch) error {
+// write writes the batches of q, each in one call. Stanzas of a batch
+// whose write failed may or may not have reached the peer; they are
+// bounced, since silence would be worse than a possibly spurious error, and
+// so are those of the batches after it.
+func (l *link) write(o *outStream, q []*batch) error {
 	now := time.Now()
 	l.writing.Store(now.UnixNano())
 	defer l.writing.Store(0)
 	o.raw.SetWriteDeadline(now.Add(l.s.Limits.WriteTimeout))
-	l.s.Router.Settle(routing.Sending, l.pair, b.recs, nil)
-	if err := o.w.WriteDirect(b.buf); err != nil {
-		l.s.Router.Settle(routing.Failed, l.pair, b.stanzas(), routing.Timeout(fmt.Errorf("writing to %s: %w", l.pair.To, err)))
-		return err
+	for i, b := range q {
+		l.s.Router.Settle(routing.Sending, l.pair, b.recs, nil)
+		if err := o.w.WriteDirect(b.buf); err != nil {
+			failed := routing.Timeout(fmt.Errorf("writing to %s: %w", l.pair.To, err))
+			for _, b := range q[i:] {
+				l.s.Router.Settle(routing.Failed, l.pair, b.stanzas(), failed)
+			}
+			return err
+		}
+		l.s.Router.Settle(routing.Written, l.pair, b.recs, nil)
 	}
-	l.s.Router.Settle(routing.Written, l.pair, b.recs, nil)
 	return nil
 }
 
@@ -547,11 +570,17 @@ func (l *link) finish(err error) {
 		defer l.gate.drop()
 	}
 	l.mu.Unlock()
-	b := l.take() // also wakes Enqueue calls waiting for room
-	var rest []routing.Stanza
-	if b != nil {
-		rest = b.stanzas()
-		defer b.release()
+	q := l.take(nil) // also wakes Enqueue calls waiting for room
+	n := 0
+	for _, b := range q {
+		n += len(b.recs)
+	}
+	// settle hands what the link still held back to the router, in order.
+	settle := func(f routing.Fate, err error) {
+		for _, b := range q {
+			l.s.Router.Settle(f, l.pair, b.stanzas(), err)
+			b.release()
+		}
 	}
 	if wasUp {
 		// IQ requests written on the stream and still unanswered get an
@@ -567,14 +596,14 @@ func (l *link) finish(err error) {
 	var de *routing.DeliveryError
 	switch {
 	case errors.As(err, &de):
-		l.log.Warn("outbound stream failed", "err", err, "bounced", len(rest))
-		l.s.Router.Settle(routing.Failed, l.pair, rest, err)
+		l.log.Warn("outbound stream failed", "err", err, "bounced", n)
+		settle(routing.Failed, err)
 	case errors.Is(err, ErrServerClosed):
-		l.s.Router.Settle(routing.Failed, l.pair, rest, routing.Timeout(errors.New("the relay is shutting down")))
+		settle(routing.Failed, routing.Timeout(errors.New("the relay is shutting down")))
 	default:
 		var se stream.Error
 		if errors.As(err, &se) && se.Err == stream.PolicyViolation.Err {
-			l.s.Router.Settle(routing.Failed, l.pair, rest, &routing.DeliveryError{Condition: stanza.NotAllowed, Err: err})
+			settle(routing.Failed, &routing.DeliveryError{Condition: stanza.NotAllowed, Err: err})
 			break
 		}
 		if err != nil && !errors.Is(err, errIdle) {
@@ -582,6 +611,6 @@ func (l *link) finish(err error) {
 		} else {
 			l.log.Debug("outbound stream closed", "reason", err)
 		}
-		l.s.Router.Settle(routing.Retired, l.pair, rest, nil)
+		settle(routing.Retired, nil)
 	}
 }

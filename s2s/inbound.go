@@ -69,7 +69,7 @@ type inConn struct {
 	st          routing.Stanza                  // the stanza being routed, lent to the router (owner only)
 	body        elemBody                        // st.Body: the element with the outbound fix-ups (owner only)
 	vias        map[dialback.Pair]*routing.Link // the link of each pair that sent, cached (owner only)
-	asleep      []routing.Link                   // links given stanzas with Defer, to wake before the next read (owner only)
+	asleep      []routing.Link                  // links given stanzas with Defer, to wake before the next read (owner only)
 	shard       uint32                          // the stream's number, for counters
 
 	ctx    context.Context

@@ -21,8 +21,8 @@ var breakerOpen = []byte("circuit breaker open")
 var deadKinds = []string{"nxdomain", "refused", "silent"}
 
 // dead: one healthy pair carries messages at a fifth of the relay's maximum rate
-// while the inside server also sends, once a second, a message to each of
-// many dead domains: a third do not exist (NXDOMAIN), a third have an SRV
+// while the inside server also sends, once a second (spread evenly over the
+// second), a message to each of many dead domains: a third do not exist (NXDOMAIN), a third have an SRV
 // target that resets every connection at once (counted), a third get no
 // DNS answer at all (the relay's query times out). Measured: the healthy
 // pair's rate and p99 against a baseline without the dead traffic; how fast
@@ -169,25 +169,26 @@ func deadOnce(ctx context.Context, e *env, res *Result, rep, n int, phase, settl
 	stopDead := make(chan struct{})
 	deadDone := make(chan error, 1)
 	go func() {
-		tick := time.NewTicker(time.Second)
+		// One message to each dead domain per second, spread evenly over
+		// the second (not one burst of n, whose last bounces would measure
+		// how long the relay takes to work through the burst, not how long
+		// one bounce takes).
+		tick := time.NewTicker(time.Second / time.Duration(n))
 		defer tick.Stop()
+		var b []byte
 		for seq := 0; ; seq++ {
-			now := time.Now()
-			for k, s := range deadStreams {
-				var b []byte
-				for i := k * pairsPerStream; i < min(n, (k+1)*pairsPerStream); i++ {
-					b = appendMessage(b, from, "user@"+remote("dead-", i), stampID(nil, now, "d"+strconv.Itoa(i)+"-"+strconv.Itoa(seq)))
-				}
-				if _, err := s.Write(b); err != nil {
+			for i := 0; i < n; i++ {
+				b = appendMessage(b[:0], from, "user@"+remote("dead-", i), stampID(nil, time.Now(), "d"+strconv.Itoa(i)+"-"+strconv.Itoa(seq)))
+				if _, err := deadStreams[i/pairsPerStream].Write(b); err != nil {
 					deadDone <- err
 					return
 				}
-			}
-			select {
-			case <-stopDead:
-				deadDone <- nil
-				return
-			case <-tick.C:
+				select {
+				case <-stopDead:
+					deadDone <- nil
+					return
+				case <-tick.C:
+				}
 			}
 		}
 	}()

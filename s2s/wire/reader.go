@@ -209,6 +209,15 @@ func NewReader(src io.Reader, lim Limits) *Reader {
 // only carries keepalives and small stanzas now and then, holds none.
 var readBuffers = sync.Pool{New: func() any { b := make([]byte, initialBuffer); return &b }}
 
+// An IdleWaiter is a source that can wait for input without being read:
+// a Reader with nothing buffered between top-level elements calls WaitIdle
+// before it reads, once it has given its working buffer back. A source that
+// needs buffers of its own to read (TLS) can let them go for the wait. An
+// error is returned by the Reader as a read error would be.
+type IdleWaiter interface {
+	WaitIdle() error
+}
+
 // idleRead is the size of r.small.
 const idleRead = 512
 
@@ -437,6 +446,11 @@ func (r *Reader) fill() error {
 		// grown for a large element is dropped: a stream that carried one
 		// once does not keep it.
 		r.release()
+		if w, ok := r.src.(IdleWaiter); ok {
+			if err := w.WaitIdle(); err != nil {
+				return err
+			}
+		}
 	case r.inSmall():
 		// Compact, and read into the rest of r.small while it has room;
 		// once it is full, move to a working buffer.

@@ -1,0 +1,25 @@
+//go:build unix
+
+package s2s
+
+import (
+	"errors"
+	"syscall"
+)
+
+// waitReadable blocks until the socket has input (or end of file, or an
+// error, which the next read reports), honouring its read deadline and
+// returning at once when it is closed. It peeks and reads nothing.
+func waitReadable(rc syscall.RawConn) error {
+	var b [1]byte
+	return rc.Read(func(fd uintptr) bool {
+		for {
+			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			// Not ready: wait for the poller, then peek again.
+			return !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EWOULDBLOCK)
+		}
+	})
+}

@@ -22,8 +22,8 @@ import (
 //     so those run on a goroutine of their own that ends with them (aside).
 //   - crypto/tls's input buffers, kept at the size of the largest record and
 //     handshake message the connection ever received (rawInput, hand, and
-//     input, which points into rawInput): dropped before each idle wait
-//     (releaseTLSInput).
+//     input, which points into rawInput): dropped when a wait begins
+//     (dropTLSInput).
 //   - The owner blocked inside tls.Conn.Read, deep in crypto/tls: the idle
 //     wait happens on the socket itself (WaitIdle), with a shallow stack;
 //     TLS reads only once bytes have come.
@@ -55,8 +55,9 @@ func aside(fn func()) {
 // waits as before.
 func (d *deadlineReader) WaitIdle() error {
 	conn := d.conn
-	if tc, ok := conn.(*tls.Conn); ok {
-		if !releaseTLSInput(tc) {
+	tc, _ := conn.(*tls.Conn)
+	if tc != nil {
+		if !tlsInputEmpty(tc) {
 			return nil
 		}
 		conn = tc.NetConn()
@@ -73,7 +74,13 @@ func (d *deadlineReader) WaitIdle() error {
 	if d.stopped.Load() {
 		return errStopped
 	}
-	err := waitReadable(rc)
+	// A busy stream finds input at once and keeps TLS's buffers; they are
+	// dropped only when there is a wait.
+	err := waitReadable(rc, func() {
+		if tc != nil {
+			dropTLSInput(tc)
+		}
+	})
 	if err != nil && d.stopped.Load() {
 		err = errStopped
 	}
@@ -104,7 +111,7 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 // tlsInput locates the input buffers of a tls.Conn, which crypto/tls does
 // not export: their offsets, found by name and checked by type once, or ok
 // false if this Go version lays tls.Conn out differently (then nothing is
-// released; TestTLSInputLayout fails so that it is noticed).
+// dropped; TestTLSInputLayout fails so that it is noticed).
 var tlsInput = func() (l struct {
 	rawInput, input, hand uintptr
 	ok                    bool
@@ -122,21 +129,28 @@ var tlsInput = func() (l struct {
 	return l
 }()
 
-// releaseTLSInput drops the input buffers of tc when they hold nothing, and
-// reports whether they did (false: TLS has input to hand out, or its layout
-// is unknown). crypto/tls touches them only inside Read and Handshake, so
-// the goroutine that reads tc (the owner) may do this between its reads.
-func releaseTLSInput(tc *tls.Conn) bool {
+// tlsInputEmpty reports whether tc holds no input (false as well if its
+// layout is unknown).
+func tlsInputEmpty(tc *tls.Conn) bool {
 	if !tlsInput.ok {
 		return false
 	}
-	p := unsafe.Pointer(tc)
-	rawInput := (*bytes.Buffer)(unsafe.Add(p, tlsInput.rawInput))
-	input := (*bytes.Reader)(unsafe.Add(p, tlsInput.input))
-	hand := (*bytes.Buffer)(unsafe.Add(p, tlsInput.hand))
-	if rawInput.Len() != 0 || input.Len() != 0 || hand.Len() != 0 {
-		return false
-	}
+	rawInput, input, hand := tlsInputOf(tc)
+	return rawInput.Len() == 0 && input.Len() == 0 && hand.Len() == 0
+}
+
+// dropTLSInput drops the input buffers of tc, which must hold nothing
+// (tlsInputEmpty). crypto/tls touches them only inside Read and Handshake,
+// so the goroutine that reads tc (the owner) may do this between its
+// reads; the next read allocates what it needs.
+func dropTLSInput(tc *tls.Conn) {
+	rawInput, input, hand := tlsInputOf(tc)
 	*rawInput, *input, *hand = bytes.Buffer{}, bytes.Reader{}, bytes.Buffer{}
-	return true
+}
+
+func tlsInputOf(tc *tls.Conn) (rawInput *bytes.Buffer, input *bytes.Reader, hand *bytes.Buffer) {
+	p := unsafe.Pointer(tc)
+	return (*bytes.Buffer)(unsafe.Add(p, tlsInput.rawInput)),
+		(*bytes.Reader)(unsafe.Add(p, tlsInput.input)),
+		(*bytes.Buffer)(unsafe.Add(p, tlsInput.hand))
 }

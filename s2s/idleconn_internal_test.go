@@ -103,8 +103,8 @@ func TestWaitIdle(t *testing.T) {
 			t.Fatalf("read %q, %v", b[:n], err)
 		}
 		time.Sleep(20 * time.Millisecond) // both records in the socket
-		if releaseTLSInput(server) {
-			t.Fatal("released the buffers of a TLS connection holding input")
+		if tlsInputEmpty(server) {
+			t.Fatal("a TLS connection holding input seen as empty")
 		}
 		done := make(chan error, 1)
 		go func() { done <- dr.WaitIdle() }()
@@ -137,15 +137,19 @@ func TestWaitIdle(t *testing.T) {
 		if _, err := io.ReadFull(dr, got); err != nil || string(got) != big {
 			t.Fatal("large record", err)
 		}
-		if !releaseTLSInput(server) {
-			t.Fatal("an empty TLS connection's buffers were not released")
+		if !tlsInputEmpty(server) {
+			t.Fatal("an empty TLS connection seen as holding input")
 		}
-		if c := rawInputOf(server).Cap(); c != 0 {
-			t.Errorf("rawInput still has %d bytes", c)
+		if rawInputOf(server).Cap() == 0 {
+			t.Fatal("rawInput has no buffer after a large record?")
 		}
-		go client.Write([]byte("<b/>"))
+		time.AfterFunc(50*time.Millisecond, func() { client.Write([]byte("<b/>")) })
 		if err := dr.WaitIdle(); err != nil {
 			t.Fatal(err)
+		}
+		// WaitIdle waited (the write comes 50 ms later), and reads nothing.
+		if c := rawInputOf(server).Cap(); c != 0 {
+			t.Errorf("rawInput still has %d bytes after a wait", c)
 		}
 		b := make([]byte, 16)
 		if n, err := dr.Read(b); err != nil || string(b[:n]) != "<b/>" {

@@ -5,4 +5,4 @@ package s2s
 import "syscall"
 
 // waitReadable cannot wait without reading here: Read does the waiting.
-func waitReadable(syscall.RawConn) error { return nil }
+func waitReadable(syscall.RawConn, func()) error { return nil }

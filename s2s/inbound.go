@@ -480,7 +480,18 @@ func (c *inConn) startTLS(cfg *tls.Config) error {
 	tc := tls.Server(c.raw, cfg)
 	ctx, cancel := context.WithTimeout(c.ctx, c.s.Limits.NegotiationTimeout)
 	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
+	// The handshake and the chain's verification grow a stack the owner
+	// would keep while the stream idles: they run aside.
+	var (
+		err, verr error
+		peer      *certs.Peer
+	)
+	aside(func() {
+		if err = tc.HandshakeContext(ctx); err == nil {
+			peer, verr = c.s.Verifier.VerifyChain(tc.ConnectionState())
+		}
+	})
+	if err != nil {
 		c.logger().Info("TLS handshake failed", "err", err)
 		return errHandshake
 	}
@@ -493,10 +504,10 @@ func (c *inConn) startTLS(cfg *tls.Config) error {
 	c.r.Reset(c.dr)
 	c.tls = true
 	c.tlsOn.Store(true)
-	if peer, err := c.s.Verifier.VerifyChain(tc.ConnectionState()); err == nil {
+	if verr == nil {
 		c.peer = peer
 	} else {
-		c.logger().Debug("peer certificate not usable; dialback only", "err", err)
+		c.logger().Debug("peer certificate not usable; dialback only", "err", verr)
 	}
 	return nil
 }

@@ -75,7 +75,14 @@ func (s *Server) dial(ctx context.Context, local, remote string) (*resolve.Conn,
 // openStream connects to remote and negotiates the stream up to, not
 // including, authentication: header exchange, STARTTLS (or direct TLS) and
 // the restart after it. Errors are *routing.DeliveryError.
-func (s *Server) openStream(ctx context.Context, local, remote string) (*outStream, error) {
+func (s *Server) openStream(ctx context.Context, local, remote string) (o *outStream, err error) {
+	// Resolution, connection and TLS run on a goroutine of their own: the
+	// stack they grow does not stay with the caller (a link's owner).
+	aside(func() { o, err = s.openStreamAside(ctx, local, remote) })
+	return o, err
+}
+
+func (s *Server) openStreamAside(ctx context.Context, local, remote string) (*outStream, error) {
 	rc, err := s.dial(ctx, local, remote)
 	if err != nil {
 		return nil, err
@@ -207,7 +214,12 @@ func (o *outStream) next() (*wire.Element, error) {
 // a fallback to dialback when it fails), else Server Dialback with a key
 // from the relay's secret (XEP-0220 §2.1). Errors are plain; the link makes
 // them delivery errors.
-func (o *outStream) authenticate() error {
+func (o *outStream) authenticate() (err error) {
+	aside(func() { err = o.authenticateAside() })
+	return err
+}
+
+func (o *outStream) authenticateAside() error {
 	if o.tls && o.feats != nil && o.feats.External() && o.s.ExternalDomains[o.local] {
 		authz := base64.StdEncoding.EncodeToString([]byte(o.local))
 		o.w.WriteRaw([]byte("<auth xmlns='" + NSSASL + "' mechanism='EXTERNAL'>" + authz + "</auth>"))
@@ -278,7 +290,9 @@ func (o *outStream) peerIdentity() string {
 	if !ok {
 		return "none (no TLS)"
 	}
-	if err := o.s.Verifier.VerifyPeer(tc.ConnectionState(), o.remote); err != nil {
+	var err error
+	aside(func() { err = o.s.Verifier.VerifyPeer(tc.ConnectionState(), o.remote) })
+	if err != nil {
 		return "not verified: " + err.Error()
 	}
 	return "verified"

@@ -10,9 +10,12 @@ import (
 	"mellium.im/xmpp/stream"
 )
 
-// Buffer sizing. A Reader starts with initialBuffer bytes and grows up to its
-// current limit plus readSlack, so that a read never has less than readSlack
-// bytes of room. After a large element it shrinks back.
+// Buffer sizing. A Reader reads into a small array of its own (idleRead
+// bytes) until more than that arrives at once; then it takes a working
+// buffer of initialBuffer bytes from a pool, which grows up to its current
+// limit plus readSlack, so that a read never has less than readSlack bytes
+// of room. After a large element it shrinks back, and whenever nothing is
+// buffered between top-level elements the working buffer goes (see fill).
 const (
 	initialBuffer = 16 << 10
 	// minHeaderAttrs is the attribute limit for a stream header when
@@ -87,7 +90,7 @@ type Reader struct {
 	el  Element
 
 	pooled *[]byte        // the pool's handle of buf, when it came from readBuffers
-	small  [idleRead]byte // what fillIdle reads into while buf is in the pool
+	small  [idleRead]byte // buf when nothing larger is needed (see fill)
 }
 
 type span struct{ off, end int32 }
@@ -190,60 +193,68 @@ const (
 func NewReader(src io.Reader, lim Limits) *Reader {
 	lim = lim.withDefaults()
 	r := &Reader{lim: lim, arena: make([]byte, 0, 256), attrs: make([]attr, max(lim.MaxAttrs, minHeaderAttrs))}
-	// The buffer starts no bigger than an unauthenticated stream may need,
-	// and grows up to the limit in force.
+	// The working buffer is no bigger than an unauthenticated stream may
+	// need, and grows up to the limit in force. Until more than fits in
+	// r.small arrives at once, there is none (see fill).
 	r.initCap = min(initialBuffer, max(lim.MaxStanzaPreAuth, lim.MaxHeader)+readSlack)
-	r.buf = make([]byte, r.initCap)
+	r.buf = r.small[:]
 	r.Reset(src)
 	return r
 }
 
-// readBuffers recycles initialBuffer-sized read buffers: a Reader with
-// nothing buffered between top-level elements gives its buffer back while it
-// waits for the peer (fillIdle), so that an idle stream holds none.
+// readBuffers recycles initialBuffer-sized read buffers. A Reader reads
+// into r.small, an array of its own, whenever it has nothing buffered
+// between top-level elements, and takes a buffer from the pool only when
+// more than that arrives at once (see fill): an idle stream, or one that
+// only carries keepalives and small stanzas now and then, holds none.
 var readBuffers = sync.Pool{New: func() any { b := make([]byte, initialBuffer); return &b }}
 
-// idleRead is how much a Reader reads, into a small array of its own, while
-// its buffer is back in the pool.
+// An IdleWaiter is a source that can wait for input without being read:
+// a Reader with nothing buffered between top-level elements calls WaitIdle
+// before it reads, once it has given its working buffer back. A source that
+// needs buffers of its own to read (TLS) can let them go for the wait. An
+// error is returned by the Reader as a read error would be.
+type IdleWaiter interface {
+	WaitIdle() error
+}
+
+// idleRead is the size of r.small.
 const idleRead = 512
 
-// fillIdle is fill for a Reader with nothing buffered at the top level of
-// the stream, whose buffer has the initial size: the buffer goes back to the
-// pool for the wait (which may last the idle timeout), the first bytes land
-// in r.small, and a pooled buffer takes them once they have come.
-func (r *Reader) fillIdle() error {
+// release gives the working buffer back (to the pool if it came from
+// there) and makes r read into r.small again. Nothing may be buffered.
+func (r *Reader) release() {
 	r.pos0 += int64(r.end)
 	r.base, r.end, r.off = 0, 0, 0
 	if r.pooled != nil {
 		readBuffers.Put(r.pooled)
+		r.pooled = nil
 	}
-	r.pooled, r.buf = nil, nil
-	var (
-		n   int
-		err error
-	)
-	for range 100 {
-		if n, err = r.src.Read(r.small[:]); n > 0 || err != nil {
-			break
-		}
-	}
-	r.pooled = readBuffers.Get().(*[]byte)
-	r.buf = (*r.pooled)[:initialBuffer]
-	r.end = copy(r.buf, r.small[:n])
-	switch {
-	case err == nil && n == 0:
-		return io.ErrNoProgress
-	case err == nil:
-		return nil
-	case n > 0:
-		r.srcErr = err
-		return nil
-	case err != io.EOF:
-		return err
-	}
-	r.srcErr = err
-	return err
+	r.buf = r.small[:]
 }
+
+// grow moves what r holds (from base) into a working buffer of n bytes, a
+// pooled one when n is initialBuffer.
+func (r *Reader) grow(n int) {
+	var nb []byte
+	pooled := (*[]byte)(nil)
+	if n == initialBuffer {
+		pooled = readBuffers.Get().(*[]byte)
+		nb = (*pooled)[:initialBuffer]
+	} else {
+		nb = make([]byte, n)
+	}
+	r.pos0 += int64(r.base)
+	r.end = copy(nb, r.buf[r.base:r.end])
+	r.base = 0
+	if r.pooled != nil {
+		readBuffers.Put(r.pooled)
+	}
+	r.buf, r.pooled = nb, pooled
+}
+
+// inSmall reports whether r reads into r.small.
+func (r *Reader) inSmall() bool { return len(r.buf) == idleRead && &r.buf[0] == &r.small[0] }
 
 // Reset discards all buffered input and stream state and makes r read a new
 // stream from src, unauthenticated; limits and the ReportSpace setting stay.
@@ -266,9 +277,17 @@ func (r *Reader) Reset(src io.Reader) {
 	r.hdr = nil
 	r.clearHeaderNS()
 	r.el = Element{}
-	if len(r.buf) > shrinkAbove {
-		r.buf = make([]byte, r.initCap)
+	if r.pooled != nil || len(r.buf) > shrinkAbove {
+		r.release()
 	}
+	r.pos0 = 0
+}
+
+// Release gives r's working buffer back to the pool, for a stream that
+// ends; a later read takes one again if it needs it.
+func (r *Reader) Release() {
+	r.base, r.end, r.off = 0, 0, 0
+	r.release()
 }
 
 // SetAuthenticated switches between Limits.MaxStanzaPreAuth (false, the
@@ -420,29 +439,41 @@ func (r *Reader) fill() error {
 		}
 		return err
 	}
-	if r.base == r.end && r.off == 0 && r.phase == phaseStream && r.state == stTop && len(r.buf) == initialBuffer {
-		return r.fillIdle()
-	}
-	if r.base > 0 && len(r.buf)-r.end < readSlack {
-		r.pos0 += int64(r.base)
-		r.end = copy(r.buf, r.buf[r.base:r.end])
-		r.base = 0
-	}
-	if len(r.buf) > shrinkAbove && r.end-r.base < r.initCap/2 && r.state == stTop {
-		nb := make([]byte, r.initCap)
-		r.pos0 += int64(r.base)
-		r.end = copy(nb, r.buf[r.base:r.end])
-		r.base, r.buf = 0, nb
-	}
-	if ceil := r.limit() + readSlack; len(r.buf)-r.end < readSlack && len(r.buf) < ceil {
-		n := min(max(2*len(r.buf), r.end+readSlack), ceil)
-		nb := make([]byte, n)
-		copy(nb, r.buf[:r.end])
-		if r.pooled != nil {
-			readBuffers.Put(r.pooled)
-			r.pooled = nil
+	switch {
+	case r.base == r.end && r.off == 0 && r.state == stTop && r.phase == phaseStream:
+		// Nothing buffered between top-level elements: wait for the peer
+		// with no working buffer (the wait may last the idle timeout). One
+		// grown for a large element is dropped: a stream that carried one
+		// once does not keep it.
+		r.release()
+		if w, ok := r.src.(IdleWaiter); ok {
+			if err := w.WaitIdle(); err != nil {
+				return err
+			}
 		}
-		r.buf = nb
+	case r.inSmall():
+		// Compact, and read into the rest of r.small while it has room;
+		// once it is full, move to a working buffer.
+		if r.base > 0 {
+			r.pos0 += int64(r.base)
+			r.end = copy(r.buf, r.buf[r.base:r.end])
+			r.base = 0
+		}
+		if r.end == len(r.buf) {
+			r.grow(r.initCap)
+		}
+	default:
+		if r.base > 0 && len(r.buf)-r.end < readSlack {
+			r.pos0 += int64(r.base)
+			r.end = copy(r.buf, r.buf[r.base:r.end])
+			r.base = 0
+		}
+		if len(r.buf) > shrinkAbove && r.end-r.base < r.initCap/2 && r.state == stTop {
+			r.grow(r.initCap)
+		}
+		if ceil := r.limit() + readSlack; len(r.buf)-r.end < readSlack && len(r.buf) < ceil {
+			r.grow(min(max(2*len(r.buf), r.end+readSlack), ceil))
+		}
 	}
 	for range 100 {
 		n, err := r.src.Read(r.buf[r.end:])

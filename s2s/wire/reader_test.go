@@ -756,3 +756,57 @@ func TestKindString(t *testing.T) {
 		t.Errorf("Kind.String")
 	}
 }
+
+// sizeRecorder hands out its chunks one per Read and records the room each
+// Read was given.
+type sizeRecorder struct {
+	chunks []string
+	rooms  []int
+}
+
+func (s *sizeRecorder) Read(p []byte) (int, error) {
+	s.rooms = append(s.rooms, len(p))
+	if len(s.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.chunks[0])
+	if s.chunks[0] = s.chunks[0][n:]; s.chunks[0] == "" {
+		s.chunks = s.chunks[1:]
+	}
+	return n, nil
+}
+
+// TestIdleHoldsNoBuffer: a Reader waiting between top-level elements with
+// nothing buffered reads into its small array of its own, whatever it read
+// before (a working buffer taken for a large element goes back), and small
+// elements never need a working buffer.
+func TestIdleHoldsNoBuffer(t *testing.T) {
+	big := "<message to='x@b.test' from='y@a.test'><body>" + strings.Repeat("x", 20000) + "</body></message>"
+	src := &sizeRecorder{chunks: []string{prosodyHeader, iqPing, big, iqResult, " ", iqPing}}
+	r := wire.NewReader(src, wire.Limits{})
+	if _, err := r.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	if c := wire.BufferCap(r); c > 512 {
+		t.Errorf("after a %d-byte header, a %d-byte buffer", len(prosodyHeader), c)
+	}
+	r.SetAuthenticated(true)
+	r.ReportSpace(true)
+	for _, want := range []string{iqPing, big, iqResult, " ", iqPing} {
+		before := len(src.rooms)
+		e, err := r.Next()
+		if err != nil || string(e.Raw) != want {
+			t.Fatalf("got %v", err)
+		}
+		if room := src.rooms[before]; room > 512 {
+			t.Errorf("reading %.20q began with %d bytes of room: a working buffer held while idle", want, room)
+		}
+		if want != big && wire.BufferCap(r) > 512 {
+			t.Errorf("after %.20q, a %d-byte buffer", want, wire.BufferCap(r))
+		}
+	}
+	r.Release()
+	if c := wire.BufferCap(r); c > 512 {
+		t.Errorf("after Release, a %d-byte buffer", c)
+	}
+}

@@ -1,0 +1,156 @@
+package s2s
+
+import (
+	"bytes"
+	"crypto/tls"
+	"net"
+	"reflect"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/fedrelay/fedrelay/s2s/resolve"
+)
+
+// What an idle stream keeps. A stream that carries nothing for minutes
+// should cost little more than its socket (issue 11: at most 20 KiB of RSS
+// per idle authenticated TLS stream). Three things stayed with it before:
+//
+//   - The stack of its owner goroutine, grown to tens of KiB by the TLS
+//     handshake and certificate verification. The runtime halves a stack at
+//     most once per GC cycle, and a relay with idle streams rarely collects,
+//     so those run on a goroutine of their own that ends with them (aside).
+//   - crypto/tls's input buffers, kept at the size of the largest record and
+//     handshake message the connection ever received (rawInput, hand, and
+//     input, which points into rawInput): dropped when a wait begins
+//     (dropTLSInput).
+//   - The owner blocked inside tls.Conn.Read, deep in crypto/tls: the idle
+//     wait happens on the socket itself (WaitIdle), with a shallow stack;
+//     TLS reads only once bytes have come.
+//
+// The wire.Reader gives its own buffer back at the same moments (see
+// wire.IdleWaiter).
+
+// aside runs fn on a goroutine of its own and waits for it, so that the
+// stack fn grows goes away with that goroutine instead of staying with the
+// caller (a connection's long-lived owner). A panic in fn is raised again in
+// the caller, where the owner's recover handles it.
+func aside(fn func()) {
+	done := make(chan any, 1)
+	go func() {
+		defer func() { done <- recover() }()
+		fn()
+	}()
+	if p := <-done; p != nil {
+		panic(p)
+	}
+}
+
+// WaitIdle implements wire.IdleWaiter: the Reader has nothing buffered and
+// has given its buffer back; this waits until the peer sends something, the
+// read deadline (the idle timeout, as for Read) passes, the stream is
+// stopped or the connection closed. What has come is left for Read. Owner
+// only, like Read. Where the wait cannot be done on the socket (TLS holds
+// input already, another kind of connection), it returns at once and Read
+// waits as before.
+func (d *deadlineReader) WaitIdle() error {
+	conn := d.conn
+	tc, _ := conn.(*tls.Conn)
+	if tc != nil {
+		if !tlsInputEmpty(tc) {
+			return nil
+		}
+		conn = tc.NetConn()
+	}
+	rc := rawConnOf(conn)
+	if rc == nil {
+		return nil
+	}
+	if idle := time.Duration(d.idle.Load()); idle > 0 {
+		if err := d.conn.SetReadDeadline(time.Now().Add(idle)); err != nil {
+			return err
+		}
+	}
+	if d.stopped.Load() {
+		return errStopped
+	}
+	// A busy stream finds input at once and keeps TLS's buffers; they are
+	// dropped only when there is a wait.
+	err := waitReadable(rc, func() {
+		if tc != nil {
+			dropTLSInput(tc)
+		}
+	})
+	if err != nil && d.stopped.Load() {
+		err = errStopped
+	}
+	return err
+}
+
+// rawConnOf returns the socket under c, or nil.
+func rawConnOf(c net.Conn) syscall.RawConn {
+	for range 4 {
+		switch v := c.(type) {
+		case syscall.Conn:
+			rc, err := v.SyscallConn()
+			if err != nil {
+				return nil
+			}
+			return rc
+		case *resolve.Conn:
+			c = v.Conn
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// tlsInput locates the input buffers of a tls.Conn, which crypto/tls does
+// not export: their offsets, found by name and checked by type once, or ok
+// false if this Go version lays tls.Conn out differently (then nothing is
+// dropped; TestTLSInputLayout fails so that it is noticed).
+var tlsInput = func() (l struct {
+	rawInput, input, hand uintptr
+	ok                    bool
+}) {
+	t := reflect.TypeFor[tls.Conn]()
+	field := func(name string, typ reflect.Type) (uintptr, bool) {
+		f, ok := t.FieldByName(name)
+		return f.Offset, ok && f.Type == typ && len(f.Index) == 1
+	}
+	var ok1, ok2, ok3 bool
+	l.rawInput, ok1 = field("rawInput", reflect.TypeFor[bytes.Buffer]())
+	l.input, ok2 = field("input", reflect.TypeFor[bytes.Reader]())
+	l.hand, ok3 = field("hand", reflect.TypeFor[bytes.Buffer]())
+	l.ok = ok1 && ok2 && ok3
+	return l
+}()
+
+// tlsInputEmpty reports whether tc holds no input (false as well if its
+// layout is unknown).
+func tlsInputEmpty(tc *tls.Conn) bool {
+	if !tlsInput.ok {
+		return false
+	}
+	rawInput, input, hand := tlsInputOf(tc)
+	return rawInput.Len() == 0 && input.Len() == 0 && hand.Len() == 0
+}
+
+// dropTLSInput drops the input buffers of tc, which must hold nothing
+// (tlsInputEmpty). crypto/tls touches them only inside Read and Handshake,
+// so the goroutine that reads tc (the owner) may do this between its
+// reads; the next read allocates what it needs.
+func dropTLSInput(tc *tls.Conn) {
+	rawInput, input, hand := tlsInputOf(tc)
+	*rawInput, *input, *hand = bytes.Buffer{}, bytes.Reader{}, bytes.Buffer{}
+}
+
+func tlsInputOf(tc *tls.Conn) (rawInput *bytes.Buffer, input *bytes.Reader, hand *bytes.Buffer) {
+	p := unsafe.Pointer(tc)
+	return (*bytes.Buffer)(unsafe.Add(p, tlsInput.rawInput)),
+		(*bytes.Reader)(unsafe.Add(p, tlsInput.input)),
+		(*bytes.Buffer)(unsafe.Add(p, tlsInput.hand))
+}

@@ -3,7 +3,9 @@ package s2s
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"net"
+	"os"
 	"reflect"
 	"syscall"
 	"time"
@@ -54,33 +56,81 @@ func aside(fn func()) {
 // input already, another kind of connection), it returns at once and Read
 // waits as before.
 func (d *deadlineReader) WaitIdle() error {
-	conn := d.conn
-	tc, _ := conn.(*tls.Conn)
-	if tc != nil {
-		if !tlsInputEmpty(tc) {
-			return nil
-		}
-		conn = tc.NetConn()
+	if d.before != nil {
+		d.before() // what the stream deferred must not wait with it
 	}
-	rc := rawConnOf(conn)
-	if rc == nil {
+	if !d.waitable {
 		return nil
 	}
-	if idle := time.Duration(d.idle.Load()); idle > 0 {
-		if err := d.conn.SetReadDeadline(time.Now().Add(idle)); err != nil {
+	tc, _ := d.conn.(*tls.Conn)
+	if tc != nil && !tlsInputEmpty(tc) {
+		return nil
+	}
+	if !d.rcKnown {
+		// The socket under the stream, the same before and after STARTTLS.
+		d.rc, d.rcKnown = rawConnOf(d.raw), true
+	}
+	if d.rc == nil {
+		return nil
+	}
+	// A stream between two bursts finds input soon: for idleGrace it
+	// waits with its buffers, and drops them only if it is still quiet
+	// then (and authenticated, or an outbound link that is up), so that a
+	// busy stream does not allocate them again and again. The deadline is
+	// the idle timeout from now once authenticated, else d.until (the
+	// negotiation deadline; none for a link that is up).
+	d.waiting.Store(true)
+	defer d.waiting.Store(false)
+	start := time.Now()
+	grace := start.Add(idleGrace)
+	for {
+		end, settled := d.until, d.until.IsZero()
+		if idle := time.Duration(d.idle.Load()); idle > 0 {
+			end, settled = start.Add(idle), true
+		}
+		if settled && !time.Now().Before(grace) {
+			return d.waitUntil(end, func() {
+				if tc != nil {
+					dropTLSInput(tc)
+				}
+			})
+		}
+		// Wait in slices of at most idleGrace: the stream may
+		// authenticate meanwhile (authenticated leaves the deadline of a
+		// waiting stream alone), and then its deadline changes.
+		slice := grace
+		if now := time.Now(); !now.Before(grace) {
+			slice = now.Add(idleGrace)
+		}
+		last := !end.IsZero() && !end.After(slice)
+		if last {
+			slice = end
+		}
+		err := d.waitUntil(slice, nil)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return err
 		}
+		if last && (settled || d.idle.Load() == 0) {
+			return err // the stream's own deadline
+		}
 	}
+}
+
+// idleGrace is how long a quiet stream keeps its buffers before WaitIdle
+// drops them (a variable for tests).
+var idleGrace = 2 * time.Second
+
+// waitUntil waits for input on the socket until deadline (the stream's read
+// deadline meanwhile; zero: none), calling quiet if it has to wait.
+func (d *deadlineReader) waitUntil(deadline time.Time, quiet func()) error {
+	if err := d.conn.SetReadDeadline(deadline); err != nil {
+		return err
+	}
+	// Checked after the deadline is set, as in Read.
 	if d.stopped.Load() {
 		return errStopped
 	}
-	// A busy stream finds input at once and keeps TLS's buffers; they are
-	// dropped only when there is a wait.
-	err := waitReadable(rc, func() {
-		if tc != nil {
-			dropTLSInput(tc)
-		}
-	})
+	err := waitReadable(d.rc, quiet)
 	if err != nil && d.stopped.Load() {
 		err = errStopped
 	}

@@ -72,13 +72,17 @@ func tlsPair(t *testing.T) (*deadlineReader, *tls.Conn, *tls.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { server.Close(); client.Close() })
-	return &deadlineReader{raw: raw, conn: server}, server, client
+	dr := &deadlineReader{raw: raw, conn: server, waitable: true}
+	dr.setIdle(time.Minute) // an authenticated stream
+	return dr, server, client
 }
 
 // TestWaitIdle: the wait on the socket loses no byte, returns at once when
 // TLS already holds input, honours the idle deadline, and is ended by stop
 // and by closing the connection.
 func TestWaitIdle(t *testing.T) {
+	defer func(g time.Duration) { idleGrace = g }(idleGrace)
+	idleGrace = 10 * time.Millisecond
 	t.Run("bytes after the wait", func(t *testing.T) {
 		dr, _, client := tlsPair(t)
 		go func() {
@@ -154,6 +158,47 @@ func TestWaitIdle(t *testing.T) {
 		b := make([]byte, 16)
 		if n, err := dr.Read(b); err != nil || string(b[:n]) != "<b/>" {
 			t.Fatalf("read %q, %v", b[:n], err)
+		}
+	})
+	t.Run("a short pause keeps the buffers", func(t *testing.T) {
+		defer func(g time.Duration) { idleGrace = g }(idleGrace)
+		idleGrace = 5 * time.Second
+		dr, server, client := tlsPair(t)
+		big := strings.Repeat("x", 15000)
+		go client.Write([]byte(big))
+		if _, err := io.ReadFull(dr, make([]byte, len(big))); err != nil {
+			t.Fatal(err)
+		}
+		time.AfterFunc(50*time.Millisecond, func() { client.Write([]byte("<b/>")) })
+		if err := dr.WaitIdle(); err != nil {
+			t.Fatal(err)
+		}
+		if rawInputOf(server).Cap() == 0 {
+			t.Error("a stream quiet for 50 ms (grace 5 s) lost its TLS buffers: a busy stream would allocate them again and again")
+		}
+	})
+	t.Run("before authentication", func(t *testing.T) {
+		// The negotiation deadline holds while the stream is not
+		// authenticated...
+		dr, _, _ := tlsPair(t)
+		dr.idle.Store(0)
+		dr.until = time.Now().Add(100 * time.Millisecond)
+		start := time.Now()
+		if err := dr.WaitIdle(); !isTimeout(err) {
+			t.Fatalf("got %v, want the negotiation deadline's timeout", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("timed out after %v, want about 100ms", d)
+		}
+		// ...and no longer once it authenticates during the wait (as
+		// inConn.authenticated does, leaving the deadline to WaitIdle).
+		dr, _, client := tlsPair(t)
+		dr.idle.Store(0)
+		dr.until = time.Now().Add(100 * time.Millisecond)
+		time.AfterFunc(30*time.Millisecond, func() { dr.setIdle(time.Minute) })
+		time.AfterFunc(300*time.Millisecond, func() { client.Write([]byte("<c/>")) })
+		if err := dr.WaitIdle(); err != nil {
+			t.Fatalf("a stream authenticated during the wait: %v, want its input", err)
 		}
 	})
 	t.Run("idle deadline", func(t *testing.T) {

@@ -126,6 +126,7 @@ func (c *inConn) serve() {
 		err = c.run()
 	}()
 	c.finish(err)
+	c.r.Release() // the owner reads no more: its buffer goes back at once
 }
 
 // run negotiates and then reads the stream until it ends; a restart (after
@@ -133,6 +134,7 @@ func (c *inConn) serve() {
 func (c *inConn) run() error {
 	c.negDeadline = time.Now().Add(c.s.Limits.NegotiationTimeout)
 	c.raw.SetDeadline(c.negDeadline)
+	c.dr.waitable, c.dr.until = true, c.negDeadline
 	if c.direct {
 		if err := c.startTLS(c.s.serverTLS(c.face, true)); err != nil {
 			return err
@@ -678,7 +680,10 @@ func (c *inConn) authenticated() {
 		// Writes keep their own deadline (limits.write_timeout). The owner
 		// may be blocked in a read that began under the negotiation
 		// deadline: move that read's deadline too.
-		c.raw.SetReadDeadline(time.Now().Add(c.s.Limits.IdleTimeout))
+		// (WaitIdle rereads the idle timeout by itself within idleGrace.)
+		if !c.dr.waiting.Load() {
+			c.raw.SetReadDeadline(time.Now().Add(c.s.Limits.IdleTimeout))
+		}
 		if c.dr.stopped.Load() {
 			c.dr.stop() // a stop that raced with this keeps its effect
 		}

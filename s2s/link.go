@@ -357,6 +357,7 @@ func (l *link) serve() error {
 		return err
 	}
 	o.raw.SetDeadline(time.Time{})
+	o.dr.waitable = true // read by readLoop's goroutine, started below
 	l.mu.Lock()
 	l.up = true
 	if l.gate != nil {
@@ -387,6 +388,7 @@ func (l *link) serve() error {
 		o.close()
 	}
 	rwg.Wait()
+	o.r.Release() // its reader has ended: the buffer goes back at once
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"mellium.im/xmpp/stream"
@@ -150,12 +151,21 @@ func stanzaType(b []byte) string {
 // stop, from any goroutine, makes the current and every later Read fail:
 // it is how others wake a connection's owner to close it.
 type deadlineReader struct {
-	raw     net.Conn  // the TCP connection, for stop
-	conn    net.Conn  // what is read: raw or TLS over it (owner-only)
-	at      time.Time // when the last read that returned bytes ended (owner-only)
-	before  func()    // called before each read, on the owner's goroutine (may be nil)
-	idle    atomic.Int64
-	stopped atomic.Bool
+	raw     net.Conn        // the TCP connection, for stop
+	conn    net.Conn        // what is read: raw or TLS over it (owner-only)
+	at      time.Time       // when the last read that returned bytes ended (owner-only)
+	before  func()          // called before each read, on the owner's goroutine (may be nil)
+	rc      syscall.RawConn // the socket under raw, for WaitIdle (owner-only, once rcKnown)
+	rcKnown bool
+	// WaitIdle runs only when waitable (owner-only): on inbound streams,
+	// with until their negotiation deadline, and on outbound links once up
+	// (until zero: no deadline). waiting says it is running, so that
+	// authenticated leaves its deadlines alone.
+	waitable bool
+	until    time.Time
+	waiting  atomic.Bool
+	idle     atomic.Int64
+	stopped  atomic.Bool
 }
 
 var errStopped = errors.New("stream stopped")

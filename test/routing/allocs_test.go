@@ -52,7 +52,9 @@ func TestForwardAllocs(t *testing.T) {
 	send()
 	perStanza := testing.AllocsPerRun(20, send) / n
 	t.Logf("%.3f allocations per forwarded stanza", perStanza)
-	if perStanza > 1.05 {
+	if raceEnabled {
+		t.Log("the figure is not checked under the race detector, which makes sync.Pool drop buffers at random")
+	} else if perStanza > 1.05 {
 		t.Errorf("%.3f allocations per forwarded stanza, want at most 1 (plus a few per batch)", perStanza)
 	}
 	s.Relay.WaitBalanced(t)

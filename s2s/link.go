@@ -331,6 +331,17 @@ func (l *link) serve() error {
 		}()
 		setupEnded = func() { l.gate.setupDone(); settingUp = false }
 	}
+	o, err := l.setup(started, setupEnded)
+	if err != nil {
+		return err
+	}
+	return l.carry(o)
+}
+
+// setup connects and authenticates the link's stream, retrying an internal
+// route for limits.route_retry, and marks the link up. It is apart from
+// carry so that its frame is not under the idle link's.
+func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	o, err := l.open()
 	// The organisation's own server (a configured route) is not a remote
 	// domain that may be gone for good: while it restarts, the link retries
@@ -343,7 +354,7 @@ func (l *link) serve() error {
 			select {
 			case <-time.After(backoff):
 			case <-l.s.ctx.Done():
-				return routing.Timeout(ErrServerClosed)
+				return nil, routing.Timeout(ErrServerClosed)
 			}
 			if l.stopping() {
 				break
@@ -354,7 +365,7 @@ func (l *link) serve() error {
 	setupEnded()
 	l.reportOutcome(err)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	o.raw.SetDeadline(time.Time{})
 	o.dr.waitable = true // read by readLoop's goroutine, started below
@@ -372,7 +383,12 @@ func (l *link) serve() error {
 	}
 	l.log.Info("outbound stream up", "addr", o.cand.Address(), "tls", o.tls, "peer_certificate", o.peerIdentity(),
 		"took", time.Since(started).Round(time.Millisecond))
+	return o, nil
+}
 
+// carry runs the stream once it is up: a reader for what the peer sends,
+// and the writer until the link ends.
+func (l *link) carry(o *outStream) error {
 	readErr := make(chan error, 1)
 	var rwg sync.WaitGroup
 	rwg.Add(1)
@@ -380,7 +396,7 @@ func (l *link) serve() error {
 		defer rwg.Done()
 		readErr <- l.readLoop(o)
 	}()
-	err = l.writeLoop(o, readErr)
+	err := l.writeLoop(o, readErr)
 	var se stream.Error
 	if errors.As(err, &se) {
 		o.abort(err)

@@ -85,7 +85,9 @@ type Options struct {
 	Now func() time.Time
 	// OnBounce, if not nil, is told of every stanza the router answers with
 	// an error, with the error, just after the bounce is routed: for logs,
-	// metrics and tests (the time from st.Received to the bounce).
+	// metrics and tests (the time from st.Received to the bounce). It gets
+	// the full error, also when the sender in the federation was given
+	// only its public form (see publicError).
 	OnBounce func(st *Stanza, e stanza.Error)
 	// MaxBreakers bounds the breakers kept (one per destination domain);
 	// the least recently used is forgotten beyond it. Zero means 65536.
@@ -363,7 +365,7 @@ func (r *Router) bounce(st *Stanza, e stanza.Error) {
 		r.stats.BouncesDropped.AddAt(st.Shard, 1)
 		return
 	}
-	raw, ok := r.bouncer(nil, st, e)
+	raw, ok := r.bouncer(nil, st, publicError(st, e))
 	if !ok {
 		r.drop(st)
 		return
@@ -373,6 +375,31 @@ func (r *Router) bounce(st *Stanza, e stanza.Error) {
 	if r.onBounce != nil {
 		r.onBounce(st, e)
 	}
+}
+
+// publicError is what a sender in the federation learns of a failure: the
+// condition and its type, with a text that names nothing inside the
+// organisation (the internal route, its addresses, the relay's own errors:
+// those go to the logs, the audit trail and OnBounce). Senders on the
+// internal face get e as it is.
+func publicError(st *Stanza, e stanza.Error) stanza.Error {
+	if st.Face != policy.Federation {
+		return e
+	}
+	var text string
+	switch e.Condition {
+	case stanza.RemoteServerTimeout:
+		text = "the server of " + st.ToDomain + " cannot be reached at the moment"
+	case stanza.RemoteServerNotFound:
+		text = st.ToDomain + " cannot be reached"
+	case stanza.ResourceConstraint:
+		text = "the relay is busy; try again later"
+	}
+	e.Text = nil
+	if text != "" {
+		e.Text = map[string]string{"": text}
+	}
+	return e
 }
 
 // errorReply is the relay's own error stanza raw answering st, addressed

@@ -31,3 +31,14 @@ func Bounce(dst []byte, st *routing.Stanza, e stanza.Error) ([]byte, bool) {
 	}
 	return wire.AppendBounce(dst, &el, e)
 }
+
+// ruleText is how a stream error names the policy rule that refused a
+// peer: " (rule)" for the organisation's own servers, nothing for the
+// federation, which learns that it is refused but not how the policy is
+// written (the rule goes to the audit trail).
+func ruleText(face policy.Face, rule string) string {
+	if face != policy.Internal || rule == "" {
+		return ""
+	}
+	return " (" + rule + ")"
+}

@@ -351,7 +351,7 @@ func (c *inConn) readHeader() error {
 	if remote := c.remoteOf(dialback.Pair{From: c.from, To: c.to}); remote != "" && !restart {
 		if d := c.s.Router.Policy().Domain(remote); !d.Allowed {
 			c.s.Audit(d.Record(time.Now(), policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: remote}, c.localOf(dialback.Pair{From: c.from, To: c.to})))
-			return withText(d.Condition, "federation with %s is not allowed here (%s)", remote, d.Rule)
+			return withText(d.Condition, "federation with %s is not allowed here%s", remote, ruleText(c.face, d.Rule))
 		}
 	}
 	if legacy && !c.tls && c.s.TLS.Required {
@@ -874,7 +874,7 @@ func (c *inConn) deniedBy(p *policy.Policy) bool {
 	if denied == nil {
 		return false
 	}
-	c.shutdown(withText(denied.Condition, "federation is no longer allowed (%s)", denied.Rule))
+	c.shutdown(withText(denied.Condition, "federation is no longer allowed%s", ruleText(c.face, denied.Rule)))
 	return true
 }
 

@@ -288,7 +288,7 @@ func (l *link) deniedBy(p *policy.Policy) bool {
 		return false
 	}
 	l.s.Audit(d.Record(time.Now(), policy.StreamState{Face: l.s.faceOf(l.pair), Dir: policy.Out, Remote: remote}, ""))
-	l.stop(withText(d.Condition, "federation with %s is no longer allowed (%s)", remote, d.Rule))
+	l.stop(withText(d.Condition, "federation with %s is no longer allowed%s", remote, ruleText(l.s.faceOf(l.pair), d.Rule)))
 	return true
 }
 

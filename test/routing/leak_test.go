@@ -1,0 +1,62 @@
+package routing_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/fedrelay/fedrelay/test/harness"
+)
+
+// TestNothingInternalInBounces: when a.test's internal server cannot be
+// reached, a sender in the federation gets remote-server-timeout with a
+// text that names nothing inside the organisation (before, it carried the
+// internal route: "connect a.test: 127.…:5269 (starttls): dial tcp …:
+// connection refused"); the relay's own record of the bounce (logs,
+// OnBounce) keeps the detail.
+func TestNothingInternalInBounces(t *testing.T) {
+	route := harness.ClosedAddr(t)
+	s := harness.StartSite(t, fmt.Sprintf("domains: [{name: a.test, route: %q}]\nlimits: {route_retry: 0s}", route), "remote.test")
+	in := s.FromOutside(t, "remote.test")
+	in.Send(harness.Message("bob@remote.test", "alice@a.test", "in-1", "hi"))
+	st := expectError(t, s.Remote, "in-1", "message", "wait", "remote-server-timeout")
+	_, _, text := st.StanzaError()
+	host, port, _ := strings.Cut(route, ":")
+	for _, secret := range []string{route, host, ":" + port, "dial", "connect", "refused"} {
+		if strings.Contains(st.Raw, secret) {
+			t.Errorf("the bounce to the federation names %q: %s", secret, st.Raw)
+		}
+	}
+	if !strings.Contains(text, "a.test") {
+		t.Errorf("bounce text %q, want one that says a.test's server cannot be reached", text)
+	}
+	if b := s.Relay.WaitBounce(t, "in-1"); !strings.Contains(b.Text, host) {
+		t.Errorf("the relay's own record of the bounce lost the detail: %q", b.Text)
+	}
+	s.Relay.WaitBalanced(t)
+}
+
+// TestRefusalNamesNoRule: a stream refused by policy learns its condition;
+// a peer in the federation is not told which rule refused it (the audit
+// trail is), the organisation's own server is.
+func TestRefusalNamesNoRule(t *testing.T) {
+	s := harness.StartSite(t, "policy: {deny: [evil.test]}", "remote.test", "evil.test")
+	for _, face := range []struct {
+		name, addr, from, to string
+		wantRule             bool
+	}{
+		{"federation", s.Relay.FederationAddr, "evil.test", "a.test", false},
+		{"internal", s.Relay.InternalAddr, "a.test", "evil.test", true},
+	} {
+		sc := harness.Dial(t, face.addr)
+		var se *harness.StreamError
+		if err := sc.Open(face.from, face.to); !errors.As(err, &se) || se.Condition != "policy-violation" {
+			t.Fatalf("%s face: %v, want policy-violation", face.name, err)
+		}
+		if got := strings.Contains(se.Raw, "deny["); got != face.wantRule {
+			t.Errorf("%s face: the stream error names the rule: %v, want %v (%s)", face.name, got, face.wantRule, se.Raw)
+		}
+	}
+	s.Relay.WaitBalanced(t)
+}

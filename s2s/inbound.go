@@ -201,7 +201,11 @@ func (c *inConn) finish(err error) {
 	}
 	c.w.Flush()
 	c.wmu.Unlock()
-	if tc, ok := c.conn.(*tls.Conn); ok && se != nil {
+	if tc, ok := c.conn.(*tls.Conn); ok && !errors.Is(err, errHandshake) {
+		// close_notify (RFC 8446 §6.1): the peer learns that the stream
+		// ended here, not that the connection was cut (monitoring such as
+		// check_xmppng reports an unexpected EOF otherwise). Reading goes
+		// on for the linger.
 		tc.CloseWrite()
 	}
 	if (requested || idle) && c.headerSent {

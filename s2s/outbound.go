@@ -310,6 +310,7 @@ func (o *outStream) abort(err error) {
 		o.w.WriteStreamError(*se)
 	}
 	o.w.Flush()
+	o.closeNotify()
 	o.raw.Close()
 }
 
@@ -318,7 +319,16 @@ func (o *outStream) close() {
 	o.raw.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	o.w.WriteClose()
 	o.w.Flush()
+	o.closeNotify()
 	o.raw.Close()
+}
+
+// closeNotify ends TLS with close_notify (RFC 8446 §6.1), so that the peer
+// sees the end of the stream rather than a cut connection.
+func (o *outStream) closeNotify() {
+	if tc, ok := o.conn.(*tls.Conn); ok && tc.ConnectionState().HandshakeComplete {
+		tc.CloseWrite()
+	}
 }
 
 // askAuthoritative sends a db:verify to the Authoritative server of v.To

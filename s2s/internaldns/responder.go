@@ -2,12 +2,18 @@
 // (internal.dns_listen). Internal servers resolve every remote domain
 // through it and are sent to the relay's internal face: an SRV answer for
 // _xmpp-server._tcp.<remote domain> (RFC 6120 §3.2.1, RFC 2782) whose
-// target resolves to the internal face's address. An operator points the
-// internal servers' resolver here and changes nothing else.
+// target is Target (fedrelay.internal., under the private-use .internal
+// top-level domain), which resolves to the internal face's address. An
+// operator points the internal servers' resolver here and changes nothing
+// else.
 //
 // Internal domains resolve to their configured routes, so internal servers
 // reach each other directly. _xmpps-server (XEP-0368) gets an empty answer:
-// the internal face speaks STARTTLS.
+// the internal face speaks STARTTLS. Every other name is not the
+// responder's: the query is passed to the relay's own nameservers
+// (Upstream) and their answer returned, so the responder can be an
+// internal server's only resolver without hiding any name behind the
+// relay's address; without Upstream it is refused.
 package internaldns
 
 import (
@@ -17,6 +23,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -32,9 +39,25 @@ type Responder struct {
 	// TTL of the answers, in seconds; short so that configuration changes
 	// reach the internal servers quickly. Zero means 60.
 	TTL uint32
+	// Target is the name given as the SRV target of remote domains
+	// (DefaultTarget when empty); it resolves to Face.
+	Target string
+	// Upstream are the nameservers (host:port) that answer the names the
+	// responder does not own; none: such queries are refused.
+	Upstream []string
 
 	mu      sync.Mutex
 	servers []*dns.Server
+}
+
+// DefaultTarget is the SRV target of remote domains when Target is empty.
+const DefaultTarget = "fedrelay.internal."
+
+func (r *Responder) target() string {
+	if r.Target == "" {
+		return DefaultTarget
+	}
+	return dns.Fqdn(strings.ToLower(r.Target))
 }
 
 // ServeDNS implements dns.Handler.
@@ -54,7 +77,12 @@ func (r *Responder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		w.WriteMsg(m)
 		return
 	}
-	r.answer(m, strings.ToLower(q.Name), q.Qtype)
+	name := strings.ToLower(q.Name)
+	if !r.owns(name) {
+		w.WriteMsg(r.forward(req, m))
+		return
+	}
+	r.answer(m, name, q.Qtype)
 	if len(m.Answer) == 0 && m.Rcode == dns.RcodeSuccess {
 		m.Ns = append(m.Ns, r.soa(q.Name))
 	}
@@ -68,8 +96,43 @@ func (r *Responder) ttl() uint32 {
 	return r.TTL
 }
 
-// target returns the host address and port a domain leads to.
-func (r *Responder) target(domain string) (netip.Addr, uint16, bool) {
+// owns reports whether name (lower case, fully qualified) is answered here:
+// the S2S service names of every domain, Target, and the internal domains.
+func (r *Responder) owns(name string) bool {
+	if strings.HasPrefix(name, "_xmpp-server._tcp.") || strings.HasPrefix(name, "_xmpps-server._tcp.") || name == r.target() {
+		return true
+	}
+	_, internal := r.Route(strings.TrimSuffix(name, "."))
+	return internal
+}
+
+// forward asks Upstream the question of req and returns their answer (with
+// req's id), or refused.
+func (r *Responder) forward(req, refused *dns.Msg) *dns.Msg {
+	refused.Authoritative = false
+	refused.Rcode = dns.RcodeRefused
+	c := &dns.Client{Timeout: 2 * time.Second}
+	for _, up := range r.Upstream {
+		q := req.Copy()
+		q.RecursionDesired = true
+		in, _, err := c.Exchange(q, up)
+		if err != nil {
+			continue
+		}
+		if in.Truncated {
+			tc := &dns.Client{Net: "tcp", Timeout: 2 * time.Second}
+			if t, _, err := tc.Exchange(q, up); err == nil {
+				in = t
+			}
+		}
+		in.Id = req.Id
+		return in
+	}
+	return refused
+}
+
+// dest returns the host address and port a domain leads to.
+func (r *Responder) dest(domain string) (netip.Addr, uint16, bool) {
 	if route, ok := r.Route(domain); ok {
 		ap, err := netip.ParseAddrPort(route)
 		if err != nil {
@@ -90,21 +153,29 @@ func (r *Responder) answer(m *dns.Msg, name string, qtype uint16) {
 		if domain == "" || qtype != dns.TypeSRV {
 			return
 		}
-		addr, port, ok := r.target(domain)
+		addr, port, ok := r.dest(domain)
 		if !ok {
 			m.Rcode = dns.RcodeNameError
 			return
 		}
 		target := dns.Fqdn(domain)
+		if _, internal := r.Route(domain); !internal {
+			target = r.target()
+		}
 		m.Answer = append(m.Answer, &dns.SRV{Hdr: hdr(name, dns.TypeSRV), Priority: 0, Weight: 0, Port: port, Target: target})
 		if rr := addrRR(hdr, target, addr); rr != nil {
 			m.Extra = append(m.Extra, rr)
 		}
 	case strings.HasPrefix(name, "_"):
 		// _xmpps-server and anything else: the name exists, with no data.
-	default:
+	case name == r.target():
+		addr := r.Face.Addr()
+		if (qtype == dns.TypeA && (addr.Is4() || addr.Is4In6())) || (qtype == dns.TypeAAAA && addr.Is6() && !addr.Is4In6()) {
+			m.Answer = append(m.Answer, addrRR(hdr, name, addr))
+		}
+	default: // an internal domain
 		domain := strings.TrimSuffix(name, ".")
-		addr, _, ok := r.target(domain)
+		addr, _, ok := r.dest(domain)
 		if !ok {
 			m.Rcode = dns.RcodeNameError
 			return

@@ -53,6 +53,9 @@ func (s *Server) dial(ctx context.Context, local, remote string) (*resolve.Conn,
 	}
 	var c *resolve.Conn
 	var err error
+	if isIPLiteral(remote) {
+		return nil, routing.NotFound(fmt.Errorf("%s is an IP address: the relay does not federate with IP-literal domains", remote))
+	}
 	if route, ok := s.Router.Table().Route(remote); ok {
 		cand, perr := resolve.ParseOverride(route)
 		if perr != nil {

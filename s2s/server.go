@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,6 +187,9 @@ func (s *Server) Serve(l net.Listener, face policy.Face, directTLS bool) error {
 // serves reports whether face speaks as domain: the internal domains on the
 // federation face, every other domain on the internal face.
 func (s *Server) serves(face policy.Face, domain string) bool {
+	if isIPLiteral(domain) {
+		return false // see isIPLiteral
+	}
 	internal := s.Router.Table().IsInternal(domain)
 	if face == policy.Internal {
 		return !internal
@@ -197,7 +201,17 @@ func (s *Server) serves(face policy.Face, domain string) bool {
 // remote domains on the federation face, internal domains on the internal
 // face (never an open relay).
 func (s *Server) peerAllowed(face policy.Face, domain string) bool {
-	return !s.serves(face, domain)
+	return !isIPLiteral(domain) && !s.serves(face, domain)
+}
+
+// isIPLiteral reports whether domain is an IP address (RFC 7622 §3.2 allows
+// one as a domainpart). The relay does not federate with such domains in
+// either direction: federating would mean connecting wherever a stranger's
+// db:result or an internal server's stanza says, for instance to a service
+// inside the organisation's network.
+func isIPLiteral(domain string) bool {
+	_, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(domain, "["), "]"))
+	return err == nil
 }
 
 // faceOf returns the face an outbound pair belongs to: stanzas from an

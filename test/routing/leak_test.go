@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/miekg/dns"
+
+	"github.com/fedrelay/fedrelay/dialback"
 	"github.com/fedrelay/fedrelay/test/harness"
 )
 
@@ -56,6 +60,33 @@ func TestRefusalNamesNoRule(t *testing.T) {
 		}
 		if got := strings.Contains(se.Raw, "deny["); got != face.wantRule {
 			t.Errorf("%s face: the stream error names the rule: %v, want %v (%s)", face.name, got, face.wantRule, se.Raw)
+		}
+	}
+	s.Relay.WaitBalanced(t)
+}
+
+// TestNoIPLiteralDomains: a db:result from an IP-literal domain is refused
+// at once, and a stream from inside to an IP-literal domain is refused,
+// without the relay resolving or connecting anywhere (before, it looked
+// the address up and dialled it: a stranger's db:result could make it
+// connect to a service inside the organisation's network).
+func TestNoIPLiteralDomains(t *testing.T) {
+	const ip = "127.0.10.9"
+	s := harness.StartSite(t, "", "remote.test")
+	in := s.FromOutside(t, "remote.test")
+	if typ, cond, err := in.DialbackKey(ip, "a.test", strings.Repeat("0", 64)); err != nil || typ != dialback.TypeError {
+		t.Errorf("db:result from %s: %v %s %v, want type error", ip, typ, cond, err)
+	}
+	if !s.Relay.Logs.Has("dialback refused: sender domain not accepted on this face", "sender", ip) {
+		t.Errorf("the db:result from %s was not refused as such (was its key sent for verification?)", ip)
+	}
+	if _, err := s.Internal.TryDial(t, s.Relay.InternalAddr, "a.test", ip); err == nil {
+		t.Errorf("a stream from inside to %s was accepted", ip)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, name := range []string{"_xmpp-server._tcp." + ip + ".", "_xmpps-server._tcp." + ip + "."} {
+		if n := s.DNS.Server().Count(name, dns.TypeSRV); n != 0 {
+			t.Errorf("the relay looked %s up %d times", name, n)
 		}
 	}
 	s.Relay.WaitBalanced(t)

@@ -9,11 +9,11 @@
 //
 // Internal domains resolve to their configured routes, so internal servers
 // reach each other directly. _xmpps-server (XEP-0368) gets an empty answer:
-// the internal face speaks STARTTLS. Every other name is not the
-// responder's: the query is passed to the relay's own nameservers
-// (Upstream) and their answer returned, so the responder can be an
-// internal server's only resolver without hiding any name behind the
-// relay's address; without Upstream it is refused.
+// the internal face speaks STARTTLS. Every other name is refused: the
+// responder is not a resolver, and answering any name with the relay's
+// address (as it once did) hid mistakes. An internal server that needs
+// other names sends only its S2S lookups here (unbound's forward-zone, a
+// stub zone), or gets them from a resolver that forwards those here.
 package internaldns
 
 import (
@@ -23,7 +23,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/miekg/dns"
 )
@@ -42,9 +41,6 @@ type Responder struct {
 	// Target is the name given as the SRV target of remote domains
 	// (DefaultTarget when empty); it resolves to Face.
 	Target string
-	// Upstream are the nameservers (host:port) that answer the names the
-	// responder does not own; none: such queries are refused.
-	Upstream []string
 
 	mu      sync.Mutex
 	servers []*dns.Server
@@ -79,7 +75,9 @@ func (r *Responder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	name := strings.ToLower(q.Name)
 	if !r.owns(name) {
-		w.WriteMsg(r.forward(req, m))
+		m.Authoritative = false
+		m.Rcode = dns.RcodeRefused
+		w.WriteMsg(m)
 		return
 	}
 	r.answer(m, name, q.Qtype)
@@ -104,31 +102,6 @@ func (r *Responder) owns(name string) bool {
 	}
 	_, internal := r.Route(strings.TrimSuffix(name, "."))
 	return internal
-}
-
-// forward asks Upstream the question of req and returns their answer (with
-// req's id), or refused.
-func (r *Responder) forward(req, refused *dns.Msg) *dns.Msg {
-	refused.Authoritative = false
-	refused.Rcode = dns.RcodeRefused
-	c := &dns.Client{Timeout: 2 * time.Second}
-	for _, up := range r.Upstream {
-		q := req.Copy()
-		q.RecursionDesired = true
-		in, _, err := c.Exchange(q, up)
-		if err != nil {
-			continue
-		}
-		if in.Truncated {
-			tc := &dns.Client{Net: "tcp", Timeout: 2 * time.Second}
-			if t, _, err := tc.Exchange(q, up); err == nil {
-				in = t
-			}
-		}
-		in.Id = req.Id
-		return in
-	}
-	return refused
 }
 
 // dest returns the host address and port a domain leads to.

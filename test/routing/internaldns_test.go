@@ -17,7 +17,7 @@ import (
 // _xmpp-server._tcp SRV leads to the internal face (target
 // fedrelay.internal.), an internal domain's to its configured route,
 // _xmpps-server has no records (the internal face speaks STARTTLS), and
-// other names go to the relay's nameservers. Over UDP and TCP.
+// other names are refused. Over UDP and TCP.
 func TestInternalDNSResponder(t *testing.T) {
 	s := harness.StartSite(t, `internal: {listen: ["$INTERNAL_IP:0"], dns_listen: "$INTERNAL_IP:0"}`, "remote.test")
 	if s.Relay.DNSAddr == "" {
@@ -77,21 +77,20 @@ func TestInternalDNSResponder(t *testing.T) {
 				t.Errorf("_xmpps-server: %s, want no records", r)
 			}
 			// The SRV target of remote domains is the responder's own name;
-			// every other name is passed to the relay's nameservers (here
-			// the test's, which know nothing of these names), never
-			// answered with the relay's address (before, any name was).
+			// every other name is refused, never answered with the relay's
+			// address (before, any name was).
 			if r := query(internaldns.DefaultTarget, dns.TypeA); len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != faceIP {
 				t.Errorf("A %s: %s, want %s", internaldns.DefaultTarget, r, faceIP)
 			}
-			for _, name := range []string{"remote.test.", "www.anything.example."} {
+			for _, name := range []string{"remote.test.", "www.anything.example.", "google.com."} {
 				r := query(name, dns.TypeA)
 				for _, rr := range r.Answer {
 					if a, ok := rr.(*dns.A); ok && a.A.String() == faceIP {
 						t.Errorf("A %s: the relay's address (%s)", name, r)
 					}
 				}
-				if r.Rcode == dns.RcodeRefused {
-					t.Errorf("A %s: refused, want the upstream nameserver's answer", name)
+				if r.Rcode != dns.RcodeRefused {
+					t.Errorf("A %s: %s, want REFUSED", name, dns.RcodeToString[r.Rcode])
 				}
 			}
 		})

@@ -186,16 +186,7 @@ func (r *Relay) startDNS() error {
 		pc.Close()
 		return fmt.Errorf("internal DNS responder: %w", err)
 	}
-	// Names that are not the responder's go to the relay's own nameservers,
-	// never back to the responder itself.
-	var upstream []string
-	for _, s := range r.resolver.Servers() {
-		if s != pc.LocalAddr().String() && s != r.cfg.Internal.DNSListen {
-			upstream = append(upstream, s)
-		}
-	}
-	r.dns = &internaldns.Responder{Face: face, Route: func(d string) (string, bool) { return r.Router.Table().Route(d) },
-		Upstream: upstream}
+	r.dns = &internaldns.Responder{Face: face, Route: func(d string) (string, bool) { return r.Router.Table().Route(d) }}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()

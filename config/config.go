@@ -160,11 +160,27 @@ type Limits struct {
 	// a dead remote domain's bounces need a stream from that domain to the
 	// internal server, which should not stay for the whole idle timeout.
 	BounceIdleTimeout time.Duration `mapstructure:"bounce_idle_timeout"`
-	// MaxStreams bounds the inbound connections open at once, on both
-	// faces together; MaxStreamsPerIP those from one address. Beyond them
-	// new connections are closed at once.
+	// MaxStreams bounds the inbound connections open at once on the
+	// federation face; MaxStreamsPerIP those from one address there.
+	// Beyond them new connections are closed at once.
 	MaxStreams      int `mapstructure:"max_streams"`
 	MaxStreamsPerIP int `mapstructure:"max_streams_per_ip"`
+	// MaxInternalStreams is the internal face's own budget of inbound
+	// connections, so that a flood on the federation face never keeps the
+	// organisation's servers out; no per-address limit applies there (an
+	// internal server opens one stream per remote domain).
+	MaxInternalStreams int `mapstructure:"max_internal_streams"`
+	// VerificationsPerStream, VerificationsPerIP and Verifications bound
+	// the dialback verifications (a connection to the sender domain's
+	// Authoritative server) in flight for one inbound stream, for the
+	// streams of one peer address, and in all. A db:result beyond them is
+	// answered at once with type='error' (resource-constraint): no dial, no
+	// DNS query. PairsPerStream bounds the domain pairs one stream may
+	// authorise.
+	VerificationsPerStream int `mapstructure:"verifications_per_stream"`
+	VerificationsPerIP     int `mapstructure:"verifications_per_ip"`
+	Verifications          int `mapstructure:"verifications"`
+	PairsPerStream         int `mapstructure:"pairs_per_stream"`
 	// WriteTimeout bounds every write to a peer, authenticated or not: a
 	// peer that does not read for this long is cut off (connection-timeout)
 	// and what was not written to it is rerouted or bounced.

@@ -203,6 +203,16 @@ func (c *Config) validate(runnable bool) Errors {
 	}
 	positive("limits.drain_timeout", l.DrainTimeout, bad)
 	positive("limits.bounce_idle_timeout", l.BounceIdleTimeout, bad)
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"limits.max_internal_streams", l.MaxInternalStreams}, {"limits.verifications_per_stream", l.VerificationsPerStream},
+		{"limits.verifications_per_ip", l.VerificationsPerIP}, {"limits.verifications", l.Verifications},
+		{"limits.pairs_per_stream", l.PairsPerStream}} {
+		if v.n < 1 {
+			bad(v.key, strconv.Itoa(v.n), "must be at least 1")
+		}
+	}
 	if l.RouteConnections < 1 {
 		bad("limits.route_connections", strconv.Itoa(l.RouteConnections), "must be at least 1")
 	}

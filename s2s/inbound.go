@@ -2,6 +2,7 @@ package s2s
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"crypto/tls"
 	"encoding/xml"
@@ -53,6 +54,9 @@ type inConn struct {
 
 	tlsOn atomic.Bool // tls, for other goroutines
 
+	pre     *list.Element // in s.preauth until authenticated (guarded by s.mu)
+	evicted bool          // closed to make room (guarded by s.mu)
+
 	// Owner-only state.
 	tls        bool
 	peer       *certs.Peer // verified certificate chain, nil if none
@@ -84,13 +88,35 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) (*inConn, 
 		return nil, ErrServerClosed
 	}
 	ip := peerAddr(c)
+	// Each face has its own budget: a flood on the federation face must
+	// not keep the organisation's own servers out. Internal servers open a
+	// stream per remote domain from one address: no per-address limit.
 	switch {
-	case len(s.conns) >= s.Limits.MaxStreams:
-		return nil, errTooManyStreams
+	case face == policy.Internal:
+		if s.internalConns >= s.Limits.MaxInternalStreams {
+			return nil, errTooManyInternal
+		}
+		s.internalConns++
 	case s.perIP[ip] >= s.Limits.MaxStreamsPerIP:
 		return nil, errTooManyFromIP
+	case len(s.conns)-s.internalConns-s.evicting >= s.Limits.MaxStreams:
+		// Full: the oldest connection that has not authenticated yet
+		// makes room, if there is one (a flood of idle connections must
+		// not keep new streams out); it finishes on its own goroutine.
+		oldest := s.preauth.Front()
+		if oldest == nil {
+			return nil, errTooManyStreams
+		}
+		victim := s.preauth.Remove(oldest).(*inConn)
+		victim.pre = nil
+		victim.evicted = true
+		s.evicting++
+		s.stats.InboundEvicted.Add(1)
+		go victim.shutdown(withText(stream.ConnectionTimeout, "the relay is at its connection limit"))
+		fallthrough
+	default:
+		s.perIP[ip]++
 	}
-	s.perIP[ip]++
 	ic := &inConn{s: s, face: face, direct: direct, raw: c, conn: c,
 		pairs: map[dialback.Pair]policy.Auth{}, fromAuth: map[string]policy.Auth{},
 		shard: uint32(s.stats.InboundTotal.Load())}
@@ -102,6 +128,9 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) (*inConn, 
 	ic.r = wire.NewReader(ic.dr, s.limits())
 	ic.w = wire.NewWriter(c)
 	s.conns[ic] = struct{}{}
+	if face == policy.Federation {
+		ic.pre = s.preauth.PushBack(ic)
+	}
 	s.wg.Add(1)
 	s.stats.InboundOpen.Add(1)
 	s.stats.InboundTotal.Add(1)
@@ -217,7 +246,16 @@ func (c *inConn) finish(err error) {
 
 	c.s.mu.Lock()
 	delete(c.s.conns, c)
-	if ip := peerAddr(c.raw); c.s.perIP[ip] <= 1 {
+	if c.pre != nil {
+		c.s.preauth.Remove(c.pre)
+		c.pre = nil
+	}
+	if c.evicted {
+		c.s.evicting--
+	}
+	if c.face == policy.Internal {
+		c.s.internalConns--
+	} else if ip := peerAddr(c.raw); c.s.perIP[ip] <= 1 {
 		delete(c.s.perIP, ip)
 	} else {
 		c.s.perIP[ip]--
@@ -368,10 +406,12 @@ func (c *inConn) readHeader() error {
 		c.db.Close()
 	}
 	c.db = dialback.NewStream(dialback.Config{
-		ID:        c.id,
-		Secret:    c.s.Secret,
-		Serves:    func(d string) bool { return c.s.serves(c.face, d) },
-		CertValid: c.certValid,
+		ID:         c.id,
+		Secret:     c.s.Secret,
+		Serves:     func(d string) bool { return c.s.serves(c.face, d) },
+		CertValid:  c.certValid,
+		MaxPending: c.s.Limits.VerificationsPerStream,
+		MaxPairs:   c.s.Limits.PairsPerStream,
 	})
 	clear(c.pairs)
 	clear(c.fromAuth)
@@ -665,6 +705,16 @@ func (c *inConn) apply(dec dialback.Decision) error {
 			return dec.Close
 		}
 	case dialback.Forward:
+		if !c.s.verifyStart(peerAddr(c.raw)) {
+			// The relay's or this address's verifications are all in
+			// flight: answered at once, without a dial or a DNS query.
+			c.s.stats.VerificationsRefused.Add(1)
+			c.events.log(c.logger(), slog.LevelInfo, "dialback refused: too many verifications in flight", "domain", dec.Verify.To)
+			c.mu.Lock()
+			refused := c.db.Conclude(dec.Verify.ErrorResponse(stanza.ResourceConstraint))
+			c.mu.Unlock()
+			return c.apply(refused)
+		}
 		c.wg.Add(1)
 		go c.verify(dec.Verify)
 	case dialback.Ignore:
@@ -680,6 +730,12 @@ func (c *inConn) apply(dec dialback.Decision) error {
 // idle timeout; the owner then raises the stanza limit. It may run on a
 // verification goroutine: only atomic or self-synchronised state is touched.
 func (c *inConn) authenticated() {
+	c.s.mu.Lock()
+	if c.pre != nil {
+		c.s.preauth.Remove(c.pre)
+		c.pre = nil
+	}
+	c.s.mu.Unlock()
 	if c.dr.setIdle(c.s.Limits.IdleTimeout) {
 		// Writes keep their own deadline (limits.write_timeout). The owner
 		// may be blocked in a read that began under the negotiation
@@ -713,6 +769,7 @@ func (c *inConn) raiseLimit() {
 // domain and concludes the dialback on this stream (Receiving role).
 func (c *inConn) verify(v dialback.Element) {
 	defer c.wg.Done()
+	defer c.s.verifyEnd(peerAddr(c.raw))
 	// On a stream not authenticated yet, the answer must go out before the
 	// stream's own negotiation deadline: a slow Authoritative server gets
 	// the peer db:result type='error' (remote-connection-failed) on a

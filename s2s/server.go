@@ -1,6 +1,7 @@
 package s2s
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -76,11 +77,23 @@ type Server struct {
 	// Audit receives stream-level policy records; nil discards them.
 	Audit func(policy.Record)
 
-	mu        sync.Mutex
-	closing   bool
-	listeners map[net.Listener]struct{}
-	conns     map[*inConn]struct{}
-	perIP     map[netip.Addr]int // inbound connections by peer address
+	mu            sync.Mutex
+	closing       bool
+	listeners     map[net.Listener]struct{}
+	conns         map[*inConn]struct{}
+	perIP         map[netip.Addr]int // federation-face connections by peer address
+	internalConns int                // internal-face connections
+	// preauth lists the federation-face connections not authenticated
+	// yet, oldest first: at limits.max_streams the oldest is closed to
+	// admit a new one, so that a flood of idle connections cannot keep
+	// new federation streams out. evicting counts those closed so but
+	// not finished yet (they are still in conns).
+	preauth  list.List
+	evicting int
+
+	vmu       sync.Mutex
+	verifying int                // dialback verifications in flight
+	verifyIP  map[netip.Addr]int // ...by the address of the stream that asked
 
 	// The links are looked up for every stanza routed, so they have their
 	// own lock, read-mostly, apart from mu. Lock order: mu, then lmu.
@@ -107,8 +120,17 @@ type Stats struct {
 	// repeated (XEP-0220 §3.1).
 	DialbackIgnored atomic.Int64
 	// InboundRefused counts connections closed at once because of
-	// limits.max_streams or limits.max_streams_per_ip.
+	// limits.max_streams, max_streams_per_ip or max_internal_streams.
 	InboundRefused atomic.Int64
+	// VerificationsRefused counts db:result requests answered at once with
+	// resource-constraint because limits.verifications or
+	// verifications_per_ip were reached. (Those beyond
+	// verifications_per_stream get the same answer from the stream's
+	// dialback state, uncounted.)
+	VerificationsRefused atomic.Int64
+	// InboundEvicted counts federation-face connections not authenticated
+	// yet that were closed to admit a new one at limits.max_streams.
+	InboundEvicted atomic.Int64
 }
 
 // Stats returns the server's stream counters.
@@ -202,6 +224,34 @@ func (s *Server) serves(face policy.Face, domain string) bool {
 // face (never an open relay).
 func (s *Server) peerAllowed(face policy.Face, domain string) bool {
 	return !isIPLiteral(domain) && !s.serves(face, domain)
+}
+
+// verifyStart takes a place for a dialback verification asked by a stream
+// from ip, within limits.verifications and verifications_per_ip.
+func (s *Server) verifyStart(ip netip.Addr) bool {
+	s.vmu.Lock()
+	defer s.vmu.Unlock()
+	if s.verifying >= s.Limits.Verifications || s.verifyIP[ip] >= s.Limits.VerificationsPerIP {
+		return false
+	}
+	if s.verifyIP == nil {
+		s.verifyIP = map[netip.Addr]int{}
+	}
+	s.verifying++
+	s.verifyIP[ip]++
+	return true
+}
+
+// verifyEnd gives the place back.
+func (s *Server) verifyEnd(ip netip.Addr) {
+	s.vmu.Lock()
+	defer s.vmu.Unlock()
+	s.verifying--
+	if s.verifyIP[ip] <= 1 {
+		delete(s.verifyIP, ip)
+	} else {
+		s.verifyIP[ip]--
+	}
 }
 
 // isIPLiteral reports whether domain is an IP address (RFC 7622 §3.2 allows
@@ -405,6 +455,7 @@ func peerAddr(c net.Conn) netip.Addr {
 }
 
 var (
-	errTooManyStreams = errors.New("limits.max_streams reached")
-	errTooManyFromIP  = errors.New("limits.max_streams_per_ip reached")
+	errTooManyStreams  = errors.New("limits.max_streams reached")
+	errTooManyInternal = errors.New("limits.max_internal_streams reached")
+	errTooManyFromIP   = errors.New("limits.max_streams_per_ip reached")
 )

@@ -1,0 +1,111 @@
+package routing_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/fedrelay/fedrelay/dialback"
+	"github.com/fedrelay/fedrelay/test/harness"
+)
+
+// TestVerificationCaps: one stream sends 100 db:result for 100 different
+// sender domains at once, whose Authoritative servers never answer. The
+// relay dials at most limits.verifications_per_stream of them and looks
+// up no more; the rest are answered at once with type='error'
+// (resource-constraint). (Before, each unauthenticated stream kept 64
+// verifications in flight: 100 such streams made 6,376 connections.)
+func TestVerificationCaps(t *testing.T) {
+	const n, perStream = 100, 4
+	silent := harness.StartProxy(t, harness.ClosedAddr(t))
+	silent.SetMode(harness.Stall)
+	s := harness.StartSite(t, fmt.Sprintf("limits: {verifications_per_stream: %d}", perStream), "remote.test")
+	domains := make([]string, n)
+	for i := range domains {
+		domains[i] = fmt.Sprintf("v%d.test", i)
+		s.DNS.SetSRV(t, domains[i], silent.Addr)
+	}
+	in := s.FromOutside(t, "remote.test")
+	var batch strings.Builder
+	for _, d := range domains {
+		req := dialback.Element{Kind: dialback.KindResult, From: d, To: "a.test", Key: dialback.Key(strings.Repeat("0", 64))}
+		batch.Write(req.Append(nil))
+	}
+	in.Send(batch.String())
+
+	// Every request refused at once comes back as an error.
+	errorsSeen := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for errorsSeen < n-perStream && time.Now().Before(deadline) {
+		el, err := in.Next()
+		if err != nil {
+			t.Fatalf("after %d answers: %v", errorsSeen, err)
+		}
+		if strings.Contains(el.Raw, "type='error'") && strings.Contains(el.Raw, "resource-constraint") {
+			errorsSeen++
+		}
+	}
+	if errorsSeen < n-perStream {
+		t.Errorf("%d requests answered resource-constraint, want %d", errorsSeen, n-perStream)
+	}
+	time.Sleep(200 * time.Millisecond)
+	looked := 0
+	for _, d := range domains {
+		if s.DNS.Server().Count("_xmpp-server._tcp."+d+".", dns.TypeSRV) > 0 {
+			looked++
+		}
+	}
+	t.Logf("%d of %d sender domains looked up, %d connections to their servers", looked, n, silent.Accepted())
+	if looked > perStream || silent.Accepted() > perStream {
+		t.Errorf("%d domains looked up and %d connections for one stream, want at most limits.verifications_per_stream (%d)",
+			looked, silent.Accepted(), perStream)
+	}
+}
+
+// TestFaceBudgets: the federation face is full of idle connections that
+// never authenticate (limits.max_streams of them), yet the organisation's
+// servers still connect to the internal face, which has its own budget,
+// and new federation streams still get through: each new connection closes
+// the oldest one that has not authenticated. (Before, both faces shared
+// one budget and a full one refused every new connection: 100 addresses
+// holding 10,000 connections kept the internal servers from sending out.)
+func TestFaceBudgets(t *testing.T) {
+	const budget = 5
+	s := harness.StartSite(t, fmt.Sprintf("limits: {max_streams: %d, max_streams_per_ip: %d}", budget, budget), "remote.test")
+	idle := make([]net.Conn, budget)
+	// The flood comes from an address of its own, as a flood does.
+	flooder := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(harness.NextIP())}}
+	for i := range idle {
+		c, err := flooder.Dial("tcp", s.Relay.FederationAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle[i] = c
+	}
+	harness.Eventually(t, func() bool { return s.Relay.Server.Stats().InboundOpen.Load() == budget }, "the federation face full")
+
+	// Out through the internal face: the remote server's db:verify comes
+	// back to the full federation face, and gets in.
+	out := s.FromInside(t, "remote.test")
+	out.Send(harness.Message("alice@a.test", "bob@remote.test", "out-1", "still out?"))
+	s.Remote.WaitID(t, "out-1")
+	// In from the federation: a new stream gets through too.
+	s.FromOutside(t, "remote.test").Send(harness.Message("bob@remote.test", "alice@a.test", "in-1", "still in?"))
+	s.Internal.WaitID(t, "in-1")
+
+	// The oldest idle connections made room.
+	idle[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(idle[0]); err != nil {
+		t.Errorf("the oldest idle connection: %v, want closed by the relay", err)
+	}
+	if n := s.Relay.Server.Stats().InboundEvicted.Load(); n == 0 {
+		t.Errorf("no connection evicted")
+	}
+	s.Relay.WaitBalanced(t)
+}

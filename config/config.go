@@ -118,6 +118,13 @@ type DNS struct {
 	// Overrides maps a domain to fixed targets that bypass DNS. Each target
 	// is "host:port" (STARTTLS) or "tls://host:port" (direct TLS).
 	Overrides map[string][]string `mapstructure:"overrides"`
+	// AllowPrivate lists the address prefixes ("10.1.0.0/16", or one
+	// address) that addresses learnt from DNS may be in although they are
+	// loopback, private, link-local, unspecified or multicast; the relay
+	// never connects to any other such address found through DNS (a public
+	// record pointing at the organisation's network). Routes and overrides
+	// are not checked.
+	AllowPrivate []string `mapstructure:"allow_private"`
 }
 
 // Limits bound what one stream or one peer may cost.

@@ -155,6 +155,11 @@ func (c *Config) validate(runnable bool) Errors {
 	if c.DNS.MaxTTL < c.DNS.MinTTL {
 		bad("dns.max_ttl", c.DNS.MaxTTL.String(), "must not be below dns.min_ttl ("+c.DNS.MinTTL.String()+")")
 	}
+	for i, p := range c.DNS.AllowPrivate {
+		if _, err := ParsePrefix(p); err != nil {
+			bad(fmt.Sprintf("dns.allow_private[%d]", i), p, "is not an address or a prefix (10.1.0.0/16)")
+		}
+	}
 	overrides := make(map[string][]string, len(c.DNS.Overrides))
 	for dom, targets := range c.DNS.Overrides {
 		k := "dns.overrides." + dom
@@ -411,4 +416,17 @@ func checkReadable(path string) error {
 		return errors.New(readReason(err))
 	}
 	return f.Close()
+}
+
+// ParsePrefix parses an address prefix of dns.allow_private: "10.1.0.0/16",
+// or one address.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

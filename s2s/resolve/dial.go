@@ -44,6 +44,26 @@ type Dialer struct {
 	// DialContext opens TCP connections; nil means a net.Dialer. It must
 	// return promptly when its context is cancelled.
 	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
+	// Allowed, if not nil, says whether an address learnt from DNS may be
+	// connected to (see PublicOnly); override candidates are not checked.
+	Allowed func(netip.Addr) bool
+}
+
+// PublicOnly returns an Allowed function that refuses loopback, private
+// (RFC 1918, RFC 4193), link-local, unspecified and multicast addresses,
+// and IPv4 addresses mapped into IPv6 that are any of those, unless they
+// are in one of allow.
+func PublicOnly(allow []netip.Prefix) func(netip.Addr) bool {
+	return func(a netip.Addr) bool {
+		a = a.Unmap()
+		for _, p := range allow {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return !(a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+			a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified())
+	}
 }
 
 // Conn is a connection to a candidate. For a DirectTLS candidate Conn is a
@@ -132,6 +152,18 @@ func (d *Dialer) dialCandidate(ctx context.Context, domain string, c Candidate) 
 	}
 	if len(addrs) == 0 {
 		return nil, []Attempt{{Candidate: c, Err: fmt.Errorf("host %s has no addresses", c.Host)}}
+	}
+	if d.Allowed != nil && c.Source != FromOverride {
+		kept := addrs[:0:0]
+		for _, a := range addrs {
+			if d.Allowed(a) {
+				kept = append(kept, a)
+			}
+		}
+		if len(kept) == 0 {
+			return nil, []Attempt{{Candidate: c, Err: fmt.Errorf("host %s has only addresses the relay does not connect to from DNS (loopback, private, link-local: dns.allow_private)", c.Host)}}
+		}
+		addrs = kept
 	}
 	var cfg *tls.Config
 	if c.Mode == DirectTLS {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -501,4 +502,19 @@ func TestDialCandidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Close()
+}
+
+// TestPublicOnly: what PublicOnly lets a Dialer connect to.
+func TestPublicOnly(t *testing.T) {
+	allowed := resolve.PublicOnly([]netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")})
+	for addr, want := range map[string]bool{
+		"192.0.2.10": true, "2001:db8::1": true, "10.1.2.3": true, // public, or allowed
+		"127.0.0.1": false, "::1": false, "10.2.0.1": false, "172.16.0.1": false, "192.168.1.1": false,
+		"fd00::1": false, "169.254.169.254": false, "fe80::1": false, "0.0.0.0": false, "::": false,
+		"224.0.0.1": false, "::ffff:127.0.0.1": false, "::ffff:10.1.0.9": true,
+	} {
+		if got := allowed(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("PublicOnly(%s) = %v, want %v", addr, got, want)
+		}
+	}
 }

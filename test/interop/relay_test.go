@@ -60,7 +60,7 @@ federation: {listen: [%q], listen_tls: []}
 internal: {listen: [%q], dns_listen: %q}
 domains: [{name: a.test, route: %q}]
 dialback: {secret: "interop-test-secret-0123456789"}
-dns: {servers: [%q], timeout: 2s, retries: 1}
+dns: {servers: [%q], timeout: 2s, retries: 1, allow_private: [127.0.0.0/8]}
 limits: {connect_timeout: 5s, negotiation_timeout: 10s}
 breaker: {failures: 2, open_for: %s, max_open_for: 30s}
 policy: {deny: [%s], audit_log: %q}

@@ -91,3 +91,24 @@ func TestNoIPLiteralDomains(t *testing.T) {
 	}
 	s.Relay.WaitBalanced(t)
 }
+
+// TestNoPrivateAddressesFromDNS: a remote domain whose SRV record (public
+// DNS) points at a loopback address is not dialled: its stanzas bounce
+// with remote-server-timeout (before, the relay connected wherever DNS
+// said: a public record could send it into the organisation's network).
+// dns.allow_private lets an operator name the prefixes that are fine.
+func TestNoPrivateAddressesFromDNS(t *testing.T) {
+	target := harness.StartProxy(t, harness.ClosedAddr(t))
+	s := harness.StartSite(t, "dns: {allow_private: []}", "remote.test")
+	s.DNS.SetSRV(t, "sneaky.test", target.Addr)
+	out := s.FromInside(t, "sneaky.test")
+	out.Send(harness.Message("alice@a.test", "x@sneaky.test", "p-1", "hi"))
+	st := expectError(t, s.Internal, "p-1", "message", "wait", "remote-server-timeout")
+	if n := target.Accepted(); n != 0 {
+		t.Errorf("the relay connected %d times to %s, a loopback address from DNS", n, target.Addr)
+	}
+	if _, _, text := st.StanzaError(); !strings.Contains(text, "allow_private") {
+		t.Errorf("bounce text %q does not say why (dns.allow_private)", text)
+	}
+	s.Relay.WaitBalanced(t)
+}

@@ -105,7 +105,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
 	}
 	srv := &s2s.Server{
 		Log: log, Secret: secret, Certs: store, Verifier: verifier,
-		Dialer:          &resolve.Dialer{Resolver: res, Timeout: cfg.Limits.ConnectTimeout},
+		Dialer:          &resolve.Dialer{Resolver: res, Timeout: cfg.Limits.ConnectTimeout, Allowed: resolve.PublicOnly(allowPrivate(cfg.DNS))},
 		ExternalDomains: external, Limits: cfg.Limits, TLS: cfg.TLS, Audit: audit.write,
 	}
 	router = routing.NewRouter(routing.Options{
@@ -275,4 +275,15 @@ func (r *Relay) closeListeners() {
 	for _, l := range r.listeners {
 		l.Close()
 	}
+}
+
+// allowPrivate is dns.allow_private, parsed (Validate has checked it).
+func allowPrivate(d config.DNS) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range d.AllowPrivate {
+		if p, err := config.ParsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }

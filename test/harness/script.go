@@ -144,7 +144,10 @@ func (s *Script) Offers(name string) bool {
 // StartTLS sends <starttls/>, expects <proceed/>, and does the TLS
 // handshake (any certificate accepted: the relay's are self-signed here)
 // and the restart with a new header from from to to.
-func (s *Script) StartTLS(from, to string) error {
+func (s *Script) StartTLS(from, to string) error { return s.StartTLSWith(from, to, nil) }
+
+// StartTLSWith is StartTLS presenting cert as the client certificate.
+func (s *Script) StartTLSWith(from, to string, cert *tls.Certificate) error {
 	if err := s.Write("<starttls xmlns='" + peer.NSTLS + "'/>"); err != nil {
 		return err
 	}
@@ -155,7 +158,11 @@ func (s *Script) StartTLS(from, to string) error {
 	if el.Name != "proceed" {
 		return fmt.Errorf("STARTTLS: got %s", el.Raw)
 	}
-	tc := tls.Client(s.raw, &tls.Config{ServerName: to, InsecureSkipVerify: true})
+	cfg := &tls.Config{ServerName: to, InsecureSkipVerify: true}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	tc := tls.Client(s.raw, cfg)
 	tc.SetDeadline(time.Now().Add(ReadTimeout))
 	if err := tc.Handshake(); err != nil {
 		return fmt.Errorf("TLS handshake: %w", err)

@@ -1,6 +1,7 @@
 package routing_test
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -109,6 +110,40 @@ func TestNoPrivateAddressesFromDNS(t *testing.T) {
 	}
 	if _, _, text := st.StanzaError(); !strings.Contains(text, "allow_private") {
 		t.Errorf("bounce text %q does not say why (dns.allow_private)", text)
+	}
+	s.Relay.WaitBalanced(t)
+}
+
+// TestInternalFaceNeedsTheRoute: on the internal face a certificate for the
+// internal domain a.test, from a CA the relay trusts, is not enough: SASL
+// EXTERNAL is neither offered nor accepted, and the peer must use dialback,
+// which the relay checks with a.test's configured route. (Before, any
+// CA-valid certificate for a.test passed, and its stanzas went out.)
+func TestInternalFaceNeedsTheRoute(t *testing.T) {
+	ca := harness.NewCA(t)
+	certFile, keyFile := ca.Issue(t, "a.test")
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := harness.StartSite(t, fmt.Sprintf("tls: {ca_file: %q}", ca.File()), "remote.test")
+	sc := harness.Dial(t, s.Relay.InternalAddr)
+	if err := sc.Open("a.test", "remote.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.StartTLSWith("a.test", "remote.test", &cert); err != nil {
+		t.Fatal(err)
+	}
+	if sc.Offers("mechanisms") && strings.Contains(sc.Features.Raw, "EXTERNAL") {
+		t.Errorf("SASL EXTERNAL offered on the internal face for a CA-valid certificate: %s", sc.Features.Raw)
+	}
+	sc.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>YS50ZXN0</auth>")
+	el, err := sc.Next()
+	if err != nil {
+		t.Fatalf("after <auth/>: %v", err)
+	}
+	if el.Name == "success" {
+		t.Fatalf("SASL EXTERNAL accepted on the internal face for a.test: %s", el.Raw)
 	}
 	s.Relay.WaitBalanced(t)
 }

@@ -500,6 +500,12 @@ func (r *Reader) fill() error {
 // passes a byte rather than a stream.Error.
 type cond uint8
 
+// MaxNamespaces bounds the namespace declarations in scope within one
+// element (the stream header's apart): each name is resolved against them,
+// so that this bound keeps reading linear in the element's size; beyond it
+// the stream ends with policy-violation. Real stanzas keep a handful.
+const MaxNamespaces = 64
+
 const (
 	condNotWellFormed cond = iota
 	condRestrictedXML
@@ -831,6 +837,9 @@ func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
 			return 0, r.fail(condBadNamespacePrefix, int(a.name.off), "misuse of the xml namespace")
 		case p != "" && len(ub) == 0:
 			return 0, r.fail(condBadNamespacePrefix, int(a.name.off), "prefix declared with an empty namespace")
+		}
+		if len(r.ns) >= MaxNamespaces {
+			return 0, r.fail(condPolicyViolation, int(a.name.off), "more than %d namespace declarations in scope", MaxNamespaces)
 		}
 		r.ns = append(r.ns, nsDecl{prefix: prefix, uri: uri})
 	}

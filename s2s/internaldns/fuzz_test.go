@@ -3,6 +3,7 @@ package internaldns
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -59,9 +60,28 @@ func FuzzServeDNS(f *testing.F) {
 			t.Fatalf("the answer does not pack: %v", err)
 		}
 		for _, rr := range w.msg.Answer {
-			if a, ok := rr.(*dns.A); ok && a.A.Equal(net.IP(face.Addr().AsSlice())) && a.Hdr.Name != DefaultTarget {
+			if a, ok := rr.(*dns.A); ok && a.A.Equal(net.IP(face.Addr().AsSlice())) && strings.ToLower(a.Hdr.Name) != DefaultTarget {
 				t.Fatalf("the relay's address given for %s", a.Hdr.Name)
 			}
 		}
 	})
+}
+
+// TestAnswerKeepsCase: an answer's owner name is the name as asked, in its
+// case: resolvers that randomise the case of their questions (DNS 0x20)
+// drop answers that do not echo it.
+func TestAnswerKeepsCase(t *testing.T) {
+	r := &Responder{Face: netip.MustParseAddrPort("192.0.2.1:5269"), Route: func(string) (string, bool) { return "", false }}
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{{"_xmpp-server._tcp.ReMoTe.ExAmPlE.", dns.TypeSRV}, {"FedRelay.Internal.", dns.TypeA}} {
+		m := new(dns.Msg)
+		m.SetQuestion(q.name, q.qtype)
+		w := &recorder{}
+		r.ServeDNS(w, m)
+		if len(w.msg.Answer) != 1 || w.msg.Answer[0].Header().Name != q.name {
+			t.Errorf("%s: %v, want one answer owned by the name as asked", q.name, w.msg.Answer)
+		}
+	}
 }

@@ -80,7 +80,7 @@ func (r *Responder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		w.WriteMsg(m)
 		return
 	}
-	r.answer(m, name, q.Qtype)
+	r.answer(m, name, q.Name, q.Qtype)
 	if len(m.Answer) == 0 && m.Rcode == dns.RcodeSuccess {
 		m.Ns = append(m.Ns, r.soa(q.Name))
 	}
@@ -116,7 +116,9 @@ func (r *Responder) dest(domain string) (netip.Addr, uint16, bool) {
 	return r.Face.Addr(), r.Face.Port(), true
 }
 
-func (r *Responder) answer(m *dns.Msg, name string, qtype uint16) {
+// answer fills m for name (lower case); the answers' owner is the name as
+// asked, since resolvers that randomise its case (DNS 0x20) check it.
+func (r *Responder) answer(m *dns.Msg, name, asked string, qtype uint16) {
 	hdr := func(n string, t uint16) dns.RR_Header {
 		return dns.RR_Header{Name: n, Rrtype: t, Class: dns.ClassINET, Ttl: r.ttl()}
 	}
@@ -135,7 +137,7 @@ func (r *Responder) answer(m *dns.Msg, name string, qtype uint16) {
 		if _, internal := r.Route(domain); !internal {
 			target = r.target()
 		}
-		m.Answer = append(m.Answer, &dns.SRV{Hdr: hdr(name, dns.TypeSRV), Priority: 0, Weight: 0, Port: port, Target: target})
+		m.Answer = append(m.Answer, &dns.SRV{Hdr: hdr(asked, dns.TypeSRV), Priority: 0, Weight: 0, Port: port, Target: target})
 		if rr := addrRR(hdr, target, addr); rr != nil {
 			m.Extra = append(m.Extra, rr)
 		}
@@ -144,7 +146,7 @@ func (r *Responder) answer(m *dns.Msg, name string, qtype uint16) {
 	case name == r.target():
 		addr := r.Face.Addr()
 		if (qtype == dns.TypeA && (addr.Is4() || addr.Is4In6())) || (qtype == dns.TypeAAAA && addr.Is6() && !addr.Is4In6()) {
-			m.Answer = append(m.Answer, addrRR(hdr, name, addr))
+			m.Answer = append(m.Answer, addrRR(hdr, asked, addr))
 		}
 	default: // an internal domain
 		domain := strings.TrimSuffix(name, ".")
@@ -154,7 +156,7 @@ func (r *Responder) answer(m *dns.Msg, name string, qtype uint16) {
 			return
 		}
 		if (qtype == dns.TypeA && addr.Is4()) || (qtype == dns.TypeAAAA && addr.Is6() && !addr.Is4In6()) {
-			m.Answer = append(m.Answer, addrRR(hdr, name, addr))
+			m.Answer = append(m.Answer, addrRR(hdr, asked, addr))
 		}
 	}
 }

@@ -172,6 +172,12 @@ type Limits struct {
 	// Beyond them new connections are closed at once.
 	MaxStreams      int `mapstructure:"max_streams"`
 	MaxStreamsPerIP int `mapstructure:"max_streams_per_ip"`
+	// ConnectRatePerIP and ConnectBurstPerIP are the token bucket of new
+	// connections one address may open on the federation face: a burst,
+	// then so many per second. Beyond it a connection is closed at once,
+	// before a byte is read.
+	ConnectRatePerIP  float64 `mapstructure:"connect_rate_per_ip"`
+	ConnectBurstPerIP int     `mapstructure:"connect_burst_per_ip"`
 	// MaxInternalStreams is the internal face's own budget of inbound
 	// connections, so that a flood on the federation face never keeps the
 	// organisation's servers out; no per-address limit applies there (an
@@ -180,7 +186,8 @@ type Limits struct {
 	// VerificationsPerStream, VerificationsPerIP and Verifications bound
 	// the dialback verifications (a connection to the sender domain's
 	// Authoritative server) in flight for one inbound stream, for the
-	// streams of one peer address, and in all. A db:result beyond them is
+	// federation-face streams of one peer address, and for the federation
+	// face in all. A db:result beyond them is
 	// answered at once with type='error' (resource-constraint): no dial, no
 	// DNS query. PairsPerStream bounds the domain pairs one stream may
 	// authorise.

@@ -208,10 +208,13 @@ func (c *Config) validate(runnable bool) Errors {
 	}
 	positive("limits.drain_timeout", l.DrainTimeout, bad)
 	positive("limits.bounce_idle_timeout", l.BounceIdleTimeout, bad)
+	if l.ConnectRatePerIP <= 0 {
+		bad("limits.connect_rate_per_ip", strconv.FormatFloat(l.ConnectRatePerIP, 'g', -1, 64), "must be positive")
+	}
 	for _, v := range []struct {
 		key string
 		n   int
-	}{{"limits.max_internal_streams", l.MaxInternalStreams}, {"limits.verifications_per_stream", l.VerificationsPerStream},
+	}{{"limits.max_internal_streams", l.MaxInternalStreams}, {"limits.connect_burst_per_ip", l.ConnectBurstPerIP}, {"limits.verifications_per_stream", l.VerificationsPerStream},
 		{"limits.verifications_per_ip", l.VerificationsPerIP}, {"limits.verifications", l.Verifications},
 		{"limits.pairs_per_stream", l.PairsPerStream}} {
 		if v.n < 1 {

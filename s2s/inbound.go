@@ -88,6 +88,9 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) (*inConn, 
 		return nil, ErrServerClosed
 	}
 	ip := peerAddr(c)
+	if face == policy.Federation && !s.connectAllowed(ip) {
+		return nil, errConnectRate
+	}
 	// Each face has its own budget: a flood on the federation face must
 	// not keep the organisation's own servers out. Internal servers open a
 	// stream per remote domain from one address: no per-address limit.
@@ -712,7 +715,11 @@ func (c *inConn) apply(dec dialback.Decision) error {
 			return dec.Close
 		}
 	case dialback.Forward:
-		if !c.s.verifyStart(peerAddr(c.raw)) {
+		// The relay-wide and per-address caps are for the federation face:
+		// the internal face's verifications go to the organisation's own
+		// route, and an internal server opening streams to many remote
+		// domains at once must not see them refused.
+		if c.face == policy.Federation && !c.s.verifyStart(peerAddr(c.raw)) {
 			// The relay's or this address's verifications are all in
 			// flight: answered at once, without a dial or a DNS query.
 			c.s.stats.VerificationsRefused.Add(1)
@@ -776,7 +783,9 @@ func (c *inConn) raiseLimit() {
 // domain and concludes the dialback on this stream (Receiving role).
 func (c *inConn) verify(v dialback.Element) {
 	defer c.wg.Done()
-	defer c.s.verifyEnd(peerAddr(c.raw))
+	if c.face == policy.Federation {
+		defer c.s.verifyEnd(peerAddr(c.raw))
+	}
 	// On a stream not authenticated yet, the answer must go out before the
 	// stream's own negotiation deadline: a slow Authoritative server gets
 	// the peer db:result type='error' (remote-connection-failed) on a

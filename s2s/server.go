@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/time/rate"
 	"mellium.im/xmpp/stream"
 
 	"github.com/fedrelay/fedrelay/config"
@@ -90,6 +92,9 @@ type Server struct {
 	// not finished yet (they are still in conns).
 	preauth  list.List
 	evicting int
+	// connRates holds the token bucket of new federation-face connections
+	// of the most recent addresses (guarded by mu).
+	connRates *lru.Cache[netip.Addr, *rate.Limiter]
 
 	vmu       sync.Mutex
 	verifying int                // dialback verifications in flight
@@ -224,6 +229,21 @@ func (s *Server) serves(face policy.Face, domain string) bool {
 // face (never an open relay).
 func (s *Server) peerAllowed(face policy.Face, domain string) bool {
 	return !isIPLiteral(domain) && !s.serves(face, domain)
+}
+
+// connectAllowed takes a token from ip's bucket of new federation-face
+// connections (limits.connect_rate_per_ip, connect_burst_per_ip). s.mu is
+// held.
+func (s *Server) connectAllowed(ip netip.Addr) bool {
+	if s.connRates == nil {
+		s.connRates, _ = lru.New[netip.Addr, *rate.Limiter](1 << 16)
+	}
+	l, ok := s.connRates.Get(ip)
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(s.Limits.ConnectRatePerIP), max(s.Limits.ConnectBurstPerIP, 1))
+		s.connRates.Add(ip, l)
+	}
+	return l.Allow()
 }
 
 // verifyStart takes a place for a dialback verification asked by a stream
@@ -457,5 +477,6 @@ func peerAddr(c net.Conn) netip.Addr {
 var (
 	errTooManyStreams  = errors.New("limits.max_streams reached")
 	errTooManyInternal = errors.New("limits.max_internal_streams reached")
+	errConnectRate     = errors.New("limits.connect_rate_per_ip exceeded")
 	errTooManyFromIP   = errors.New("limits.max_streams_per_ip reached")
 )

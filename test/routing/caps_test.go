@@ -109,3 +109,31 @@ func TestFaceBudgets(t *testing.T) {
 	}
 	s.Relay.WaitBalanced(t)
 }
+
+// TestConnectRate: one address may open limits.connect_burst_per_ip new
+// federation connections at once, then limits.connect_rate_per_ip a
+// second; beyond, a connection is closed at once, before a byte is read.
+// Another address is not affected.
+func TestConnectRate(t *testing.T) {
+	const burst = 3
+	s := harness.StartSite(t, fmt.Sprintf("limits: {connect_rate_per_ip: 0.1, connect_burst_per_ip: %d}", burst), "remote.test")
+	from := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(harness.NextIP())}}
+	closed := 0
+	for range burst + 2 {
+		c, err := from.Dial("tcp", s.Relay.FederationAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err == io.EOF {
+			closed++
+		}
+	}
+	if closed != 2 {
+		t.Errorf("%d of %d connections closed at once, want the 2 beyond the burst of %d", closed, burst+2, burst)
+	}
+	// The rest of the world still gets in.
+	s.FromOutside(t, "remote.test").Send(harness.Message("bob@remote.test", "alice@a.test", "ok-1", "hi"))
+	s.Internal.WaitID(t, "ok-1")
+}

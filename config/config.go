@@ -178,6 +178,14 @@ type Limits struct {
 	// before a byte is read.
 	ConnectRatePerIP  float64 `mapstructure:"connect_rate_per_ip"`
 	ConnectBurstPerIP int     `mapstructure:"connect_burst_per_ip"`
+	// MaxLinks bounds the outbound streams towards remote domains open at
+	// once; LinkRate and LinkBurst the token bucket of new ones (per
+	// second, and the burst). A stanza that would need one more is
+	// bounced with resource-constraint. Links to internal routes are bounded
+	// by the route_* limits instead.
+	MaxLinks  int     `mapstructure:"max_links"`
+	LinkRate  float64 `mapstructure:"link_rate"`
+	LinkBurst int     `mapstructure:"link_burst"`
 	// MaxInternalStreams is the internal face's own budget of inbound
 	// connections, so that a flood on the federation face never keeps the
 	// organisation's servers out; no per-address limit applies there (an

@@ -208,13 +208,17 @@ func (c *Config) validate(runnable bool) Errors {
 	}
 	positive("limits.drain_timeout", l.DrainTimeout, bad)
 	positive("limits.bounce_idle_timeout", l.BounceIdleTimeout, bad)
+	if l.LinkRate <= 0 {
+		bad("limits.link_rate", strconv.FormatFloat(l.LinkRate, 'g', -1, 64), "must be positive")
+	}
 	if l.ConnectRatePerIP <= 0 {
 		bad("limits.connect_rate_per_ip", strconv.FormatFloat(l.ConnectRatePerIP, 'g', -1, 64), "must be positive")
 	}
 	for _, v := range []struct {
 		key string
 		n   int
-	}{{"limits.max_internal_streams", l.MaxInternalStreams}, {"limits.connect_burst_per_ip", l.ConnectBurstPerIP}, {"limits.verifications_per_stream", l.VerificationsPerStream},
+	}{{"limits.max_internal_streams", l.MaxInternalStreams}, {"limits.connect_burst_per_ip", l.ConnectBurstPerIP},
+		{"limits.max_links", l.MaxLinks}, {"limits.link_burst", l.LinkBurst}, {"limits.verifications_per_stream", l.VerificationsPerStream},
 		{"limits.verifications_per_ip", l.VerificationsPerIP}, {"limits.verifications", l.Verifications},
 		{"limits.pairs_per_stream", l.PairsPerStream}} {
 		if v.n < 1 {

@@ -53,6 +53,7 @@ type link struct {
 	gate     *routeGate    // the internal route's, nil towards a remote domain
 	gated    int           // bytes queued before up, counted in gate
 	theirs   bool          // it took a stanza that was not the relay's own
+	remote   bool          // towards a remote domain: counted in Server.remoteLinks (lmu)
 }
 
 // batch is a run of stanzas waiting in a link: their bytes, one after the

@@ -15,6 +15,7 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
+	"mellium.im/xmpp/stanza"
 	"mellium.im/xmpp/stream"
 
 	"github.com/fedrelay/fedrelay/config"
@@ -102,11 +103,13 @@ type Server struct {
 
 	// The links are looked up for every stanza routed, so they have their
 	// own lock, read-mostly, apart from mu. Lock order: mu, then lmu.
-	lmu       sync.RWMutex
-	links     map[routing.Pair]*link
-	gates     map[string]*routeGate // by internal route address
-	linksShut bool                  // no new links (set with lmu held)
-	wg        sync.WaitGroup        // every goroutine the server starts
+	lmu         sync.RWMutex
+	links       map[routing.Pair]*link
+	gates       map[string]*routeGate // by internal route address
+	linksShut   bool                  // no new links (set with lmu held)
+	remoteLinks int                   // links in links towards remote domains (lmu)
+	linkRate    *rate.Limiter         // new links towards remote domains (lmu)
+	wg          sync.WaitGroup        // every goroutine the server starts
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -136,6 +139,9 @@ type Stats struct {
 	// InboundEvicted counts federation-face connections not authenticated
 	// yet that were closed to admit a new one at limits.max_streams.
 	InboundEvicted atomic.Int64
+	// LinksRefused counts outbound streams to remote domains not started
+	// because of limits.max_links or limits.link_rate.
+	LinksRefused atomic.Int64
 }
 
 // Stats returns the server's stream counters.
@@ -310,11 +316,33 @@ func (s *Server) Link(pair routing.Pair, admit func(to string) (func(error), err
 	if s.linksShut {
 		return nil, routing.Timeout(ErrServerClosed)
 	}
+	// Links to remote domains are bounded in number and in how fast they
+	// start (the internal routes have their gates): what strangers and
+	// the organisation's servers send can never make the relay open
+	// connections without end.
+	remote := !s.Router.Table().IsInternal(pair.To)
+	if remote {
+		if s.remoteLinks >= s.Limits.MaxLinks {
+			s.stats.LinksRefused.Add(1)
+			return nil, &routing.DeliveryError{Condition: stanza.ResourceConstraint, Err: errTooManyLinks}
+		}
+		if s.linkRate == nil {
+			s.linkRate = rate.NewLimiter(rate.Limit(s.Limits.LinkRate), max(s.Limits.LinkBurst, 1))
+		}
+		if !s.linkRate.Allow() {
+			s.stats.LinksRefused.Add(1)
+			return nil, &routing.DeliveryError{Condition: stanza.ResourceConstraint, Err: errLinkRate}
+		}
+	}
 	report, err := admit(pair.To)
 	if err != nil {
 		return nil, err
 	}
 	l = s.newLink(pair, report)
+	l.remote = remote
+	if remote {
+		s.remoteLinks++
+	}
 	s.links[pair] = l
 	s.wg.Add(1)
 	go l.run()
@@ -326,6 +354,9 @@ func (s *Server) removeLink(l *link) {
 	s.lmu.Lock()
 	if s.links[l.pair] == l {
 		delete(s.links, l.pair)
+		if l.remote {
+			s.remoteLinks--
+		}
 	}
 	s.lmu.Unlock()
 }
@@ -478,5 +509,7 @@ var (
 	errTooManyStreams  = errors.New("limits.max_streams reached")
 	errTooManyInternal = errors.New("limits.max_internal_streams reached")
 	errConnectRate     = errors.New("limits.connect_rate_per_ip exceeded")
+	errTooManyLinks    = errors.New("too many outbound streams (limits.max_links)")
+	errLinkRate        = errors.New("too many new outbound streams (limits.link_rate)")
 	errTooManyFromIP   = errors.New("limits.max_streams_per_ip reached")
 )

@@ -137,3 +137,31 @@ func TestConnectRate(t *testing.T) {
 	s.FromOutside(t, "remote.test").Send(harness.Message("bob@remote.test", "alice@a.test", "ok-1", "hi"))
 	s.Internal.WaitID(t, "ok-1")
 }
+
+// TestLinkCaps: outbound streams to remote domains are bounded in number
+// (limits.max_links) and in how fast they start (limits.link_rate,
+// link_burst): a stanza that would need one more bounces at once with
+// resource-constraint, and nothing is dialled for it.
+func TestLinkCaps(t *testing.T) {
+	for _, tc := range []struct{ name, limits string }{
+		{"max_links", "limits: {max_links: 2}"},
+		{"link_rate", "limits: {link_rate: 0.001, link_burst: 2}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := harness.StartSite(t, tc.limits, "r1.test", "r2.test", "r3.test")
+			for i, r := range []string{"r1.test", "r2.test", "r3.test"} {
+				id := fmt.Sprintf("c-%d", i)
+				s.FromInside(t, r).Send(harness.Message("alice@a.test", "bob@"+r, id, "hi"))
+				if i < 2 {
+					s.Remote.WaitID(t, id)
+					continue
+				}
+				expectError(t, s.Internal, id, "message", "wait", "resource-constraint")
+			}
+			if n := s.Relay.Server.Stats().LinksRefused.Load(); n != 1 {
+				t.Errorf("LinksRefused = %d, want 1", n)
+			}
+			s.Relay.WaitBalanced(t)
+		})
+	}
+}

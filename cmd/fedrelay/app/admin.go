@@ -39,6 +39,7 @@ func (r *Relay) startAdmin() error {
 	counter("streams_inbound_total", "Inbound streams accepted.", ss.InboundTotal.Load)
 	counter("streams_outbound_total", "Outbound streams opened.", ss.OutboundTotal.Load)
 	counter("streams_refused_total", "Inbound connections closed at once by limits.max_streams(_per_ip) or max_internal_streams.", ss.InboundRefused.Load)
+	counter("links_refused_total", "Outbound streams to remote domains not started because of limits.max_links or limits.link_rate (their stanzas bounced with resource-constraint).", ss.LinksRefused.Load)
 	counter("streams_evicted_total", "Federation-face connections not authenticated yet, closed to admit a new one at limits.max_streams.", ss.InboundEvicted.Load)
 	counter("dialback_verifications_refused_total", "db:result requests answered at once with resource-constraint because limits.verifications or verifications_per_ip were reached.", ss.VerificationsRefused.Load)
 	counter("dialback_ignored_total", "Dialback elements dropped as unsolicited or repeated.", ss.DialbackIgnored.Load)

@@ -252,21 +252,21 @@ func (r *Router) Settle(f Fate, pair Pair, sts []Stanza, err error) {
 			}
 		}
 	case Written:
-		var own, theirs int64
+		if len(sts) == 0 {
+			return
+		}
+		var own int64
 		for i := range sts {
 			if sts[i].Own {
 				own++
 			}
 		}
-		theirs = int64(len(sts)) - own
-		if len(sts) > 0 {
-			shard := sts[0].Shard
-			if theirs > 0 {
-				r.stats.Delivered.AddAt(shard, theirs)
-			}
-			if own > 0 {
-				r.stats.BouncesDelivered.AddAt(shard, own)
-			}
+		shard := sts[0].Shard
+		if theirs := int64(len(sts)) - own; theirs > 0 {
+			r.stats.Delivered.AddAt(shard, theirs)
+		}
+		if own > 0 {
+			r.stats.BouncesDelivered.AddAt(shard, own)
 		}
 	case Failed:
 		r.undelivered(err, sts)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,7 @@ type inConn struct {
 	face   policy.Face
 	direct bool
 	raw    net.Conn                    // the TCP connection
+	ip     netip.Addr                  // the peer's address (raw's remote address)
 	conn   net.Conn                    // raw, or the TLS connection over it
 	logp   atomic.Pointer[slog.Logger] // base, with the stream's addresses once known
 	base   *slog.Logger
@@ -48,8 +50,8 @@ type inConn struct {
 
 	mu       sync.Mutex // guards db, pairs, closeErr
 	db       *dialback.Stream
-	pairs    map[dialback.Pair]policy.Auth // authorized (from, to), with how
-	fromAuth map[string]policy.Auth        // authorized sender domains
+	pairs    map[dialback.Pair]*pairState // authorized (from, to), with how
+	fromAuth map[string]policy.Auth       // authorized sender domains
 	closeErr error
 
 	tlsOn atomic.Bool // tls, for other goroutines
@@ -66,15 +68,14 @@ type inConn struct {
 	legacy     bool   // the peer's header had no version (RFC 6120 §4.7.5)
 	authed     bool   // some pair authorized: idle timeout instead of negotiation deadline
 
-	negDeadline time.Time                       // the stream must authenticate before it (set before any goroutine starts)
-	stall       *rate.Limiter                   // the stream's stall budget, in milliseconds (owner only)
-	stallOK     bool                            // the budget has room for a full limits.stall_timeout (owner only)
-	scratch     []byte                          // the attributes of the stanza being read (owner only)
-	st          routing.Stanza                  // the stanza being routed, lent to the router (owner only)
-	body        elemBody                        // st.Body: the element with the outbound fix-ups (owner only)
-	vias        map[dialback.Pair]*routing.Link // the link of each pair that sent, cached (owner only)
-	asleep      []routing.Link                  // links given stanzas with Defer, to wake before the next read (owner only)
-	shard       uint32                          // the stream's number, for counters
+	negDeadline time.Time      // the stream must authenticate before it (set before any goroutine starts)
+	stall       *rate.Limiter  // the stream's stall budget, in milliseconds (owner only)
+	stallOK     bool           // the budget has room for a full limits.stall_timeout (owner only)
+	scratch     []byte         // the attributes of the stanza being read (owner only)
+	st          routing.Stanza // the stanza being routed, lent to the router (owner only)
+	body        elemBody       // st.Body: the element with the outbound fix-ups (owner only)
+	asleep      []routing.Link // links given stanzas with Defer, to wake before the next read (owner only)
+	shard       uint32         // the stream's number, for counters
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -120,8 +121,8 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) (*inConn, 
 	default:
 		s.perIP[ip]++
 	}
-	ic := &inConn{s: s, face: face, direct: direct, raw: c, conn: c,
-		pairs: map[dialback.Pair]policy.Auth{}, fromAuth: map[string]policy.Auth{},
+	ic := &inConn{s: s, face: face, direct: direct, raw: c, conn: c, ip: ip,
+		pairs: map[dialback.Pair]*pairState{}, fromAuth: map[string]policy.Auth{},
 		shard: uint32(s.stats.InboundTotal.Load())}
 	ic.ctx, ic.cancel = context.WithCancel(s.ctx)
 	ic.base = s.Log.With("face", face.String(), "dir", "in", "peer", c.RemoteAddr().String())
@@ -258,10 +259,10 @@ func (c *inConn) finish(err error) {
 	}
 	if c.face == policy.Internal {
 		c.s.internalConns--
-	} else if ip := peerAddr(c.raw); c.s.perIP[ip] <= 1 {
-		delete(c.s.perIP, ip)
+	} else if c.s.perIP[c.ip] <= 1 {
+		delete(c.s.perIP, c.ip)
 	} else {
-		c.s.perIP[ip]--
+		c.s.perIP[c.ip]--
 	}
 	c.s.mu.Unlock()
 	c.s.stats.InboundOpen.Add(-1)
@@ -418,7 +419,6 @@ func (c *inConn) readHeader() error {
 	})
 	clear(c.pairs)
 	clear(c.fromAuth)
-	clear(c.vias)
 	if c.saslDomain != "" {
 		// SASL EXTERNAL authenticated the header's from for its to.
 		c.db.Authorize(c.saslDomain, c.to)
@@ -651,9 +651,21 @@ func (c *inConn) dirIn() policy.Direction {
 	return policy.In
 }
 
+// pairState is what an inbound stream keeps of a pair authorized on it.
+type pairState struct {
+	auth policy.Auth // how it was authorized (guarded by inConn.mu)
+	// via caches the link of the pair (Stanza.Via): only the stream's
+	// owner goroutine reads or writes it.
+	via routing.Link
+}
+
 // authorize records an authorized pair. c.mu must be held.
 func (c *inConn) authorize(p dialback.Pair, auth policy.Auth) {
-	c.pairs[p] = auth
+	if ps := c.pairs[p]; ps != nil {
+		ps.auth = auth
+	} else {
+		c.pairs[p] = &pairState{auth: auth}
+	}
 	if c.fromAuth[p.From] < auth {
 		c.fromAuth[p.From] = auth
 	}
@@ -719,7 +731,7 @@ func (c *inConn) apply(dec dialback.Decision) error {
 		// the internal face's verifications go to the organisation's own
 		// route, and an internal server opening streams to many remote
 		// domains at once must not see them refused.
-		if c.face == policy.Federation && !c.s.verifyStart(peerAddr(c.raw)) {
+		if c.face == policy.Federation && !c.s.verifyStart(c.ip) {
 			// The relay's or this address's verifications are all in
 			// flight: answered at once, without a dial or a DNS query.
 			c.s.stats.VerificationsRefused.Add(1)
@@ -784,7 +796,7 @@ func (c *inConn) raiseLimit() {
 func (c *inConn) verify(v dialback.Element) {
 	defer c.wg.Done()
 	if c.face == policy.Federation {
-		defer c.s.verifyEnd(peerAddr(c.raw))
+		defer c.s.verifyEnd(c.ip)
 	}
 	// On a stream not authenticated yet, the answer must go out before the
 	// stream's own negotiation deadline: a slow Authoritative server gets
@@ -834,12 +846,20 @@ func (c *inConn) stanza(el *wire.Element) error {
 	if err != nil {
 		return withText(stream.ImproperAddressing, "bad 'to'")
 	}
+	var (
+		auth            policy.Auth
+		fromOK, anyAuth bool // for the refusal only
+	)
 	c.mu.Lock()
-	auth, pairOK := c.pairs[dialback.Pair{From: from, To: to}]
-	_, fromOK := c.fromAuth[from]
-	anyAuth := len(c.fromAuth) > 0
+	ps := c.pairs[dialback.Pair{From: from, To: to}]
+	if ps != nil {
+		auth = ps.auth
+	} else {
+		_, fromOK = c.fromAuth[from]
+		anyAuth = len(c.fromAuth) > 0
+	}
 	c.mu.Unlock()
-	if !pairOK {
+	if ps == nil {
 		switch {
 		case !anyAuth:
 			return withText(stream.NotAuthorized, "stanza before authentication")
@@ -853,15 +873,6 @@ func (c *inConn) stanza(el *wire.Element) error {
 		c.answerPing(el, from, to)
 		return nil
 	}
-	pair := dialback.Pair{From: from, To: to}
-	via := c.vias[pair]
-	if via == nil {
-		if c.vias == nil {
-			c.vias = map[dialback.Pair]*routing.Link{}
-		}
-		via = new(routing.Link)
-		c.vias[pair] = via
-	}
 	// The stanza is lent to the router, which keeps nothing of it: the
 	// link it goes to copies its bytes (with the fix-ups, from el) and its
 	// facts. The read buffer and c.st serve the next stanza.
@@ -872,10 +883,10 @@ func (c *inConn) stanza(el *wire.Element) error {
 		FromDomain: from, ToDomain: to,
 		Raw: el.Raw, Body: &c.body,
 		Face: c.face, TLS: c.tls, Auth: auth, Received: c.dr.at,
-		Shard: c.shard, Via: via, Defer: true, MaxWait: c.maxWait(),
+		Shard: c.shard, Via: &ps.via, Defer: true, MaxWait: c.maxWait(),
 	}
 	c.s.Router.Route(&c.st)
-	if l := *via; l != nil && (len(c.asleep) == 0 || c.asleep[len(c.asleep)-1] != l) {
+	if l := ps.via; l != nil && (len(c.asleep) == 0 || c.asleep[len(c.asleep)-1] != l) {
 		if len(c.asleep) >= 16 {
 			c.wakeLinks() // many pairs in one read: wake them in groups
 		}
@@ -939,8 +950,8 @@ func (c *inConn) stalled(d time.Duration) {
 func (c *inConn) deniedBy(p *policy.Policy) bool {
 	c.mu.Lock()
 	var denied *policy.StreamDecision
-	for pair, auth := range c.pairs {
-		st := policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(pair), TLS: c.tlsOn.Load(), Auth: auth}
+	for pair, ps := range c.pairs {
+		st := policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(pair), TLS: c.tlsOn.Load(), Auth: ps.auth}
 		if d := p.Stream(st); !d.Allowed {
 			denied = &d
 			c.s.Audit(d.Record(time.Now(), st, c.localOf(pair)))

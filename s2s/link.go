@@ -187,9 +187,12 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 // add appends st to the current batch. l.mu must be held.
 func (l *link) add(st *routing.Stanza) {
 	var b *batch
-	if n := len(l.pending); n > 0 && (len(l.pending[n-1].buf) == 0 || len(l.pending[n-1].buf)+len(st.Raw) <= cap(l.pending[n-1].buf)) {
+	if n := len(l.pending); n > 0 {
 		b = l.pending[n-1]
-	} else {
+	}
+	if b == nil || len(b.buf) > 0 && len(b.buf)+len(st.Raw) > cap(b.buf) {
+		// None yet, or the last is full: a fresh one rather than a grown
+		// one (a stanza bigger than a batch grows an empty one).
 		b = batches.Get().(*batch)
 		l.pending = append(l.pending, b)
 	}

@@ -48,6 +48,13 @@ type Federation struct {
 	// ListenTLS are host:port addresses for direct TLS streams (XEP-0368,
 	// ALPN xmpp-server).
 	ListenTLS []string `mapstructure:"listen_tls"`
+	// SecureAuth accepts a remote domain, in either direction, only once
+	// it is authenticated: by a certificate valid for it (RFC 6125,
+	// XEP-0178), by DANE (TLSA records validated by DNSSEC, RFC 7673) or
+	// by a pinned key (policy.rules[].pin_sha256). Domains a rule marks
+	// insecure may use dialback alone. Off, dialback alone is enough for
+	// every domain (identity then rests on DNS).
+	SecureAuth bool `mapstructure:"secure_auth"`
 }
 
 // Internal is the face toward the organisation's own servers.
@@ -59,6 +66,13 @@ type Internal struct {
 	// answers _xmpp-server._tcp SRV queries for remote domains with the
 	// internal face's address.
 	DNSListen string `mapstructure:"dns_listen"`
+	// CACertFile and CAKeyFile, both set, are an internal CA (PEM) that
+	// signs the certificates the relay presents on the internal face for
+	// remote domains, minted on demand, cached and renewed before expiry,
+	// so that internal servers can verify them (s2s_secure_auth). Empty:
+	// those certificates are self-signed.
+	CACertFile string `mapstructure:"ca_cert_file"`
+	CAKeyFile  string `mapstructure:"ca_key_file"`
 }
 
 // Domain is one internal domain the relay fronts.
@@ -125,6 +139,16 @@ type DNS struct {
 	// record pointing at the organisation's network). Routes and overrides
 	// are not checked.
 	AllowPrivate []string `mapstructure:"allow_private"`
+	// DNSSEC is how DNSSEC is trusted for DANE (RFC 7673): "validate" (the
+	// relay validates the answers itself from the trust anchors),
+	// "trust-ad" (the nameservers validate; their AD bit is believed, so
+	// they must be trusted and reached over a trusted path) or "off" (no
+	// DANE).
+	DNSSEC string `mapstructure:"dnssec"`
+	// TrustAnchors is a file of DS (or DNSKEY) records in zone-file form
+	// for the root zone, replacing the built-in IANA root anchors; for
+	// tests and private roots.
+	TrustAnchors string `mapstructure:"trust_anchors"`
 }
 
 // Limits bound what one stream or one peer may cost.
@@ -148,6 +172,12 @@ type Limits struct {
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 	// NegotiationTimeout bounds TLS and authentication of a new stream.
 	NegotiationTimeout time.Duration `mapstructure:"negotiation_timeout"`
+	// PreauthTimeout bounds, on the federation face, the time from accept
+	// until the stream has TLS and its first authenticated domain; a
+	// connection that is not there by then is closed with
+	// connection-timeout. Shorter than NegotiationTimeout so that idle
+	// strangers cannot sit on the connection budget.
+	PreauthTimeout time.Duration `mapstructure:"preauth_timeout"`
 	// RouteRetry is how long a link to an internal domain's route keeps
 	// retrying (short backoff, stanzas held in its queue) before it bounces
 	// them: an internal server that restarts loses nothing.
@@ -186,6 +216,11 @@ type Limits struct {
 	MaxLinks  int     `mapstructure:"max_links"`
 	LinkRate  float64 `mapstructure:"link_rate"`
 	LinkBurst int     `mapstructure:"link_burst"`
+	// LinkRatePerDomain and LinkBurstPerDomain are the token bucket of new
+	// outbound streams towards one remote domain (dialback verifications
+	// included): what a stranger can make the relay open at one victim.
+	LinkRatePerDomain  float64 `mapstructure:"link_rate_per_domain"`
+	LinkBurstPerDomain int     `mapstructure:"link_burst_per_domain"`
 	// MaxInternalStreams is the internal face's own budget of inbound
 	// connections, so that a flood on the federation face never keeps the
 	// organisation's servers out; no per-address limit applies there (an
@@ -257,6 +292,12 @@ type Policy struct {
 	// AuditLog is a file path, "-" for standard output, or "" for none: one
 	// JSON line per refusal and per stream-level decision.
 	AuditLog string `mapstructure:"audit_log"`
+	// Explain is what a refusal tells the federation: "none" (the error
+	// condition alone), "brief" (a generic sentence naming no rule,
+	// address or host) or "full" (the rule and the reason, for debugging
+	// with a partner). Internal users always get the full reason, and so do
+	// the log and the audit trail.
+	Explain string `mapstructure:"explain"`
 }
 
 // Rule is a per-remote-domain refinement of the policy.
@@ -287,6 +328,16 @@ type Rule struct {
 	// domain; zero Rate means unlimited.
 	Rate  float64 `mapstructure:"rate"`
 	Burst int     `mapstructure:"burst"`
+	// Insecure lets the remote domain authenticate by dialback alone when
+	// federation.secure_auth is on (a partner without a valid certificate
+	// or DANE; its identity then rests on DNS).
+	Insecure bool `mapstructure:"insecure"`
+	// PinSHA256 are SHA-256 digests of SubjectPublicKeyInfo (base64, as
+	// "openssl x509 -pubkey -noout | openssl pkey -pubin -outform der |
+	// openssl dgst -sha256 -binary | base64" prints, or hex). When set, a
+	// certificate of the remote domain authenticates it only if its key is
+	// one of them, whatever CA or DANE say.
+	PinSHA256 []string `mapstructure:"pin_sha256"`
 }
 
 // Admin configures the HTTP endpoint for metrics and health.

@@ -2,6 +2,8 @@ package config
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -64,6 +66,17 @@ func (c *Config) validate(runnable bool) Errors {
 	if a := c.Internal.DNSListen; a != "" {
 		if err := checkHostPort(a, true); err != nil {
 			bad("internal.dns_listen", a, err.Error())
+		}
+	}
+
+	if (c.Internal.CACertFile == "") != (c.Internal.CAKeyFile == "") {
+		bad("internal.ca_cert_file", c.Internal.CACertFile, "internal.ca_cert_file and internal.ca_key_file go together: set both or neither")
+	}
+	for k, f := range map[string]string{"internal.ca_cert_file": c.Internal.CACertFile, "internal.ca_key_file": c.Internal.CAKeyFile} {
+		if f != "" {
+			if err := checkReadable(f); err != nil {
+				bad(k, f, err.Error())
+			}
 		}
 	}
 
@@ -155,6 +168,16 @@ func (c *Config) validate(runnable bool) Errors {
 	if c.DNS.MaxTTL < c.DNS.MinTTL {
 		bad("dns.max_ttl", c.DNS.MaxTTL.String(), "must not be below dns.min_ttl ("+c.DNS.MinTTL.String()+")")
 	}
+	switch c.DNS.DNSSEC {
+	case "validate", "trust-ad", "off":
+	default:
+		bad("dns.dnssec", c.DNS.DNSSEC, "must be validate, trust-ad or off")
+	}
+	if f := c.DNS.TrustAnchors; f != "" {
+		if err := checkReadable(f); err != nil {
+			bad("dns.trust_anchors", f, err.Error())
+		}
+	}
 	for i, p := range c.DNS.AllowPrivate {
 		if _, err := ParsePrefix(p); err != nil {
 			bad(fmt.Sprintf("dns.allow_private[%d]", i), p, "is not an address or a prefix (10.1.0.0/16)")
@@ -202,6 +225,7 @@ func (c *Config) validate(runnable bool) Errors {
 	positive("limits.idle_timeout", l.IdleTimeout, bad)
 	positive("limits.connect_timeout", l.ConnectTimeout, bad)
 	positive("limits.negotiation_timeout", l.NegotiationTimeout, bad)
+	positive("limits.preauth_timeout", l.PreauthTimeout, bad)
 	positive("limits.write_timeout", l.WriteTimeout, bad)
 	if l.RouteRetry < 0 {
 		bad("limits.route_retry", l.RouteRetry.String(), "must not be negative")
@@ -211,6 +235,9 @@ func (c *Config) validate(runnable bool) Errors {
 	if l.LinkRate <= 0 {
 		bad("limits.link_rate", strconv.FormatFloat(l.LinkRate, 'g', -1, 64), "must be positive")
 	}
+	if l.LinkRatePerDomain <= 0 {
+		bad("limits.link_rate_per_domain", strconv.FormatFloat(l.LinkRatePerDomain, 'g', -1, 64), "must be positive")
+	}
 	if l.ConnectRatePerIP <= 0 {
 		bad("limits.connect_rate_per_ip", strconv.FormatFloat(l.ConnectRatePerIP, 'g', -1, 64), "must be positive")
 	}
@@ -218,7 +245,7 @@ func (c *Config) validate(runnable bool) Errors {
 		key string
 		n   int
 	}{{"limits.max_internal_streams", l.MaxInternalStreams}, {"limits.connect_burst_per_ip", l.ConnectBurstPerIP},
-		{"limits.max_links", l.MaxLinks}, {"limits.link_burst", l.LinkBurst}, {"limits.verifications_per_stream", l.VerificationsPerStream},
+		{"limits.max_links", l.MaxLinks}, {"limits.link_burst", l.LinkBurst}, {"limits.link_burst_per_domain", l.LinkBurstPerDomain}, {"limits.verifications_per_stream", l.VerificationsPerStream},
 		{"limits.verifications_per_ip", l.VerificationsPerIP}, {"limits.verifications", l.Verifications},
 		{"limits.pairs_per_stream", l.PairsPerStream}} {
 		if v.n < 1 {
@@ -290,6 +317,11 @@ func (p *Policy) validate(bad func(key, value, reason string)) {
 			list[i] = n
 		}
 	}
+	switch p.Explain {
+	case "none", "brief", "full":
+	default:
+		bad("policy.explain", p.Explain, "must be none, brief or full")
+	}
 	patterns("policy.allow", p.Allow)
 	patterns("policy.deny", p.Deny)
 	for i := range p.Rules {
@@ -335,6 +367,14 @@ func (p *Policy) validate(bad func(key, value, reason string)) {
 		}
 		if r.Burst < 0 {
 			bad(k+".burst", strconv.Itoa(r.Burst), "must not be negative")
+		}
+		for j, pin := range r.PinSHA256 {
+			d, err := ParsePin(pin)
+			if err != nil {
+				bad(fmt.Sprintf("%s.pin_sha256[%d]", k, j), pin, err.Error())
+				continue
+			}
+			r.PinSHA256[j] = d
 		}
 		if r.Rate > 0 && r.Burst == 0 {
 			r.Burst = max(1, int(r.Rate+0.999))
@@ -436,4 +476,28 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// ParsePin reads a SHA-256 SubjectPublicKeyInfo pin, base64 (standard or
+// URL alphabet, padded or not) or hex, and returns it in standard base64.
+func ParsePin(s string) (string, error) {
+	s = strings.TrimSpace(strings.TrimPrefix(s, "sha256/"))
+	var raw []byte
+	if len(s) == 64 {
+		if b, err := hex.DecodeString(s); err == nil {
+			raw = b
+		}
+	}
+	if raw == nil {
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+			if b, err := enc.DecodeString(s); err == nil {
+				raw = b
+				break
+			}
+		}
+	}
+	if len(raw) != sha256.Size {
+		return "", errors.New("not a SHA-256 digest in base64 or hex (32 bytes)")
+	}
+	return base64.StdEncoding.EncodeToString(raw), nil
 }

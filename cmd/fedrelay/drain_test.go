@@ -36,7 +36,7 @@ func TestSIGTERMKeepsDrainTimeout(t *testing.T) {
 	}
 	fed, internal := free(), free()
 	conf := fmt.Sprintf(`log: {level: info}
-federation: {listen: [%q], listen_tls: []}
+federation: {listen: [%q], listen_tls: [], secure_auth: false}
 internal: {listen: [%q], dns_listen: ""}
 domains: [{name: a.test, route: "127.0.0.1:9"}]
 dialback: {secret: "0123456789abcdef0123456789abcdef"}

@@ -52,7 +52,7 @@ func (c RelayConfig) YAML() string {
 		idle = 20 * time.Minute
 	}
 	fmt.Fprintf(&b, "log: {level: warn, format: text}\n")
-	fmt.Fprintf(&b, "federation: {listen: [%q], listen_tls: []}\n", c.FederationAddr)
+	fmt.Fprintf(&b, "federation: {listen: [%q], listen_tls: [], secure_auth: false}\n", c.FederationAddr)
 	fmt.Fprintf(&b, "internal: {listen: [%q], dns_listen: \"\"}\n", c.InternalAddr)
 	b.WriteString("domains:\n")
 	for name, route := range c.Domains {

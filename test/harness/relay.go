@@ -31,7 +31,7 @@ import (
 // for a loaded machine running -race.
 const baseConfig = `
 log: {level: debug, format: text}
-federation: {listen: ["$IP:0"], listen_tls: []}
+federation: {listen: ["$IP:0"], listen_tls: [], secure_auth: false}
 internal: {listen: ["$INTERNAL_IP:0"], dns_listen: ""}
 dns: {servers: ["$DNS"], timeout: 1s, retries: 1, min_ttl: 0s, max_ttl: 1s, allow_private: ["127.0.0.0/8"]}
 limits: {connect_timeout: 2s, negotiation_timeout: 5s, idle_timeout: 1m, route_retry: 1s, connect_rate_per_ip: 1000000, connect_burst_per_ip: 1000000}

@@ -56,7 +56,7 @@ func (r *relay) yaml(deny []string) string {
 		q[i] = fmt.Sprintf("%q", d)
 	}
 	return fmt.Sprintf(`log: {level: debug}
-federation: {listen: [%q], listen_tls: []}
+federation: {listen: [%q], listen_tls: [], secure_auth: false}
 internal: {listen: [%q], dns_listen: %q}
 domains: [{name: a.test, route: %q}]
 dialback: {secret: "interop-test-secret-0123456789"}

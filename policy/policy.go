@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
@@ -156,6 +158,10 @@ const (
 	// ReasonAuth: the remote domain authenticated by a method the matching
 	// rule does not accept.
 	ReasonAuth
+	// ReasonInsecure: federation.secure_auth is on and the remote domain
+	// proved itself by dialback alone (no certificate, DANE or pin), but
+	// no rule marks it insecure.
+	ReasonInsecure
 )
 
 var reasonNames = [...]string{
@@ -171,6 +177,7 @@ var reasonNames = [...]string{
 	ReasonRate:         "rate",
 	ReasonTLS:          "tls",
 	ReasonAuth:         "auth",
+	ReasonInsecure:     "insecure",
 }
 
 // String returns the reason's short name as written in audit records
@@ -190,6 +197,7 @@ const (
 	labelPresenceType = "rfc6121 §4.7.1 presence type"
 	labelBareJID      = "rfc6121 §3 subscription from a bare jid"
 	labelTLSRequired  = "tls.required"
+	labelSecureAuth   = "federation.secure_auth"
 	labelMaxBytes     = "limits.max_stanza_bytes"
 )
 
@@ -205,6 +213,10 @@ type Options struct {
 	// RequireTLS is tls.required: every stream, on either face, must be
 	// encrypted.
 	RequireTLS bool
+	// SecureAuth is federation.secure_auth: a remote domain must be
+	// authenticated by certificate, DANE or pin (Auth external) unless its
+	// rule says insecure.
+	SecureAuth bool
 }
 
 // Policy is a compiled policy: an immutable value, safe for any number of
@@ -219,8 +231,26 @@ type Policy struct {
 	table        table
 	rules        []rule
 	requireTLS   bool
+	secureAuth   bool
+	explain      Explain
 	maxBytes     int
 }
+
+// Explain is how much a refusal tells the federation (policy.explain).
+type Explain uint8
+
+const (
+	// ExplainBrief: a generic sentence that names no rule, address or
+	// host. The zero value.
+	ExplainBrief Explain = iota
+	// ExplainNone: the error condition alone.
+	ExplainNone
+	// ExplainFull: the sentence and the rule that decided.
+	ExplainFull
+)
+
+// Explain returns policy.explain.
+func (p *Policy) Explain() Explain { return p.explain }
 
 // rule is one compiled config.Rule with the labels of its decisions.
 type rule struct {
@@ -232,6 +262,8 @@ type rule struct {
 	maxBytes   int // effective limit, the lower of the rule's and the global one
 	rate       float64
 	burst      int
+	insecure   bool
+	pins       [][sha256.Size]byte
 
 	kindsLabel   string
 	subsInLabel  string
@@ -240,12 +272,14 @@ type rule struct {
 	tlsLabel     string
 	sizeLabel    string
 	rateLabel    string
+	trustLabel   string
 }
 
 // FromConfig compiles c.Policy with limits.max_stanza_bytes and tls.required
 // from the same configuration.
 func FromConfig(c *config.Config) (*Policy, error) {
-	return Compile(c.Policy, Options{MaxStanzaBytes: c.Limits.MaxStanzaBytes, RequireTLS: c.TLS.Required})
+	return Compile(c.Policy, Options{MaxStanzaBytes: c.Limits.MaxStanzaBytes, RequireTLS: c.TLS.Required,
+		SecureAuth: c.Federation.SecureAuth})
 }
 
 // Compile turns a policy section into a Policy. It expects what config
@@ -253,7 +287,7 @@ func FromConfig(c *config.Config) (*Policy, error) {
 // safe too: patterns are normalised with config.NormalizePattern and every
 // enumerated value is checked. The error names the first bad key.
 func Compile(c config.Policy, o Options) (*Policy, error) {
-	p := &Policy{requireTLS: o.RequireTLS, maxBytes: max(o.MaxStanzaBytes, 0)}
+	p := &Policy{requireTLS: o.RequireTLS, secureAuth: o.SecureAuth, maxBytes: max(o.MaxStanzaBytes, 0)}
 	switch c.Default {
 	case "allow":
 		p.defaultAllow = true
@@ -262,6 +296,15 @@ func Compile(c config.Policy, o Options) (*Policy, error) {
 		return nil, fmt.Errorf("policy.default: %q: must be allow or deny", c.Default)
 	}
 	p.defaultLabel = "default " + c.Default
+	switch c.Explain {
+	case "", "brief":
+	case "none":
+		p.explain = ExplainNone
+	case "full":
+		p.explain = ExplainFull
+	default:
+		return nil, fmt.Errorf("policy.explain: %q: must be none, brief or full", c.Explain)
+	}
 
 	b := newTableBuilder()
 	var err error
@@ -301,7 +344,9 @@ func compileRule(c config.Rule, name string, global int) (rule, error) {
 		tlsLabel:     name + ".require_tls",
 		sizeLabel:    labelMaxBytes,
 		rateLabel:    name + ".rate",
+		trustLabel:   name + ".insecure",
 		requireTLS:   c.RequireTLS,
+		insecure:     c.Insecure,
 		maxBytes:     global,
 	}
 	if len(c.Kinds) == 0 {
@@ -345,6 +390,17 @@ func compileRule(c config.Rule, name string, global int) (rule, error) {
 		default:
 			return r, fmt.Errorf("%s.require_auth[%d]: %q: must be external or dialback", name, j, a)
 		}
+	}
+	for j, pin := range c.PinSHA256 {
+		b64, err := config.ParsePin(pin)
+		if err != nil {
+			return r, fmt.Errorf("%s.pin_sha256[%d]: %q: %v", name, j, pin, err)
+		}
+		raw, _ := base64.StdEncoding.DecodeString(b64)
+		r.pins = append(r.pins, [sha256.Size]byte(raw))
+	}
+	if len(r.pins) > 0 {
+		r.trustLabel = name + ".pin_sha256"
 	}
 	switch {
 	case c.MaxStanzaBytes < 0:

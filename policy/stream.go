@@ -1,6 +1,10 @@
 package policy
 
-import "mellium.im/xmpp/stream"
+import (
+	"crypto/sha256"
+
+	"mellium.im/xmpp/stream"
+)
 
 // StreamState is what a stream has established about the remote domain.
 type StreamState struct {
@@ -16,8 +20,13 @@ type StreamState struct {
 	// TLS reports whether the stream is encrypted.
 	TLS bool
 	// Auth is how the remote domain authenticated on a federation stream:
-	// AuthExternal if its certificate was verified, AuthDialback if it was
-	// verified by dialback, AuthNone if neither has happened yet.
+	// AuthExternal if its certificate was verified (a CA-valid certificate
+	// for it, DANE or a pinned key), AuthDialback if it was verified by
+	// dialback alone, AuthNone if neither has happened yet. On an outbound
+	// link the relay authenticates itself by dialback or SASL EXTERNAL;
+	// what counts there is how the peer proved it is the remote domain:
+	// AuthExternal by certificate, DANE or pin, AuthDialback when only DNS
+	// vouches for it.
 	Auth Auth
 }
 
@@ -87,5 +96,54 @@ func (p *Policy) Stream(st StreamState) StreamDecision {
 	if federation && r.rule != nil && r.rule.auth != 0 && st.Auth != AuthNone && r.rule.auth&st.Auth.bit() == 0 {
 		return StreamDecision{Reason: ReasonAuth, Rule: r.rule.authLabel, Condition: stream.NotAuthorized}
 	}
+	if federation && st.Auth == AuthDialback && p.secureAuth && (r.rule == nil || !r.rule.insecure) {
+		return StreamDecision{Reason: ReasonInsecure, Rule: labelSecureAuth, Condition: stream.PolicyViolation}
+	}
 	return StreamDecision{Allowed: true, Reason: r.reason, Rule: r.label}
+}
+
+// Trust is what authenticates one remote domain (federation.secure_auth
+// and the matching rule's insecure and pin_sha256).
+type Trust struct {
+	// Secure reports whether the domain must be authenticated by
+	// certificate, DANE or pin: secure_auth is on and no rule marks the
+	// domain insecure.
+	Secure bool
+	// Pins are the SHA-256 digests of SubjectPublicKeyInfo the domain's
+	// certificate must have one of; when there are pins, they alone
+	// authenticate the domain, whatever a CA or DANE say.
+	Pins [][sha256.Size]byte
+	// Rule names the entry that decided ("federation.secure_auth",
+	// "rules[2].insecure", "rules[0].pin_sha256"), "" when nothing did.
+	Rule string
+}
+
+// Trust says how the remote domain may be authenticated.
+func (p *Policy) Trust(remote string) Trust {
+	r := resolve(p, remote)
+	t := Trust{Secure: p.secureAuth}
+	if p.secureAuth {
+		t.Rule = labelSecureAuth
+	}
+	if r.rule != nil {
+		if r.rule.insecure {
+			t.Secure, t.Rule = false, r.rule.trustLabel
+		}
+		if len(r.rule.pins) > 0 {
+			t.Pins, t.Rule = r.rule.pins, r.rule.trustLabel
+		}
+	}
+	return t
+}
+
+// Pinned reports whether spki (a DER SubjectPublicKeyInfo) has one of the
+// pinned digests.
+func (t Trust) Pinned(spki []byte) bool {
+	sum := sha256.Sum256(spki)
+	for _, p := range t.Pins {
+		if p == sum {
+			return true
+		}
+	}
+	return false
 }

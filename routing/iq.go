@@ -198,7 +198,7 @@ func (r *Router) linkDown(pair Pair, err error) {
 	for _, st := range pending {
 		e := stanza.Error{Type: stanza.Wait, Condition: stanza.RemoteServerTimeout,
 			Text: map[string]string{"": "the stream to " + pair.To + " ended before the answer came: " + err.Error()}}
-		raw, ok := r.bouncer(nil, st, publicError(st, e))
+		raw, ok := r.bouncer(nil, st, publicError(st, e, r.policy.Load().Explain(), ""))
 		if !ok {
 			continue
 		}

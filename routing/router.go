@@ -191,7 +191,7 @@ func (r *Router) Route(st *Stanza) {
 			r.audit(d.Record(r.now(), st.Face, dir, local, remote, st.Kind))
 			r.stats.Refused.AddAt(st.Shard, 1)
 			if d.Send {
-				r.bounce(st, d.StanzaError())
+				r.bounceRule(st, d.StanzaError(), d.Rule)
 			} else {
 				r.drop(st)
 			}
@@ -346,7 +346,7 @@ func (r *Router) fail(st *Stanza, err error) {
 	if errors.As(err, &oe) {
 		r.stats.BreakerBounces.AddAt(st.Shard, 1)
 	}
-	r.bounce(st, stanzaError(err))
+	r.bounceRule(st, stanzaError(err), "")
 }
 
 // refuse records a stanza refused by a routing rule and answers it.
@@ -354,18 +354,22 @@ func (r *Router) refuse(st *Stanza, rule string, e stanza.Error) {
 	r.stats.Refused.AddAt(st.Shard, 1)
 	r.audit(policy.Record{Time: r.now(), Face: st.Face, Local: st.ToDomain, Remote: st.FromDomain,
 		Kind: st.Kind, Rule: rule, Error: string(e.Condition), ErrorType: string(e.Type)})
-	r.bounce(st, e)
+	r.bounceRule(st, e, rule)
 }
 
 // bounce answers st with an error stanza routed back to its sender, unless
 // st must not be answered (it is an error itself, an IQ result or error, or
 // the bounce of a bounce): then st is dropped.
-func (r *Router) bounce(st *Stanza, e stanza.Error) {
+func (r *Router) bounce(st *Stanza, e stanza.Error) { r.bounceRule(st, e, "") }
+
+// bounceRule is bounce for a refusal that rule decided ("" for a delivery
+// failure).
+func (r *Router) bounceRule(st *Stanza, e stanza.Error, rule string) {
 	if st.Own {
 		r.stats.BouncesDropped.AddAt(st.Shard, 1)
 		return
 	}
-	raw, ok := r.bouncer(nil, st, publicError(st, e))
+	raw, ok := r.bouncer(nil, st, publicError(st, e, r.policy.Load().Explain(), rule))
 	if !ok {
 		r.drop(st)
 		return
@@ -378,12 +382,19 @@ func (r *Router) bounce(st *Stanza, e stanza.Error) {
 }
 
 // publicError is what a sender in the federation learns of a failure: the
-// condition and its type, with a text that names nothing inside the
-// organisation (the internal route, its addresses, the relay's own errors:
-// those go to the logs, the audit trail and OnBounce). Senders on the
-// internal face get e as it is.
-func publicError(st *Stanza, e stanza.Error) stanza.Error {
+// condition and its type, with what policy.explain allows of the reason:
+// nothing (none), a sentence that names nothing inside the organisation
+// (brief: not the internal route, its addresses, the relay's own errors or
+// the policy rule), or that sentence and the rule that refused (full).
+// Delivery failures never say more than brief: their details are internal.
+// The full reason goes to the logs, the audit trail and OnBounce. Senders
+// on the internal face get e as it is.
+func publicError(st *Stanza, e stanza.Error, ex policy.Explain, rule string) stanza.Error {
 	if st.Face != policy.Federation {
+		return e
+	}
+	e.Text = nil
+	if ex == policy.ExplainNone {
 		return e
 	}
 	var text string
@@ -394,8 +405,14 @@ func publicError(st *Stanza, e stanza.Error) stanza.Error {
 		text = st.ToDomain + " cannot be reached"
 	case stanza.ResourceConstraint:
 		text = "the relay is busy; try again later"
+	case stanza.NotAllowed, stanza.PolicyViolation, stanza.BadRequest:
+		if rule != "" {
+			text = "refused by the policy of " + st.ToDomain
+		}
 	}
-	e.Text = nil
+	if ex == policy.ExplainFull && rule != "" && text != "" {
+		text += " (" + rule + ")"
+	}
 	if text != "" {
 		e.Text = map[string]string{"": text}
 	}

@@ -2,6 +2,7 @@ package s2s
 
 import (
 	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
 
 	"github.com/fedrelay/fedrelay/policy"
 	"github.com/fedrelay/fedrelay/routing"
@@ -32,13 +33,23 @@ func Bounce(dst []byte, st *routing.Stanza, e stanza.Error) ([]byte, bool) {
 	return wire.AppendBounce(dst, &el, e)
 }
 
-// ruleText is how a stream error names the policy rule that refused a
-// peer: " (rule)" for the organisation's own servers, nothing for the
-// federation, which learns that it is refused but not how the policy is
-// written (the rule goes to the audit trail).
-func ruleText(face policy.Face, rule string) string {
-	if face != policy.Internal || rule == "" {
-		return ""
+// explain makes the stream error that refuses a peer. The organisation's
+// own servers (the internal face) read the reason and the rule; the
+// federation reads what policy.explain allows: nothing but the condition
+// (none), the reason without the rule (brief), or both (full). The reason
+// given must name nothing internal: addresses and routes go to the logs.
+func (s *Server) explain(face policy.Face, cond stream.Error, rule, format string, args ...any) stream.Error {
+	ex := s.Router.Policy().Explain()
+	if face == policy.Internal {
+		ex = policy.ExplainFull
 	}
-	return " (" + rule + ")"
+	switch {
+	case ex == policy.ExplainNone:
+		cond.Text = nil
+		return cond
+	case ex == policy.ExplainFull && rule != "":
+		format += " (%s)"
+		args = append(args, rule)
+	}
+	return withText(cond, format, args...)
 }

@@ -52,6 +52,7 @@ type inConn struct {
 	db       *dialback.Stream
 	pairs    map[dialback.Pair]*pairState // authorized (from, to), with how
 	fromAuth map[string]policy.Auth       // authorized sender domains
+	daneOK   map[string]bool              // domains DANE authenticated on this stream
 	closeErr error
 
 	tlsOn atomic.Bool // tls, for other goroutines
@@ -62,6 +63,7 @@ type inConn struct {
 	// Owner-only state.
 	tls        bool
 	peer       *certs.Peer // verified certificate chain, nil if none
+	leafSPKI   []byte      // the peer certificate's key, verified or not, for pins (set before verifications start)
 	from, to   string      // stream header addresses (normal form)
 	id         string
 	saslDomain string // authenticated by SASL EXTERNAL
@@ -69,6 +71,9 @@ type inConn struct {
 	authed     bool   // some pair authorized: idle timeout instead of negotiation deadline
 
 	negDeadline time.Time      // the stream must authenticate before it (set before any goroutine starts)
+	// shortDeadline: the stream runs under limits.preauth_timeout, until
+	// its first verification (owner only).
+	shortDeadline bool
 	stall       *rate.Limiter  // the stream's stall budget, in milliseconds (owner only)
 	stallOK     bool           // the budget has room for a full limits.stall_timeout (owner only)
 	scratch     []byte         // the attributes of the stanza being read (owner only)
@@ -165,9 +170,17 @@ func (c *inConn) serve() {
 // run negotiates and then reads the stream until it ends; a restart (after
 // STARTTLS or SASL) reads a new header on the same loop.
 func (c *inConn) run() error {
-	c.negDeadline = time.Now().Add(c.s.Limits.NegotiationTimeout)
-	c.raw.SetDeadline(c.negDeadline)
-	c.dr.waitable, c.dr.until = true, c.negDeadline
+	start := time.Now()
+	c.negDeadline = start.Add(c.s.Limits.NegotiationTimeout)
+	deadline := c.negDeadline
+	if pre := c.s.Limits.PreauthTimeout; c.face == policy.Federation && pre > 0 && pre < c.s.Limits.NegotiationTimeout {
+		// A stranger has limits.preauth_timeout to get TLS and to ask
+		// for authentication; a verification in flight extends that to
+		// the negotiation deadline (extendDeadline).
+		deadline, c.shortDeadline = start.Add(pre), true
+	}
+	c.raw.SetDeadline(deadline)
+	c.dr.waitable, c.dr.until = true, deadline
 	if c.direct {
 		if err := c.startTLS(c.s.serverTLS(c.face, true)); err != nil {
 			return err
@@ -397,7 +410,7 @@ func (c *inConn) readHeader() error {
 	if remote := c.remoteOf(dialback.Pair{From: c.from, To: c.to}); remote != "" && !restart {
 		if d := c.s.Router.Policy().Domain(remote); !d.Allowed {
 			c.s.Audit(d.Record(time.Now(), policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: remote}, c.localOf(dialback.Pair{From: c.from, To: c.to})))
-			return withText(d.Condition, "federation with %s is not allowed here%s", remote, ruleText(c.face, d.Rule))
+			return c.s.explain(c.face, d.Condition, d.Rule, "federation with %s is not allowed here", remote)
 		}
 	}
 	if legacy && !c.tls && c.s.TLS.Required {
@@ -553,6 +566,9 @@ func (c *inConn) startTLS(cfg *tls.Config) error {
 	c.r.Reset(c.dr)
 	c.tls = true
 	c.tlsOn.Store(true)
+	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+		c.leafSPKI = certs[0].RawSubjectPublicKeyInfo
+	}
 	if verr == nil {
 		c.peer = peer
 	} else {
@@ -570,7 +586,7 @@ func (c *inConn) certValid(domain string) bool {
 		// not prove that its holder is the organisation's server.
 		return false
 	}
-	return c.peer != nil && c.peer.VerifyDomain(domain) == nil
+	return c.certTrusted(domain)
 }
 
 // handleAuth answers a SASL <auth/>; only EXTERNAL is offered (XEP-0178).
@@ -691,9 +707,15 @@ func (c *inConn) dialback(el *wire.Element) error {
 			c.events.log(c.logger(), slog.LevelInfo, "dialback refused: sender domain not accepted on this face", "sender", pair.From)
 			return c.write(e.ErrorResponse(stanza.PolicyViolation).Append(nil))
 		}
-		if d := c.streamDecision(pair, policy.AuthDialback); !d.Allowed {
-			c.events.log(c.logger(), slog.LevelInfo, "dialback refused by policy", "sender", pair.From, "target", pair.To, "rule", d.Rule)
-			return c.write(e.ErrorResponse(stanza.Condition(d.Condition.Err)).Append(nil))
+		// Without a certificate for the sender, dialback alone may not be
+		// enough (federation.secure_auth, require_auth): then DANE is
+		// asked on the verification's goroutine, and the policy decides
+		// there.
+		if !c.daneMayHelp(pair) {
+			if d := c.streamDecision(pair, c.authOf(pair.From)); !d.Allowed {
+				c.events.log(c.logger(), slog.LevelInfo, "dialback refused by policy", "sender", pair.From, "target", pair.To, "rule", d.Rule)
+				return c.write(e.ErrorResponse(stanza.Condition(d.Condition.Err)).Append(nil))
+			}
 		}
 	}
 	c.mu.Lock()
@@ -712,7 +734,7 @@ func (c *inConn) apply(dec dialback.Decision) error {
 		r := dec.Reply
 		if r.Kind == dialback.KindResult && r.Type == dialback.TypeValid {
 			pair := r.Pair()
-			auth := policy.AuthDialback
+			auth := c.authOf(pair.From)
 			c.mu.Lock()
 			c.authorize(pair, auth)
 			c.mu.Unlock()
@@ -731,7 +753,7 @@ func (c *inConn) apply(dec dialback.Decision) error {
 		// the internal face's verifications go to the organisation's own
 		// route, and an internal server opening streams to many remote
 		// domains at once must not see them refused.
-		if c.face == policy.Federation && !c.s.verifyStart(c.ip) {
+		if c.face == policy.Federation && !c.s.verifyStart(c.ip, dec.Verify.To) {
 			// The relay's or this address's verifications are all in
 			// flight: answered at once, without a dial or a DNS query.
 			c.s.stats.VerificationsRefused.Add(1)
@@ -741,6 +763,7 @@ func (c *inConn) apply(dec dialback.Decision) error {
 			c.mu.Unlock()
 			return c.apply(refused)
 		}
+		c.extendDeadline()
 		c.wg.Add(1)
 		go c.verify(dec.Verify)
 	case dialback.Ignore:
@@ -750,6 +773,20 @@ func (c *inConn) apply(dec dialback.Decision) error {
 		c.events.log(c.logger(), slog.LevelDebug, "dialback decision not applicable to an inbound stream", "action", dec.Action.String())
 	}
 	return nil
+}
+
+// extendDeadline moves a stream still under limits.preauth_timeout to its
+// negotiation deadline, now that a verification starts: the stranger has
+// shown a key, and the Authoritative server may take its time. Owner only.
+func (c *inConn) extendDeadline() {
+	if !c.shortDeadline {
+		return
+	}
+	c.shortDeadline = false
+	if c.dr.idle.Load() == 0 { // not authenticated meanwhile
+		c.raw.SetDeadline(c.negDeadline)
+		c.dr.until = c.negDeadline
+	}
 }
 
 // authenticated switches the stream from the negotiation deadline to the
@@ -808,6 +845,16 @@ func (c *inConn) verify(v dialback.Element) {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, max(timeout, 0))
 	defer cancel()
+	// v goes to the Authoritative server of the sender domain: v.To.
+	pair := dialback.Pair{From: v.To, To: v.From}
+	if c.daneMayHelp(pair) {
+		c.tryDANE(ctx, v.To)
+		if d := c.streamDecision(pair, c.authOf(v.To)); !d.Allowed {
+			c.events.log(c.logger(), slog.LevelInfo, "dialback refused by policy", "sender", pair.From, "target", pair.To, "rule", d.Rule)
+			c.conclude(v.ErrorResponse(stanza.Condition(d.Condition.Err)))
+			return
+		}
+	}
 	answer, err := c.s.askAuthoritative(ctx, v)
 	if err != nil {
 		cond := dialback.RemoteConnectionFailed
@@ -818,6 +865,12 @@ func (c *inConn) verify(v dialback.Element) {
 		c.events.log(c.logger(), slog.LevelInfo, "dialback: authoritative server not reached", "domain", v.To, "err", err)
 		answer = v.ErrorResponse(cond)
 	}
+	c.conclude(answer)
+}
+
+// conclude ends a verification with the Authoritative server's answer (or
+// the relay's own refusal) and applies the outcome on the stream.
+func (c *inConn) conclude(answer dialback.Element) {
 	c.mu.Lock()
 	dec := c.db.Conclude(answer)
 	c.mu.Unlock()
@@ -962,7 +1015,7 @@ func (c *inConn) deniedBy(p *policy.Policy) bool {
 	if denied == nil {
 		return false
 	}
-	c.shutdown(withText(denied.Condition, "federation is no longer allowed%s", ruleText(c.face, denied.Rule)))
+	c.shutdown(c.s.explain(c.face, denied.Condition, denied.Rule, "federation is no longer allowed"))
 	return true
 }
 

@@ -292,7 +292,7 @@ func (l *link) deniedBy(p *policy.Policy) bool {
 		return false
 	}
 	l.s.Audit(d.Record(time.Now(), policy.StreamState{Face: l.s.faceOf(l.pair), Dir: policy.Out, Remote: remote}, ""))
-	l.stop(withText(d.Condition, "federation with %s is no longer allowed%s", remote, ruleText(l.s.faceOf(l.pair), d.Rule)))
+	l.stop(l.s.explain(l.s.faceOf(l.pair), d.Condition, d.Rule, "federation with %s is no longer allowed", remote))
 	return true
 }
 
@@ -385,7 +385,7 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	if errors.Is(stopped, ErrServerClosed) {
 		o.raw.Close() // killed while it was setting up
 	}
-	l.log.Info("outbound stream up", "addr", o.cand.Address(), "tls", o.tls, "peer_certificate", o.peerIdentity(),
+	l.log.Info("outbound stream up", "addr", o.cand.Address(), "tls", o.tls, "peer_authenticated_by", o.peerIdentity(),
 		"took", time.Since(started).Round(time.Millisecond))
 	return o, nil
 }
@@ -419,6 +419,14 @@ func (l *link) open() (*outStream, error) {
 	o, err := l.s.openStream(ctx, l.pair.From, l.pair.To)
 	if err != nil {
 		return nil, err
+	}
+	if l.s.faceOf(l.pair) == policy.Federation {
+		// The receiving server must be the remote domain before the relay
+		// tells it anything, its dialback key included.
+		if err := l.s.checkPeer(ctx, o); err != nil {
+			o.abort(l.s.explain(policy.Federation, stream.PolicyViolation, "", "the relay could not authenticate this server as %s", l.pair.To))
+			return nil, routing.Timeout(err)
+		}
 	}
 	stop := context.AfterFunc(ctx, o.dr.stop)
 	err = o.authenticate()

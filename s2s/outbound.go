@@ -14,6 +14,7 @@ import (
 	"mellium.im/xmpp/stream"
 
 	"github.com/fedrelay/fedrelay/dialback"
+	"github.com/fedrelay/fedrelay/policy"
 	"github.com/fedrelay/fedrelay/routing"
 	"github.com/fedrelay/fedrelay/s2s/resolve"
 	"github.com/fedrelay/fedrelay/s2s/wire"
@@ -36,6 +37,7 @@ type outStream struct {
 	feats         *features
 	serves        func(domain string) bool // the face's domains, for dialback
 	db            *dialback.Stream         // after authenticate
+	trust         peerTrust                // how the peer proved it is remote (checkPeer)
 }
 
 // dial connects to remote: an internal domain at its configured route, any
@@ -284,21 +286,18 @@ func (o *outStream) authenticateAside() error {
 	}
 }
 
-// peerIdentity says, for logs, whether the receiving server proved it is
-// the remote domain with its certificate. Dialback authenticates only us to
-// it; without a verified certificate its identity rests on DNS (RFC 7590
-// accepts that; DNSSEC/DANE would close the gap).
+// peerIdentity says, for logs, how the receiving server proved it is the
+// remote domain (checkPeer): its certificate, DANE, a pinned key, or only
+// DNS when dialback alone authenticates the stream (RFC 7590 accepts that
+// for insecure domains).
 func (o *outStream) peerIdentity() string {
-	tc, ok := o.conn.(*tls.Conn)
-	if !ok {
-		return "none (no TLS)"
+	switch {
+	case o.trust.auth == policy.AuthExternal:
+		return o.trust.how
+	case o.trust.how != "":
+		return "DNS only: " + o.trust.how
 	}
-	var err error
-	aside(func() { err = o.s.Verifier.VerifyPeer(tc.ConnectionState(), o.remote) })
-	if err != nil {
-		return "not verified: " + err.Error()
-	}
-	return "verified"
+	return "internal route"
 }
 
 // newDialback returns the dialback state for the stream's current id.

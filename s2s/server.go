@@ -70,6 +70,9 @@ type Server struct {
 	// Dialer resolves and connects remote domains (public DNS, overrides).
 	// Required.
 	Dialer *resolve.Dialer
+	// DANE, when not nil, authenticates remote domains whose certificates
+	// do not verify by their TLSA records (dns.dnssec not off).
+	DANE DANE
 	// ExternalDomains are the local domains whose certificates a remote
 	// peer can verify (configured cert_file): for them SASL EXTERNAL is
 	// tried on outbound streams.
@@ -109,6 +112,11 @@ type Server struct {
 	linksShut   bool                  // no new links (set with lmu held)
 	remoteLinks int                   // links in links towards remote domains (lmu)
 	linkRate    *rate.Limiter         // new links towards remote domains (lmu)
+
+	// domainRates holds the token bucket of new outbound streams towards
+	// each of the most recent remote domains (guarded by dmu).
+	dmu         sync.Mutex
+	domainRates *lru.Cache[string, *rate.Limiter]
 	wg          sync.WaitGroup        // every goroutine the server starts
 
 	ctx    context.Context // cancelled by Close
@@ -252,12 +260,34 @@ func (s *Server) connectAllowed(ip netip.Addr) bool {
 	return l.Allow()
 }
 
-// verifyStart takes a place for a dialback verification asked by a stream
-// from ip, within limits.verifications and verifications_per_ip.
-func (s *Server) verifyStart(ip netip.Addr) bool {
+// domainAllowed takes a token from domain's bucket of new outbound streams
+// (limits.link_rate_per_domain, link_burst_per_domain): links and dialback
+// verifications alike, so that no stranger can make the relay hammer one
+// victim, whatever else caps allow.
+func (s *Server) domainAllowed(domain string) bool {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if s.domainRates == nil {
+		s.domainRates, _ = lru.New[string, *rate.Limiter](1 << 16)
+	}
+	l, ok := s.domainRates.Get(domain)
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(s.Limits.LinkRatePerDomain), max(s.Limits.LinkBurstPerDomain, 1))
+		s.domainRates.Add(domain, l)
+	}
+	return l.Allow()
+}
+
+// verifyStart takes a place for a dialback verification of domain asked by
+// a stream from ip, within limits.verifications and verifications_per_ip,
+// and a token of domain's bucket (limits.link_rate_per_domain).
+func (s *Server) verifyStart(ip netip.Addr, domain string) bool {
 	s.vmu.Lock()
 	defer s.vmu.Unlock()
 	if s.verifying >= s.Limits.Verifications || s.verifyIP[ip] >= s.Limits.VerificationsPerIP {
+		return false
+	}
+	if !s.domainAllowed(domain) {
 		return false
 	}
 	if s.verifyIP == nil {
@@ -332,6 +362,10 @@ func (s *Server) Link(pair routing.Pair, admit func(to string) (func(error), err
 		if !s.linkRate.Allow() {
 			s.stats.LinksRefused.Add(1)
 			return nil, &routing.DeliveryError{Condition: stanza.ResourceConstraint, Err: errLinkRate}
+		}
+		if !s.domainAllowed(pair.To) {
+			s.stats.LinksRefused.Add(1)
+			return nil, &routing.DeliveryError{Condition: stanza.ResourceConstraint, Err: errDomainRate}
 		}
 	}
 	report, err := admit(pair.To)
@@ -511,5 +545,6 @@ var (
 	errConnectRate     = errors.New("limits.connect_rate_per_ip exceeded")
 	errTooManyLinks    = errors.New("too many outbound streams (limits.max_links)")
 	errLinkRate        = errors.New("too many new outbound streams (limits.link_rate)")
+	errDomainRate      = errors.New("too many new outbound streams to this domain (limits.link_rate_per_domain)")
 	errTooManyFromIP   = errors.New("limits.max_streams_per_ip reached")
 )

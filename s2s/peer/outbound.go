@@ -61,7 +61,10 @@ func (s *Server) negotiate(ctx context.Context, addr, from, to string, direct bo
 		}
 		return nil, fmt.Errorf("stream %s→%s at %s: %w", from, to, addr, err)
 	}
-	cfg := &tls.Config{ServerName: to, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+	// Its own certificate goes out as the client certificate, as real
+	// servers do, for a relay to verify (XEP-0178, pins, DANE).
+	cfg := &tls.Config{ServerName: to, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12,
+		Certificates: s.tls.Certificates}
 	if direct {
 		cfg.NextProtos = []string{alpn}
 	} else if err := c.startTLS(); err != nil {

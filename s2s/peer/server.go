@@ -186,6 +186,13 @@ func (s *Server) DialbackSecret() *dialback.Secret {
 	return s.secret
 }
 
+// Certificate returns the certificate the Server presents (Cert, or the
+// self-signed one it made).
+func (s *Server) Certificate() tls.Certificate {
+	s.init()
+	return s.tls.Certificates[0]
+}
+
 // SetRefuseVerify makes the Server answer every db:verify with
 // type='invalid' while on is true, as if the keys were forged: a peer that
 // refuses a relay's dialback.

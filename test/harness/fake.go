@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -57,12 +58,19 @@ type Stanza = peer.Stanza
 // ends, and the test fails if it saw a protocol violation.
 func NewFakeServer(t testing.TB, name string, domains ...string) *FakeServer {
 	t.Helper()
+	return NewFakeServerCert(t, name, nil, domains...)
+}
+
+// NewFakeServerCert is NewFakeServer with the certificate the fake presents
+// on the streams it accepts and opens; nil means a self-signed one.
+func NewFakeServerCert(t testing.TB, name string, cert *tls.Certificate, domains ...string) *FakeServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", NextIP()+":0")
 	if err != nil {
 		t.Fatalf("fake %s: listen: %v", name, err)
 	}
 	f := &FakeServer{Addr: ln.Addr().String(), Name: name, served: make(chan struct{})}
-	f.srv = &peer.Server{Domains: domains, Authoritative: f.authoritativeFor, Timeout: ReadTimeout, Strict: true}
+	f.srv = &peer.Server{Domains: domains, Authoritative: f.authoritativeFor, Timeout: ReadTimeout, Strict: true, Cert: cert}
 	f.srv.Handler = func(in *peer.Inbound, el *wire.Element) {
 		if h := f.handler.Load(); h != nil {
 			(*h)(in, el)
@@ -201,6 +209,8 @@ func (f *FakeServer) Dial(t testing.TB, addr, from, to string) *Script {
 func (f *FakeServer) TryDial(t testing.TB, addr, from, to string) (*Script, error) {
 	t.Helper()
 	s := Dial(t, addr)
+	cert := f.srv.Certificate()
+	s.Cert = &cert // as a real server does: its certificate goes out as the client's
 	if err := s.Negotiate(from, to); err != nil {
 		return s, err
 	}

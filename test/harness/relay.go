@@ -34,7 +34,7 @@ log: {level: debug, format: text}
 federation: {listen: ["$IP:0"], listen_tls: [], secure_auth: false}
 internal: {listen: ["$INTERNAL_IP:0"], dns_listen: ""}
 dns: {servers: ["$DNS"], timeout: 1s, retries: 1, min_ttl: 0s, max_ttl: 1s, allow_private: ["127.0.0.0/8"]}
-limits: {connect_timeout: 2s, negotiation_timeout: 5s, idle_timeout: 1m, route_retry: 1s, connect_rate_per_ip: 1000000, connect_burst_per_ip: 1000000}
+limits: {connect_timeout: 2s, negotiation_timeout: 5s, idle_timeout: 1m, route_retry: 1s, connect_rate_per_ip: 1000000, connect_burst_per_ip: 1000000, link_rate_per_domain: 1000000, link_burst_per_domain: 1000000, preauth_timeout: 5s}
 breaker: {failures: 3, open_for: 300ms, max_open_for: 2s}
 admin: {listen: ""}
 `

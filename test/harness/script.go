@@ -37,6 +37,8 @@ type Script struct {
 	Features Element
 	// TLS reports whether the stream is encrypted.
 	TLS bool
+	// Cert, when set, is presented as the client certificate by StartTLS.
+	Cert *tls.Certificate
 }
 
 // Dial connects to addr. The connection is closed when the test ends.
@@ -144,7 +146,7 @@ func (s *Script) Offers(name string) bool {
 // StartTLS sends <starttls/>, expects <proceed/>, and does the TLS
 // handshake (any certificate accepted: the relay's are self-signed here)
 // and the restart with a new header from from to to.
-func (s *Script) StartTLS(from, to string) error { return s.StartTLSWith(from, to, nil) }
+func (s *Script) StartTLS(from, to string) error { return s.StartTLSWith(from, to, s.Cert) }
 
 // StartTLSWith is StartTLS presenting cert as the client certificate.
 func (s *Script) StartTLSWith(from, to string, cert *tls.Certificate) error {

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"crypto/tls"
 	"fmt"
 	"strings"
 	"testing"
@@ -26,9 +27,16 @@ type Site struct {
 // without a domains list the relay fronts a.test at $ROUTE.
 func StartSite(t testing.TB, configYAML string, remoteDomains ...string) *Site {
 	t.Helper()
+	return StartSiteCert(t, configYAML, nil, remoteDomains...)
+}
+
+// StartSiteCert is StartSite with the certificate the remote server
+// presents (nil: self-signed).
+func StartSiteCert(t testing.TB, configYAML string, remoteCert *tls.Certificate, remoteDomains ...string) *Site {
+	t.Helper()
 	s := &Site{DNS: StartDNS(t)}
 	s.Internal = NewFakeServer(t, "internal a.test", "a.test")
-	s.Remote = NewFakeServer(t, "remote "+strings.Join(remoteDomains, ","), remoteDomains...)
+	s.Remote = NewFakeServerCert(t, "remote "+strings.Join(remoteDomains, ","), remoteCert, remoteDomains...)
 	configYAML = strings.ReplaceAll(configYAML, "$ROUTE", fmt.Sprintf("%q", s.Internal.Addr))
 	if !strings.Contains(configYAML, "domains:") {
 		configYAML = fmt.Sprintf("domains: [{name: a.test, route: %q}]\n%s", s.Internal.Addr, configYAML)

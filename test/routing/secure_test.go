@@ -1,0 +1,155 @@
+package routing_test
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/fedrelay/fedrelay/s2s/peer"
+	"github.com/fedrelay/fedrelay/test/harness"
+)
+
+// pinOf is the pin_sha256 of a certificate's key.
+func pinOf(t *testing.T, c *tls.Certificate) string {
+	t.Helper()
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// certs is what the secure-auth tests give their remote server: a
+// certificate from a CA the relay trusts, a self-signed one (an impostor,
+// or a partner without a CA), and the CA's file for tls.ca_file.
+type certs struct {
+	caFile     string
+	valid      tls.Certificate // CA-issued for partner.test
+	selfSigned tls.Certificate // for partner.test, trusted by nobody
+}
+
+func newCerts(t *testing.T) certs {
+	t.Helper()
+	ca := harness.NewCA(t)
+	cf, kf := ca.Issue(t, "partner.test")
+	valid, err := tls.LoadX509KeyPair(cf, kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := peer.SelfSigned("partner.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs{caFile: ca.File(), valid: valid, selfSigned: self}
+}
+
+// TestSecureAuthOutbound: with federation.secure_auth on, a stanza for
+// partner.test goes out only to a server that proves it is partner.test:
+// a certificate valid for it, or a pinned key; an impostor with a
+// self-signed certificate where DNS points gets nothing (not even the
+// relay's dialback key), and the sender gets remote-server-timeout saying
+// why. A domain a rule marks insecure still works by dialback alone.
+// (Before, the relay logged "not verified" and sent anyway, whatever the
+// configuration said.)
+func TestSecureAuthOutbound(t *testing.T) {
+	c := newCerts(t)
+	for _, tc := range []struct {
+		name      string
+		config    string
+		cert      *tls.Certificate
+		delivered bool
+		why       string // in the bounce to the internal sender
+	}{
+		{name: "impostor", cert: &c.selfSigned, why: "could not be authenticated"},
+		{name: "impostor, verify_peers false", config: "tls: {verify_peers: false}", cert: &c.selfSigned, why: "could not be authenticated"},
+		{name: "impostor, require_auth and require_tls, secure_auth off", config: `federation: {secure_auth: false}
+policy: {rules: [{match: [partner.test], require_auth: [external], require_tls: true}]}`, cert: &c.selfSigned, why: "does not accept"},
+		{name: "impostor, default deny with partner.test allowed", config: "policy: {default: deny, allow: [partner.test]}", cert: &c.selfSigned, why: "could not be authenticated"},
+		{name: "CA-valid certificate", config: "tls: {ca_file: %CA}", cert: &c.valid, delivered: true},
+		{name: "CA-valid certificate, require_auth external", config: "tls: {ca_file: %CA}\npolicy: {rules: [{match: [partner.test], require_auth: [external]}]}", cert: &c.valid, delivered: true},
+		{name: "pinned self-signed key", config: "policy: {rules: [{match: [partner.test], pin_sha256: [%PIN]}]}", cert: &c.selfSigned, delivered: true},
+		{name: "CA-valid certificate, other key pinned", config: "tls: {ca_file: %CA}\npolicy: {rules: [{match: [partner.test], pin_sha256: [%OTHERPIN]}]}", cert: &c.valid, why: "not one pinned"},
+		{name: "insecure partner", config: "policy: {rules: [{match: [partner.test], insecure: true}]}", cert: &c.selfSigned, delivered: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.config
+			if !strings.Contains(cfg, "federation:") {
+				cfg = "federation: {secure_auth: true}\n" + cfg
+			}
+			cfg = strings.NewReplacer("%CA", fmt.Sprintf("%q", c.caFile), "%PIN", pinOf(t, &c.selfSigned),
+				"%OTHERPIN", pinOf(t, &c.selfSigned)).Replace(cfg)
+			s := harness.StartSiteCert(t, cfg, tc.cert, "partner.test")
+			out := s.FromInside(t, "partner.test")
+			out.Send(harness.Message("alice@a.test", "bob@partner.test", "out-1", "hi"))
+			if tc.delivered {
+				s.Remote.WaitID(t, "out-1")
+			} else {
+				st := expectError(t, s.Internal, "out-1", "message", "wait", "remote-server-timeout")
+				if _, _, text := st.StanzaError(); !strings.Contains(text, tc.why) {
+					t.Errorf("bounce text %q, want one that says %q", text, tc.why)
+				}
+				notReceived(t, s.Remote, "out-1")
+				for _, e := range s.Remote.Events() {
+					if strings.Contains(e, "db:result") || strings.Contains(e, "dialback") {
+						t.Errorf("the unauthenticated server heard from the relay: %s", e)
+					}
+				}
+			}
+			s.Relay.WaitBalanced(t)
+		})
+	}
+}
+
+// TestSecureAuthInbound: with federation.secure_auth on, a server of the
+// federation is accepted for partner.test only with a certificate valid for
+// it or a pinned key; dialback alone is refused (db:result type='error',
+// policy-violation), unless a rule marks partner.test insecure. (Before,
+// dialback alone was always enough.)
+func TestSecureAuthInbound(t *testing.T) {
+	c := newCerts(t)
+	for _, tc := range []struct {
+		name     string
+		config   string
+		cert     *tls.Certificate
+		accepted bool
+	}{
+		{name: "self-signed, dialback only", cert: &c.selfSigned},
+		{name: "CA-valid certificate", config: "tls: {ca_file: %CA}", cert: &c.valid, accepted: true},
+		{name: "pinned self-signed key", config: "policy: {rules: [{match: [partner.test], pin_sha256: [%PIN]}]}", cert: &c.selfSigned, accepted: true},
+		{name: "CA-valid certificate, other key pinned", config: "tls: {ca_file: %CA}\npolicy: {rules: [{match: [partner.test], pin_sha256: [%SELFPIN]}]}", cert: &c.valid},
+		{name: "insecure partner", config: "policy: {rules: [{match: [partner.test], insecure: true}]}", cert: &c.selfSigned, accepted: true},
+		{name: "secure_auth off", config: "federation: {secure_auth: false}", cert: &c.selfSigned, accepted: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.config
+			if !strings.Contains(cfg, "federation:") {
+				cfg = "federation: {secure_auth: true}\n" + cfg
+			}
+			cfg = strings.NewReplacer("%CA", fmt.Sprintf("%q", c.caFile), "%PIN", pinOf(t, &c.selfSigned),
+				"%SELFPIN", pinOf(t, &c.selfSigned)).Replace(cfg)
+			s := harness.StartSiteCert(t, cfg, tc.cert, "partner.test")
+			in, err := s.Remote.TryDial(t, s.Relay.FederationAddr, "partner.test", "a.test")
+			if !tc.accepted {
+				if err == nil {
+					t.Fatal("partner.test was accepted")
+				}
+				if !strings.Contains(err.Error(), "policy-violation") {
+					t.Errorf("refused with %v, want policy-violation", err)
+				}
+				s.Relay.WaitBalanced(t)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			in.Send(harness.Message("bob@partner.test", "alice@a.test", "in-1", "hi"))
+			s.Internal.WaitID(t, "in-1")
+			s.Relay.WaitBalanced(t)
+		})
+	}
+}

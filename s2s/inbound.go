@@ -70,17 +70,17 @@ type inConn struct {
 	legacy     bool   // the peer's header had no version (RFC 6120 §4.7.5)
 	authed     bool   // some pair authorized: idle timeout instead of negotiation deadline
 
-	negDeadline time.Time      // the stream must authenticate before it (set before any goroutine starts)
+	negDeadline time.Time // the stream must authenticate before it (set before any goroutine starts)
 	// shortDeadline: the stream runs under limits.preauth_timeout, until
 	// its first verification (owner only).
 	shortDeadline bool
-	stall       *rate.Limiter  // the stream's stall budget, in milliseconds (owner only)
-	stallOK     bool           // the budget has room for a full limits.stall_timeout (owner only)
-	scratch     []byte         // the attributes of the stanza being read (owner only)
-	st          routing.Stanza // the stanza being routed, lent to the router (owner only)
-	body        elemBody       // st.Body: the element with the outbound fix-ups (owner only)
-	asleep      []routing.Link // links given stanzas with Defer, to wake before the next read (owner only)
-	shard       uint32         // the stream's number, for counters
+	stall         *rate.Limiter  // the stream's stall budget, in milliseconds (owner only)
+	stallOK       bool           // the budget has room for a full limits.stall_timeout (owner only)
+	scratch       []byte         // the attributes of the stanza being read (owner only)
+	st            routing.Stanza // the stanza being routed, lent to the router (owner only)
+	body          elemBody       // st.Body: the element with the outbound fix-ups (owner only)
+	asleep        []routing.Link // links given stanzas with Defer, to wake before the next read (owner only)
+	shard         uint32         // the stream's number, for counters
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -117,7 +117,7 @@ type Server struct {
 	// each of the most recent remote domains (guarded by dmu).
 	dmu         sync.Mutex
 	domainRates *lru.Cache[string, *rate.Limiter]
-	wg          sync.WaitGroup        // every goroutine the server starts
+	wg          sync.WaitGroup // every goroutine the server starts
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc

@@ -650,7 +650,11 @@ func (s *Stream) Conclude(answer Element) Decision {
 		return d
 	}
 	switch answer.Condition {
-	case RemoteConnectionFailed, stanza.RemoteServerNotFound, stanza.RemoteServerTimeout:
+	case RemoteConnectionFailed, stanza.RemoteServerNotFound, stanza.RemoteServerTimeout,
+		// The Receiving server's own refusals (its caps, its policy) keep
+		// their condition: the Initiating server should know it was not
+		// the Authoritative server that failed.
+		stanza.ResourceConstraint, stanza.PolicyViolation, stanza.NotAuthorized:
 		return reply(req.ErrorResponse(answer.Condition))
 	}
 	return reply(req.ErrorResponse(stanza.RemoteServerNotFound))

@@ -391,6 +391,9 @@ func (r *Router) bounceRule(st *Stanza, e stanza.Error, rule string) {
 // on the internal face get e as it is.
 func publicError(st *Stanza, e stanza.Error, ex policy.Explain, rule string) stanza.Error {
 	if st.Face != policy.Federation {
+		if rule != "" && len(e.Text) == 0 {
+			e.Text = map[string]string{"": "refused by the relay's policy (" + rule + ")"}
+		}
 		return e
 	}
 	e.Text = nil

@@ -165,3 +165,79 @@ func TestLinkCaps(t *testing.T) {
 		})
 	}
 }
+
+// TestDomainLinkRate: twenty strangers' streams each ask the relay to
+// verify a key of victim.test, whose server never answers. The relay opens
+// at most limits.link_burst_per_domain connections to it (and its token
+// bucket refills slowly); the other requests are answered at once with
+// resource-constraint. (Before, only the relay-wide caps applied: a crowd
+// of streams could aim all of the relay's verifications at one victim.)
+func TestDomainLinkRate(t *testing.T) {
+	const streams, burst = 20, 5
+	victim := harness.StartProxy(t, harness.ClosedAddr(t))
+	victim.SetMode(harness.Stall)
+	s := harness.StartSite(t, fmt.Sprintf("limits: {link_rate_per_domain: 0.001, link_burst_per_domain: %d, max_streams_per_ip: 1000, verifications_per_ip: 1000}", burst), "remote.test")
+	s.DNS.SetSRV(t, "victim.test", victim.Addr)
+	refused := make(chan bool, streams)
+	for range streams {
+		go func() {
+			sc := harness.Dial(t, s.Relay.FederationAddr)
+			if err := sc.Negotiate("victim.test", "a.test"); err != nil {
+				refused <- false
+				return
+			}
+			typ, cond, err := sc.DialbackKey("victim.test", "a.test", strings.Repeat("0", 64))
+			refused <- err == nil && typ == dialback.TypeError && cond == "resource-constraint"
+		}()
+	}
+	n := 0
+	for range streams - burst {
+		select {
+		case r := <-refused:
+			if r {
+				n++
+			}
+		case <-time.After(10 * time.Second):
+		}
+	}
+	if n < streams-burst {
+		t.Errorf("%d requests answered resource-constraint at once, want %d", n, streams-burst)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := victim.Accepted(); got > burst {
+		t.Errorf("%d connections to victim.test, want at most limits.link_burst_per_domain (%d)", got, burst)
+	}
+}
+
+// TestPreauthTimeout: a connection to the federation face that does not
+// get as far as a dialback verification within limits.preauth_timeout is
+// closed, well before limits.negotiation_timeout; one whose verification
+// is in flight is not. (Before, every stranger could hold a connection for
+// the whole negotiation timeout, 30 s by default.)
+func TestPreauthTimeout(t *testing.T) {
+	silent := harness.StartProxy(t, harness.ClosedAddr(t))
+	silent.SetMode(harness.Stall)
+	s := harness.StartSite(t, "limits: {preauth_timeout: 1s, negotiation_timeout: 20s, connect_timeout: 20s}", "remote.test")
+	s.DNS.SetSRV(t, "slow.test", silent.Addr)
+
+	idle := harness.Dial(t, s.Relay.FederationAddr)
+	if err := idle.Negotiate("remote.test", "a.test"); err != nil {
+		t.Fatal(err)
+	}
+	verifying := harness.Dial(t, s.Relay.FederationAddr)
+	if err := verifying.Negotiate("slow.test", "a.test"); err != nil {
+		t.Fatal(err)
+	}
+	verifying.Send(string((&dialback.Element{Kind: dialback.KindResult, From: "slow.test", To: "a.test", Key: dialback.Key(strings.Repeat("0", 64))}).Append(nil)))
+	harness.Eventually(t, func() bool { return silent.Accepted() > 0 }, "the verification of slow.test under way")
+
+	start := time.Now()
+	cond, _, err := idle.StreamError()
+	if err != nil || cond != "connection-timeout" {
+		t.Errorf("idle stranger: %q %v, want connection-timeout", cond, err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("idle stranger closed after %v, want about limits.preauth_timeout (1s)", took)
+	}
+	verifying.ExpectOpen(2 * time.Second)
+}

@@ -147,3 +147,44 @@ func TestInternalFaceNeedsTheRoute(t *testing.T) {
 	}
 	s.Relay.WaitBalanced(t)
 }
+
+// TestExplain: policy.explain decides what a refusal tells the federation:
+// the condition alone (none), a sentence without the rule (brief, the
+// default), or the sentence and the rule (full); the organisation's own
+// senders get the rule whatever it says.
+func TestExplain(t *testing.T) {
+	for _, tc := range []struct {
+		explain        string
+		text, wantRule bool
+	}{{"none", false, false}, {"brief", true, false}, {"full", true, true}} {
+		t.Run(tc.explain, func(t *testing.T) {
+			s := harness.StartSite(t, fmt.Sprintf("policy: {explain: %s, deny: [evil.test], rules: [{match: [remote.test], kinds: [message]}]}", tc.explain),
+				"remote.test", "evil.test")
+			sc := harness.Dial(t, s.Relay.FederationAddr)
+			var se *harness.StreamError
+			if err := sc.Open("evil.test", "a.test"); !errors.As(err, &se) || se.Condition != "policy-violation" {
+				t.Fatalf("%v, want policy-violation", err)
+			}
+			if got := strings.Contains(se.Raw, "<text"); got != tc.text {
+				t.Errorf("stream error has a text: %v, want %v (%s)", got, tc.text, se.Raw)
+			}
+			if got := strings.Contains(se.Raw, "deny[0]"); got != tc.wantRule {
+				t.Errorf("stream error names the rule: %v, want %v (%s)", got, tc.wantRule, se.Raw)
+			}
+			in := s.FromOutside(t, "remote.test")
+			in.Send(harness.IQ("bob@remote.test", "alice@a.test", "iq-1", "get"))
+			st := expectError(t, s.Remote, "iq-1", "iq", "cancel", "not-allowed")
+			_, _, text := st.StanzaError()
+			if (text != "") != tc.text || strings.Contains(text, "rules[0]") != tc.wantRule {
+				t.Errorf("bounce text %q with explain %s", text, tc.explain)
+			}
+			out := s.FromInside(t, "remote.test")
+			out.Send(harness.IQ("alice@a.test", "bob@remote.test", "iq-2", "get"))
+			st = expectError(t, s.Internal, "iq-2", "iq", "cancel", "not-allowed")
+			if _, _, text := st.StanzaError(); !strings.Contains(text, "rules[0].kinds") {
+				t.Errorf("bounce text to the internal sender %q, want the rule", text)
+			}
+			s.Relay.WaitBalanced(t)
+		})
+	}
+}

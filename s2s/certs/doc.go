@@ -57,7 +57,17 @@
 // here against the DNS constraints of the chain's CAs, so a CA constrained to
 // its own domains cannot vouch for others through an otherName.
 //
+//   - DANE (Verifier.VerifyDANE, RFC 6698, RFC 7671, RFC 7673): the peer's
+//     chain against TLSA records the caller looked up with DNSSEC
+//     (s2s/resolve Resolver.DANE). DANE-EE(3) matches the leaf certificate
+//     or its public key, exactly or by SHA-256/SHA-512, and checks nothing
+//     else (no names, no dates). DANE-TA(2) matches a certificate the peer
+//     sent after its leaf; the leaf must chain to it (dates and key usage
+//     checked) and identify the XMPP domain (or the SRV target) as above.
+//     PKIX-TA(0) and PKIX-EE(1) records are not used: they only narrow PKIX
+//     validation, and DANE is asked when PKIX validation has failed.
+//
 // The package does not log: NewStore and Reload report warnings as values,
 // verification returns errors, and callers log them. It opens no sockets.
-// DANE (RFC 7673) and POSH (RFC 7711) are not implemented.
+// POSH (RFC 7711) is not implemented.
 package certs

@@ -180,6 +180,11 @@ func (v *Verifier) VerifyChain(state tls.ConnectionState) (*Peer, error) {
 	if err != nil {
 		return nil, &PeerError{Reason: chainReason(err), Err: err}
 	}
+	return v.newPeer(leaf, chains), nil
+}
+
+// newPeer makes the Peer of a leaf and its verified chains.
+func (v *Verifier) newPeer(leaf *x509.Certificate, chains [][]*x509.Certificate) *Peer {
 	p := &Peer{Leaf: leaf, Chains: chains, v: v, names: certNames(leaf)}
 	// The stream may outlive the handshake: remember when the best chain
 	// stops being valid, so that VerifyDomain can refuse after that.
@@ -197,7 +202,7 @@ func (v *Verifier) VerifyChain(state tls.ConnectionState) (*Peer, error) {
 			p.notBefore, p.notAfter = from, until
 		}
 	}
-	return p, nil
+	return p
 }
 
 func chainReason(err error) error {

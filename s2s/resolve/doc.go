@@ -15,7 +15,21 @@
 //     an answer is truncated, retries and the next server on failure; a
 //     bounded LRU cache that honours record TTLs and caches negative answers
 //     per RFC 2308, with concurrent identical questions collapsed into one
-//     query. The AD bit of answers is kept (Candidate.Secure) for DANE.
+//     query. The AD bit of answers is kept (Candidate.Secure).
+//   - DANE (RFC 6698, RFC 7671, RFC 7673): Resolver.DANE returns the TLSA
+//     records that may authenticate the server reached through a candidate,
+//     once the answers on the way are DNSSEC-secure (the SRV RRset, the
+//     target's address records, the TLSA RRset), and DANEForDomain gathers
+//     them over a domain's candidates for inbound peers. With dns.dnssec
+//     "validate" the relay validates answers itself (DO and CD set): RRSIGs
+//     of RSA/SHA-256, RSA/SHA-512, ECDSA P-256/P-384 or Ed25519 within
+//     their validity period, DNSKEY RRsets matching the parent's DS (SHA-256
+//     or SHA-384) from the IANA root trust anchors down, at most 16 zones
+//     deep; verdicts are cached for their TTL (never past the signature's
+//     expiration) and shared among concurrent callers. Denial of existence
+//     (NSEC/NSEC3) is not proven: anything not provably secure means no
+//     DANE, never a refusal. With "trust-ad" the nameserver's AD bit is
+//     believed. Matching certificates against the records is s2s/certs'.
 //   - Dialling (Dialer): candidates in order, each candidate's addresses
 //     raced with IPv6 and IPv4 interleaved and a 250 ms stagger (RFC 8305),
 //     and the TLS handshake of direct TLS candidates with SNI set to the
@@ -30,5 +44,6 @@
 // The package does not log; it returns errors whose messages are one line
 // and name the DNS name or address concerned.
 //
-// The resolvetest sub-package provides an in-process DNS server for tests.
+// The resolvetest sub-package provides an in-process DNS server for tests,
+// and DNSSEC-signed zones for it to serve.
 package resolve

@@ -39,6 +39,10 @@ type Options struct {
 	// DialContext opens the sockets to nameservers; nil means a
 	// net.Dialer.
 	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
+	// TrustAnchors replace the root trust anchors (the built-in IANA ones,
+	// or those of config.DNS.TrustAnchors): DS or DNSKEY records owned by
+	// ".". Tests sign their own root with them.
+	TrustAnchors []dns.RR
 }
 
 // Resolver finds where to connect for a remote XMPP domain: SRV lookup of
@@ -55,6 +59,12 @@ type Resolver struct {
 	now       func() time.Time
 	intN      func(int) int
 
+	// DNSSEC for DANE (dnssec.go): how answers are trusted, the root
+	// trust anchors, and the validated RRsets by name and type.
+	dnssec    dnssecMode
+	anchors   []dns.RR
+	validated *lru.Cache[secKey, *secSet]
+
 	// base is the context of queries in flight: they are shared by all
 	// callers waiting for the same answer, so no caller's context may
 	// cancel them. Close cancels base and waits.
@@ -70,8 +80,10 @@ type Resolver struct {
 // one server (zero: 5s), cfg.Retries more rounds over the servers after
 // timeouts, a cache of cfg.CacheSize answers (zero: 10000) whose TTLs are
 // clamped to [cfg.MinTTL, cfg.MaxTTL] (MaxTTL zero: no upper bound), and
-// cfg.Overrides, which replace DNS for the domains they name. It fails when
-// no nameserver is known or an override does not parse.
+// cfg.Overrides, which replace DNS for the domains they name. cfg.DNSSEC
+// ("validate" when empty) and cfg.TrustAnchors say how DANE trusts DNSSEC
+// (see DANE). It fails when no nameserver is known, an override does not
+// parse, or the trust anchors cannot be read.
 func New(cfg config.DNS, opts Options) (*Resolver, error) {
 	servers := slices.Clone(cfg.Servers)
 	if len(servers) == 0 {
@@ -125,6 +137,28 @@ func New(cfg config.DNS, opts Options) (*Resolver, error) {
 		overrides[name] = cs
 	}
 
+	mode, err := parseDNSSECMode(cfg.DNSSEC)
+	if err != nil {
+		return nil, err
+	}
+	anchors := opts.TrustAnchors
+	switch {
+	case len(anchors) > 0:
+		if err := checkAnchors(anchors); err != nil {
+			return nil, fmt.Errorf("resolve: trust anchors: %w", err)
+		}
+	case cfg.TrustAnchors != "":
+		if anchors, err = readAnchors(cfg.TrustAnchors); err != nil {
+			return nil, err
+		}
+	default:
+		anchors = ianaRootAnchors()
+	}
+	validated, err := lru.New[secKey, *secSet](size)
+	if err != nil {
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+
 	r := &Resolver{
 		client: client{
 			servers: servers,
@@ -138,6 +172,9 @@ func New(cfg config.DNS, opts Options) (*Resolver, error) {
 		maxTTL:    max(cfg.MaxTTL, 0),
 		now:       opts.Now,
 		intN:      opts.IntN,
+		dnssec:    mode,
+		anchors:   anchors,
+		validated: validated,
 	}
 	if r.client.timeout <= 0 {
 		r.client.timeout = defaultTimeout
@@ -504,7 +541,7 @@ func (r *Resolver) fetch(ctx context.Context, key cacheKey) (*rrset, error) {
 		r.mu.Unlock()
 		defer r.wg.Done()
 
-		m, err := r.client.query(r.base, fqdn, key.qtype)
+		m, err := r.client.query(r.base, fqdn, key.qtype, false)
 		if err != nil {
 			return nil, err
 		}

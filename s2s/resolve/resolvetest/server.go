@@ -2,7 +2,8 @@
 // tests of SRV resolution: a zone given as master-file text, answered over
 // UDP and TCP, with switches for the failures a resolver must handle
 // (SERVFAIL, truncation, glue, DNSSEC-authenticated answers, slowness) and a
-// count of every query received.
+// count of every query received; and DNSSEC-signed test zones (Zone) whose
+// records and signatures the servers serve.
 package resolvetest
 
 import (
@@ -93,12 +94,28 @@ func (s *Server) start(t testing.TB, srv *dns.Server) *dns.Server {
 
 // SetZone replaces every record the server holds.
 func (s *Server) SetZone(zone string) error {
-	rrs := map[rrKey][]dns.RR{}
-	names := map[string]bool{}
-	var soas []*dns.SOA
+	var all []dns.RR
 	zp := dns.NewZoneParser(strings.NewReader(zone), ".", "")
 	zp.SetDefaultTTL(300)
 	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
+		all = append(all, rr)
+	}
+	if err := zp.Err(); err != nil {
+		return err
+	}
+	s.SetRecords(all)
+	return nil
+}
+
+// SetRecords replaces every record the server holds with copies of rrs,
+// as SetZone does with master-file text. RRSIG records are served beside
+// the RRsets they cover when a query sets the DO bit (see Zone.Sign).
+func (s *Server) SetRecords(all []dns.RR) {
+	rrs := map[rrKey][]dns.RR{}
+	names := map[string]bool{}
+	var soas []*dns.SOA
+	for _, rr := range all {
+		rr = dns.Copy(rr)
 		h := rr.Header()
 		h.Name = strings.ToLower(h.Name)
 		k := rrKey{h.Name, h.Rrtype}
@@ -111,13 +128,9 @@ func (s *Server) SetZone(zone string) error {
 			soas = append(soas, soa)
 		}
 	}
-	if err := zp.Err(); err != nil {
-		return err
-	}
 	s.mu.Lock()
 	s.rrs, s.names, s.soas = rrs, names, soas
 	s.mu.Unlock()
-	return nil
 }
 
 func parent(name string) string {
@@ -224,11 +237,16 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		network = "tcp"
 	}
 
+	do := false
+	if opt := r.IsEdns0(); opt != nil {
+		do = opt.Do()
+	}
+
 	s.mu.Lock()
 	s.queries[Query{name, q.Qtype, network}]++
 	s.last = r.Copy()
 	delay := s.delay
-	s.fill(m, name, q.Qtype, network)
+	s.fill(m, name, q.Qtype, network, do)
 	s.mu.Unlock()
 
 	if opt := r.IsEdns0(); opt != nil {
@@ -240,8 +258,9 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	w.WriteMsg(m)
 }
 
-// fill builds the answer; s.mu is held.
-func (s *Server) fill(m *dns.Msg, name string, qtype uint16, network string) {
+// fill builds the answer; s.mu is held. A CNAME at the name asked is
+// followed, as a recursive resolver does, for up to 8 steps.
+func (s *Server) fill(m *dns.Msg, name string, qtype uint16, network string, do bool) {
 	switch {
 	case s.servfail[name]:
 		m.Rcode = dns.RcodeServerFailure
@@ -251,10 +270,19 @@ func (s *Server) fill(m *dns.Msg, name string, qtype uint16, network string) {
 		return
 	}
 	m.AuthenticatedData = s.secure
-	if ans := s.rrs[rrKey{name, qtype}]; len(ans) > 0 {
-		for _, rr := range ans {
-			m.Answer = append(m.Answer, dns.Copy(rr))
+	for range 8 {
+		if len(s.rrs[rrKey{name, qtype}]) > 0 || qtype == dns.TypeCNAME {
+			break
 		}
+		cname := s.rrs[rrKey{name, dns.TypeCNAME}]
+		if len(cname) == 0 {
+			break
+		}
+		s.answer(m, name, dns.TypeCNAME, do)
+		name = strings.ToLower(cname[0].(*dns.CNAME).Target)
+	}
+	if ans := s.rrs[rrKey{name, qtype}]; len(ans) > 0 {
+		s.answer(m, name, qtype, do)
 		if s.glue && qtype == dns.TypeSRV {
 			for _, rr := range ans {
 				target := strings.ToLower(rr.(*dns.SRV).Target)
@@ -272,6 +300,22 @@ func (s *Server) fill(m *dns.Msg, name string, qtype uint16, network string) {
 	}
 	if soa := s.soaFor(name); soa != nil {
 		m.Ns = append(m.Ns, dns.Copy(soa))
+	}
+}
+
+// answer appends the RRset of name and qtype to the answer section, with
+// the RRSIGs over it when do is set.
+func (s *Server) answer(m *dns.Msg, name string, qtype uint16, do bool) {
+	for _, rr := range s.rrs[rrKey{name, qtype}] {
+		m.Answer = append(m.Answer, dns.Copy(rr))
+	}
+	if !do {
+		return
+	}
+	for _, rr := range s.rrs[rrKey{name, dns.TypeRRSIG}] {
+		if rr.(*dns.RRSIG).TypeCovered == qtype {
+			m.Answer = append(m.Answer, dns.Copy(rr))
+		}
 	}
 }
 

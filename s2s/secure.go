@@ -10,6 +10,7 @@ import (
 
 	"github.com/fedrelay/fedrelay/dialback"
 	"github.com/fedrelay/fedrelay/policy"
+	"github.com/fedrelay/fedrelay/s2s/certs"
 	"github.com/fedrelay/fedrelay/s2s/resolve"
 )
 
@@ -170,4 +171,41 @@ func (c *inConn) connTLS() (*tls.Conn, bool) {
 	defer c.wmu.Unlock()
 	tc, ok := c.conn.(*tls.Conn)
 	return tc, ok
+}
+
+// resolverDANE is the DANE of a relay: TLSA records from the resolver,
+// validated as dns.dnssec says, matched by the certificate verifier.
+type resolverDANE struct {
+	r *resolve.Resolver
+	v *certs.Verifier
+}
+
+// NewDANE returns the DANE that looks TLSA records up with r and matches
+// certificates with v.
+func NewDANE(r *resolve.Resolver, v *certs.Verifier) DANE { return resolverDANE{r, v} }
+
+func (d resolverDANE) Outbound(ctx context.Context, domain string, cand resolve.Candidate, state tls.ConnectionState) error {
+	records, err := d.r.DANE(ctx, domain, cand)
+	if err != nil {
+		return err
+	}
+	// RFC 7673 §4.1: the source domain or the SRV target may be the
+	// certificate's reference identifier (for DANE-TA).
+	names := []string{domain}
+	if cand.Source == resolve.FromSRV && cand.Host != domain {
+		names = append(names, cand.Host)
+	}
+	var verr error
+	aside(func() { verr = d.v.VerifyDANE(state, records, names) })
+	return verr
+}
+
+func (d resolverDANE) Inbound(ctx context.Context, domain string, state tls.ConnectionState) error {
+	records, err := d.r.DANEForDomain(ctx, domain)
+	if err != nil {
+		return err
+	}
+	var verr error
+	aside(func() { verr = d.v.VerifyDANE(state, records, []string{domain}) })
+	return verr
 }

@@ -5,11 +5,19 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/fedrelay/fedrelay/s2s/peer"
+	"github.com/fedrelay/fedrelay/s2s/resolve/resolvetest"
 	"github.com/fedrelay/fedrelay/test/harness"
 )
 
@@ -152,4 +160,82 @@ func TestSecureAuthInbound(t *testing.T) {
 			s.Relay.WaitBalanced(t)
 		})
 	}
+}
+
+// TestSecureAuthDANE: a partner whose self-signed certificate no CA
+// vouches for is authenticated by DANE: the TLSA record of its SRV target,
+// in DNSSEC-signed zones that chain to the configured trust anchor,
+// matches its key (3 1 1). A TLSA record for another key, or the same zones
+// with dns.dnssec off, leave it unauthenticated, and the stanza bounces.
+func TestSecureAuthDANE(t *testing.T) {
+	c := newCerts(t)
+	for _, tc := range []struct {
+		name      string
+		tlsaFor   *tls.Certificate
+		dnssec    string
+		delivered bool
+	}{
+		{"TLSA matches", &c.selfSigned, "validate", true},
+		{"TLSA of another key", &c.valid, "validate", false},
+		{"dnssec off", &c.selfSigned, "off", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := harness.NewFakeServerCert(t, "partner.test", &c.selfSigned, "partner.test")
+			host, port, _ := net.SplitHostPort(fake.Addr)
+			root := resolvetest.NewZone(t, ".", dns.ECDSAP256SHA256)
+			tld := resolvetest.NewZone(t, "test.", dns.ECDSAP256SHA256)
+			partner := resolvetest.NewZone(t, "partner.test.", dns.ECDSAP256SHA256)
+			root.Add(t, ". 86400 SOA a.root. nstld. 1 1800 900 604800 86400")
+			root.Delegate(tld)
+			tld.Add(t, "@ 3600 SOA ns.test. admin.test. 1 7200 3600 1209600 60")
+			tld.Delegate(partner)
+			partner.Add(t,
+				"@ 3600 SOA ns.partner.test. admin.partner.test. 1 7200 3600 1209600 60",
+				"_xmpp-server._tcp 300 SRV 0 0 "+port+" xmpp.partner.test.",
+				"xmpp 300 A "+host,
+				"_"+port+"._tcp.xmpp 300 TLSA 3 1 1 "+spkiHex(t, tc.tlsaFor))
+			now := time.Now()
+			var all []dns.RR
+			for _, z := range []*resolvetest.Zone{root, tld, partner} {
+				all = append(all, z.Sign(t, now.Add(-time.Hour), now.Add(time.Hour))...)
+			}
+			srv := resolvetest.NewServer(t, "")
+			srv.SetRecords(all)
+			anchors := filepath.Join(t.TempDir(), "anchors")
+			if err := os.WriteFile(anchors, []byte(root.DS().String()+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			internal := harness.NewFakeServer(t, "internal a.test", "a.test")
+			relay := harness.StartRelay(t, fmt.Sprintf(`
+domains: [{name: a.test, route: %q}]
+federation: {secure_auth: true}
+dns: {servers: [%q], dnssec: %s, trust_anchors: %q}
+`, internal.Addr, srv.Addr, tc.dnssec, anchors), harness.WithName("relay"))
+			internal.SetAuthoritative(relay.InternalAddr)
+			fake.SetAuthoritative(relay.FederationAddr)
+			out := internal.Dial(t, relay.InternalAddr, "a.test", "partner.test")
+			out.Send(harness.Message("alice@a.test", "bob@partner.test", "dane-1", "hi"))
+			if tc.delivered {
+				fake.WaitID(t, "dane-1")
+				if !relay.Logs.Has("outbound stream up", "peer_authenticated_by", "DANE") {
+					t.Errorf("the link did not say DANE authenticated partner.test")
+				}
+			} else {
+				expectError(t, internal, "dane-1", "message", "wait", "remote-server-timeout")
+				notReceived(t, fake, "dane-1")
+			}
+			relay.WaitBalanced(t)
+		})
+	}
+}
+
+// spkiHex is the TLSA 3 1 1 data of a certificate: SHA-256 of its key.
+func spkiHex(t *testing.T, c *tls.Certificate) string {
+	t.Helper()
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
 }

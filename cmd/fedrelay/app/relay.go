@@ -113,6 +113,9 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
 		Dialer: srv, Bouncer: s2s.Bounce, Audit: audit.write, OnBounce: opts.OnBounce,
 	})
 	srv.Router = router
+	if cfg.DNS.DNSSEC != "off" {
+		srv.DANE = s2s.NewDANE(res, verifier)
+	}
 	return &Relay{log: log, cfg: cfg, Server: srv, Router: router, resolver: res, certs: store, audit: audit,
 		errc: make(chan error, 16)}, nil
 }

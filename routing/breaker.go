@@ -31,6 +31,8 @@ type breaker struct {
 	level   int // failed probes in a row
 	openFor time.Duration
 	until   time.Time // when the current open period ends (zero when closed)
+	lastErr string    // the last failure reported, for operators
+	lastAt  time.Time // when
 }
 
 // breakerSettings are what one breaker runs with: breaker.failures, and the
@@ -147,6 +149,9 @@ func (b *breaker) allow() (func(error), error) {
 			return // replaced meanwhile (closed by an inbound stream, reload)
 		}
 		done(err)
+		if err != nil {
+			b.lastErr, b.lastAt = err.Error(), time.Now()
+		}
 		switch {
 		case err == nil && b.level > 0:
 			b.reset(0)

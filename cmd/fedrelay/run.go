@@ -35,7 +35,7 @@ func newRunCmd() *cobra.Command {
 				return err
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
-			relay, err := app.New(cfg, log, app.Options{})
+			relay, err := app.New(cfg, log, app.Options{Load: cf.load, Version: versionString()})
 			if err != nil {
 				return &exitError{code: exitFailure, err: err}
 			}

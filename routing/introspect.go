@@ -51,7 +51,7 @@ func (r *Router) Breakers() []BreakerInfo {
 func (b *breaker) info(internal bool) BreakerInfo {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	bi := BreakerInfo{Domain: b.domain, Failures: b.cb.Counts().ConsecutiveFailures, LastError: b.lastErr,
+	bi := BreakerInfo{Domain: b.domain, Failures: b.failed, LastError: b.lastErr,
 		LastErrorAt: b.lastAt, OpenFor: b.openFor, Internal: internal}
 	switch b.cb.State() {
 	case gobreaker.StateOpen:
@@ -76,7 +76,7 @@ func (r *Router) ResetBreaker(domain string) bool {
 	}
 	b.mu.Lock()
 	b.reset(0)
-	b.lastErr, b.lastAt = "", time.Time{}
+	b.lastErr, b.lastAt, b.failed = "", time.Time{}, 0
 	b.mu.Unlock()
 	return true
 }

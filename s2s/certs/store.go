@@ -156,6 +156,9 @@ func NewStore(domains []config.Domain, opts Options) (*Store, error) {
 		domains: make(map[string]*slot, len(domains)),
 		sem:     make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
 	}
+	if opts.Issuer != nil {
+		c.warnings = issuerWarnings(opts.Issuer, now)
+	}
 	for _, d := range domains {
 		name, err := config.NormalizeDomain(d.Name)
 		if err != nil {

@@ -16,11 +16,15 @@
 //
 //	a.test  Prosody, the internal server; its resolver is the relay's
 //	        internal DNS responder (.53:53)                           .2
+//	d.test  Prosody, an internal server with s2s_secure_auth = true
+//	        that trusts the relay's internal CA (s2s_ssl.cafile); its
+//	        resolver is the relay's internal DNS responder            .5
 //	relay   fedrelay in process: federation face .10:5269, internal
-//	        face .11:5269, fronting a.test
+//	        face .11:5269, fronting a.test and d.test; its internal CA
+//	        (internal.ca_cert_file) signs the certificates it makes
 //	b.test  Prosody, a public peer; resolves through the test DNS
-//	        server (.54:53, in process) where a.test's SRV record
-//	        points at relay.test = the federation face               .3
+//	        server (.54:53, in process) where a.test's and d.test's SRV
+//	        records point at relay.test = the federation face        .3
 //	c.test  ejabberd, a public peer; SRV through the test DNS server,
 //	        A records through the system (a tagged /etc/hosts line)   .4
 //

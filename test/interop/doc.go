@@ -3,13 +3,16 @@
 //
 // The tests are behind the interop build tag and need root (Prosody refuses
 // to run as root, so it is started as the prosody user; the DNS servers
-// listen on port 53), Prosody 0.12 with lua-unbound, and ejabberd 23.01:
+// listen on port 53), Prosody 0.12 with lua-unbound, ejabberd 23.01, and
+// check_xmppng (Debian's nagios-check-xmppng; TestCheckXMPPNG runs it
+// against a relay of its own, .20 and .21, and needs nothing else):
 //
 //	go test -tags interop ./test/interop/ -count=1 -v
 //
-// .ci/run installs the servers and runs them after the unit tests. Without
-// root or without the servers the tests skip, unless
-// FEDRELAY_INTEROP_REQUIRE=1 (set by CI), which turns that into a failure.
+// .ci/run installs the servers and the check and runs them after the unit
+// tests. Without root or without the servers (or the check) the tests skip,
+// unless FEDRELAY_INTEROP_REQUIRE=1 (set by CI), which turns that into a
+// failure.
 //
 // The topology, all on 127.0.77.0/24 (FEDRELAY_INTEROP_NET overrides the
 // first three octets):

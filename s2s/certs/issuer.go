@@ -80,9 +80,13 @@ func explainPairError(err error, certPEM []byte) error {
 func issuerWarnings(issuer *tls.Certificate, now time.Time) []string {
 	end := issuer.Leaf.NotAfter
 	if left := end.Sub(now); left < IssuerExpiryWarning {
+		in := fmt.Sprintf("%d days", int(left.Hours()/24))
+		if left < 48*time.Hour {
+			in = left.Round(time.Minute).String()
+		}
 		return []string{fmt.Sprintf("the internal CA %s expires on %s (in %s): the certificates it signs end then, "+
 			"and after that none can be generated; renew it", issuer.Leaf.Subject,
-			end.UTC().Format(time.RFC3339), left.Round(time.Hour))}
+			end.UTC().Format(time.RFC3339), in)}
 	}
 	return nil
 }

@@ -545,7 +545,9 @@ func (c *inConn) handleStartTLS() error {
 // and writer on it. The peer's certificate chain is verified here, for
 // SASL EXTERNAL and XEP-0344; an unverifiable one only means dialback.
 func (c *inConn) startTLS(cfg *tls.Config) error {
-	tc := tls.Server(c.raw, cfg)
+	// Without SNI the certificate is the header's 'to' (empty, so unused,
+	// on direct TLS).
+	tc := tls.Server(certs.StreamTo(c.raw, c.to), cfg)
 	ctx, cancel := context.WithTimeout(c.ctx, c.s.Limits.NegotiationTimeout)
 	defer cancel()
 	// The handshake and the chain's verification grow a stack the owner

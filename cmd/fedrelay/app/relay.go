@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -84,6 +85,10 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
 		return nil, fmt.Errorf("dialback secret: %w", err)
 	}
 	table := routing.NewTable(cfg.Domains)
+	issuer, _, err := InternalCA(cfg.Internal, time.Now()) // the store logs its warnings
+	if err != nil {
+		return nil, err
+	}
 	var router *routing.Router // set below; the store asks the current table
 	store, err := certs.NewStore(cfg.Domains, certs.Options{
 		OnDemand: true,
@@ -91,7 +96,12 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
 		// face stands in for, never for an internal domain, also after a
 		// reload changed the domains.
 		AllowOnDemand: func(d string) bool { return !router.Table().IsInternal(d) },
-		MinVersion:    cfg.TLS.MinVersion,
+		// With an internal CA they are signed by it (and so are those of
+		// internal domains without cert_file), so that internal servers
+		// can verify the relay (s2s_secure_auth); the store renews them
+		// once two thirds of their validity have passed.
+		Issuer:     issuer,
+		MinVersion: cfg.TLS.MinVersion,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("certificates: %w", err)
@@ -133,6 +143,26 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
 	}
 	return &Relay{log: log, cfg: cfg, Server: srv, Router: router, resolver: res, certs: store, audit: audit,
 		opts: opts, started: time.Now(), errc: make(chan error, 16)}, nil
+}
+
+// InternalCA loads the internal CA of internal.ca_cert_file and
+// internal.ca_key_file and checks that it can sign: nil without them. A bad
+// CA (unreadable, not a CA, expired, a key that is not its own) is a
+// config.Errors naming the key; the warnings say that it expires soon.
+// check-config and New use it.
+func InternalCA(in config.Internal, now time.Time) (*tls.Certificate, []string, error) {
+	if in.CACertFile == "" && in.CAKeyFile == "" {
+		return nil, nil, nil
+	}
+	ca, warnings, err := certs.LoadIssuer(in.CACertFile, in.CAKeyFile, now)
+	if err != nil {
+		key, value := "internal.ca_cert_file", in.CACertFile
+		if errors.Is(err, certs.ErrIssuerKey) {
+			key, value = "internal.ca_key_file", in.CAKeyFile
+		}
+		return nil, nil, config.Errors{{Key: key, Value: value, Reason: err.Error()}}
+	}
+	return ca, warnings, nil
 }
 
 // Start opens every listener of the configuration and serves them in the

@@ -113,6 +113,7 @@ func TestAdminCommands(t *testing.T) {
 
 	t.Run("streams", func(t *testing.T) {
 		table := cli(t, "streams")
+		t.Logf("fedrelay streams:\n%s", table)
 		for _, want := range []string{"FACE", "federation  in", "internal    in", "federation  out", "remote.test", "a.test", "TLS 1.3"} {
 			if !strings.Contains(table, want) {
 				t.Errorf("streams table lacks %q:\n%s", want, table)
@@ -151,6 +152,7 @@ func TestAdminCommands(t *testing.T) {
 			return strings.Contains(cli(t, "breakers"), "open")
 		}, "dead.test's breaker open")
 		table := cli(t, "breakers")
+		t.Logf("fedrelay breakers:\n%s", table)
 		if !strings.Contains(table, "dead.test") || !strings.Contains(table, "connection refused") {
 			t.Errorf("breakers table:\n%s", table)
 		}

@@ -224,6 +224,19 @@ dns: {servers: [%q], dnssec: %s, trust_anchors: %q}
 				expectError(t, internal, "dane-1", "message", "wait", "remote-server-timeout")
 				notReceived(t, fake, "dane-1")
 			}
+			// Inbound: partner.test's server presents the same certificate
+			// as its client certificate; the relay looks up the TLSA
+			// records of partner.test's own SRV targets.
+			in, err := fake.TryDial(t, relay.FederationAddr, "partner.test", "a.test")
+			if tc.delivered {
+				if err != nil {
+					t.Fatalf("inbound from partner.test: %v", err)
+				}
+				in.Send(harness.Message("bob@partner.test", "alice@a.test", "dane-in", "hi"))
+				internal.WaitID(t, "dane-in")
+			} else if err == nil || !strings.Contains(err.Error(), "policy-violation") {
+				t.Errorf("inbound from partner.test: %v, want refused with policy-violation", err)
+			}
 			relay.WaitBalanced(t)
 		})
 	}

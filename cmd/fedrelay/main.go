@@ -62,6 +62,6 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.AddCommand(newRunCmd(), newCheckConfigCmd(), newResolveCmd(), newVersionCmd(), newDemoCmd())
+	root.AddCommand(newRunCmd(), newCheckConfigCmd(), newCheckCmd(), newResolveCmd(), newVersionCmd(), newDemoCmd())
 	return root
 }

@@ -209,7 +209,7 @@ func TestCheckCerts(t *testing.T) {
 		if !strings.Contains(stderr, "failed") {
 			t.Errorf("stderr %q does not sum up the failures", stderr)
 		}
-		expectLine(t, out, "OK", "certs", "good.test", "certificate valid for good.test, chain to a trusted root, expires in 89 days ("+
+		expectLine(t, out, "OK", "certs", "good.test", "certificate valid for good.test, chain to a trusted root, expires in 90 days ("+
 			good.cert.NotAfter.UTC().Format(time.DateOnly)+")")
 		expectLine(t, out, "OK", "certs", "x.sub.test", "certificate valid for x.sub.test") // wildcard DNS-ID
 		expectLine(t, out, "WARN", "certs", "soon.test", "certificate valid for soon.test, chain to a trusted root, expires in 5 days", "renew it")
@@ -223,7 +223,7 @@ func TestCheckCerts(t *testing.T) {
 		expectLine(t, out, "FAIL", "certs", "codesign.test", "does not allow serverAuth")
 		expectLine(t, out, "FAIL", "certs", "untrusted.test", "no chain to a trusted root", "intermediate")
 		expectLine(t, out, "WARN", "certs", "generated.test", "generates a self-signed certificate at start", "dialback")
-		expectLine(t, out, "OK", "certs", "internal CA", "CN=ca: a CA with its key, may sign certificates, expires in 364 days")
+		expectLine(t, out, "OK", "certs", "internal CA", "CN=ca: a CA with its key, may sign certificates, expires in 365 days")
 		for _, d := range []string{"good.test", "x.sub.test", "soon.test", "self.test", "generated.test"} {
 			noLine(t, out, "FAIL", "certs", d)
 		}

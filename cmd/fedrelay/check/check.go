@@ -3,6 +3,7 @@ package check
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -65,12 +66,6 @@ type Finding struct {
 	Subject string `json:"subject"`
 	// Message says what was found and, when it is not OK, what it means.
 	Message string `json:"message"`
-}
-
-// String formats the finding without column alignment:
-// "WARN certs a.example: ...".
-func (f Finding) String() string {
-	return fmt.Sprintf("%s %s %s: %s", f.Verdict, f.Check, f.Subject, f.Message)
 }
 
 // Options adjust Run for tests.
@@ -155,9 +150,13 @@ func interfaceAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-// days formats a duration as whole days, for expiry dates.
+// days formats a duration as a number of days, rounded: a certificate
+// issued for 90 days a minute ago expires in 90 days.
 func days(d time.Duration) string {
-	n := int(d.Hours() / 24)
+	n := int(math.Round(d.Hours() / 24))
+	if n == 0 {
+		return "less than a day"
+	}
 	if n == 1 {
 		return "1 day"
 	}

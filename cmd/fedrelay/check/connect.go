@@ -79,7 +79,7 @@ func (c *checker) probeFederation(ctx context.Context, l listenAddr, addr netip.
 	trust *certs.Verifier, configured []byte) {
 	subject := d.Name + " at " + addr.String()
 	fail := func(format string, args ...any) {
-		c.add(Fail, Connectivity, subject, format+via, args...)
+		c.add(Fail, Connectivity, subject, "%s%s", fmt.Sprintf(format, args...), via)
 	}
 	s, err := c.dial(ctx, addr.String())
 	if err != nil {

@@ -66,7 +66,7 @@ func TestDefaults(t *testing.T) {
 		{"dns.servers", len(cfg.DNS.Servers), 0},
 		{"dns.timeout", cfg.DNS.Timeout, 5 * time.Second},
 		{"dns.cache_size", cfg.DNS.CacheSize, 10000},
-		{"limits.max_stanza_bytes", cfg.Limits.MaxStanzaBytes, 262144},
+		{"limits.max_stanza_bytes", cfg.Limits.MaxStanzaBytes, 524288},
 		{"limits.max_preauth_bytes", cfg.Limits.MaxPreauthBytes, 16384},
 		{"limits.queue_stanzas", cfg.Limits.QueueStanzas, 1000},
 		{"limits.idle_timeout", cfg.Limits.IdleTimeout, 15 * time.Minute},

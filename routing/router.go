@@ -396,6 +396,11 @@ func publicError(st *Stanza, e stanza.Error, ex policy.Explain, rule string) sta
 		}
 		return e
 	}
+	if e.Condition == stanza.PolicyViolation && e.Type == stanza.Modify && rule == "" && ex != policy.ExplainNone {
+		// A size refusal by a next hop (SizeError): sizes and the
+		// destination domain only, which the sender needs to fix it.
+		return e
+	}
 	e.Text = nil
 	if ex == policy.ExplainNone {
 		return e

@@ -138,6 +138,24 @@ func Timeout(err error) error {
 	return &DeliveryError{Condition: stanza.RemoteServerTimeout, Err: err}
 }
 
+// SizeError is the cause of a bounce for a stanza larger than the next
+// hop accepts (its XEP-0478 max-bytes, or the relay's own limit).
+type SizeError struct {
+	Size, Max int
+	Domain    string // the next hop's domain
+}
+
+func (e *SizeError) Error() string {
+	return fmt.Sprintf("the stanza is %d bytes; the server of %s accepts at most %d", e.Size, e.Domain, e.Max)
+}
+
+// TooLarge is the delivery failure of a stanza of size bytes for a next hop
+// that accepts at most max: policy-violation, which the sender may fix
+// (type modify).
+func TooLarge(domain string, size, max int) error {
+	return &DeliveryError{Condition: stanza.PolicyViolation, Err: &SizeError{Size: size, Max: max, Domain: domain}}
+}
+
 // ErrQueueFull is returned by Link.Enqueue when the link's queue bounds
 // (limits.queue_stanzas, limits.queue_bytes) are reached.
 var ErrQueueFull = errors.New("queue full")
@@ -147,6 +165,10 @@ var ErrClosed = errors.New("link closed")
 
 // stanzaError turns a delivery failure into the stanza error of the bounce.
 func stanzaError(err error) stanza.Error {
+	var se *SizeError
+	if errors.As(err, &se) {
+		return stanza.Error{Type: stanza.Modify, Condition: stanza.PolicyViolation, Text: map[string]string{"": se.Error()}}
+	}
 	var de *DeliveryError
 	if errors.As(err, &de) {
 		typ := stanza.Wait

@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/fedrelay/fedrelay/dialback"
@@ -17,6 +18,7 @@ const (
 	NSSASL      = "urn:ietf:params:xml:ns:xmpp-sasl"
 	NSBidi      = "urn:xmpp:bidi"
 	NSBidiFeat  = "urn:xmpp:features:bidi"
+	NSLimits    = "urn:xmpp:stream-limits:0" // XEP-0478
 	nsPing      = "urn:xmpp:ping"
 	langDefault = "en"
 )
@@ -30,6 +32,10 @@ type features struct {
 	Mechanisms     []string
 	Dialback       bool // urn:xmpp:features:dialback
 	DialbackErrors bool
+	// MaxBytes and IdleSeconds are the peer's stream limits (XEP-0478),
+	// zero when not advertised.
+	MaxBytes    int
+	IdleSeconds int
 	// Required lists required features we cannot do, for
 	// unsupported-feature.
 	Unknown []string
@@ -86,6 +92,22 @@ func parseFeatures(raw []byte) (*features, error) {
 				}
 				depth--
 				f.Mechanisms = append(f.Mechanisms, strings.ToUpper(strings.TrimSpace(m)))
+			case depth == 3 && path[1] == (xml.Name{Space: NSLimits, Local: "limits"}) &&
+				(t.Name.Local == "max-bytes" || t.Name.Local == "idle-seconds"):
+				var v string
+				if err := d.DecodeElement(&v, &t); err != nil {
+					return nil, err
+				}
+				depth--
+				n, err := strconv.Atoi(strings.TrimSpace(v))
+				if err != nil || n < 0 {
+					continue // not a count: as if not advertised
+				}
+				if t.Name.Local == "max-bytes" {
+					f.MaxBytes = n
+				} else {
+					f.IdleSeconds = n
+				}
 			case depth == 3 && t.Name.Local == "required" && path[1].Space != NSTLS:
 				f.Unknown = append(f.Unknown, path[1].Space+" "+path[1].Local)
 			}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -487,6 +488,13 @@ func (c *inConn) features() []byte {
 		// Authenticated: dialback stays available for more pairs.
 		b = append(b, dialbackFeature...)
 	}
+	// XEP-0478: what this stream accepts once authenticated, so that the
+	// peer bounces a larger stanza itself instead of losing the stream.
+	b = append(b, "<limits xmlns='"+NSLimits+"'><max-bytes>"...)
+	b = strconv.AppendInt(b, int64(c.s.Limits.MaxStanzaBytes), 10)
+	b = append(b, "</max-bytes><idle-seconds>"...)
+	b = strconv.AppendInt(b, int64(c.s.Limits.IdleTimeout/time.Second), 10)
+	b = append(b, "</idle-seconds></limits>"...)
 	return append(b, "</stream:features>"...)
 }
 

@@ -1,6 +1,7 @@
 package s2s
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -55,6 +56,7 @@ type link struct {
 	theirs   bool          // it took a stanza that was not the relay's own
 	remote   bool          // towards a remote domain: counted in Server.remoteLinks (lmu)
 	out      *outStream    // the stream once up (guarded by mu), for the admin API
+	peerMax  int           // the peer's XEP-0478 max-bytes once up, 0 if none (guarded by mu)
 
 	started  time.Time    // when the link was made
 	nOut     atomic.Int64 // stanzas written, for the admin API
@@ -146,8 +148,7 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 				}
 				l.gated += len(st.Raw)
 			}
-			l.add(st)
-			return nil
+			return l.add(st)
 		case !l.up || st.MaxWait <= 0 || l.stalled:
 			return routing.ErrQueueFull
 		}
@@ -189,8 +190,11 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 	}
 }
 
-// add appends st to the current batch. l.mu must be held.
-func (l *link) add(st *routing.Stanza) {
+// add appends st to the current batch, unless it is larger than the peer
+// accepts (XEP-0478): then it is refused with a SizeError, for a bounce the
+// sender can act on, rather than sent to a peer that would close the
+// stream. l.mu must be held.
+func (l *link) add(st *routing.Stanza) error {
 	var b *batch
 	if n := len(l.pending); n > 0 {
 		b = l.pending[n-1]
@@ -203,6 +207,14 @@ func (l *link) add(st *routing.Stanza) {
 	}
 	before := len(b.buf)
 	b.buf = st.Bytes(b.buf)
+	if n := len(b.buf) - before; l.peerMax > 0 && n > l.peerMax {
+		b.buf = b.buf[:before]
+		if before == 0 && len(b.recs) == 0 {
+			l.pending = l.pending[:len(l.pending)-1]
+			b.release()
+		}
+		return routing.TooLarge(l.pair.To, n, l.peerMax)
+	}
 	l.qn++
 	l.qbytes += len(b.buf) - before
 	b.ends = append(b.ends, len(b.buf))
@@ -213,6 +225,67 @@ func (l *link) add(st *routing.Stanza) {
 	if !st.Defer || l.qbytes >= deferLimit {
 		l.signal()
 	}
+	return nil
+}
+
+// refuseOversized bounces the stanzas queued while the link was set up that
+// are larger than the peer turned out to accept (XEP-0478 max-bytes), and
+// keeps the others in order.
+func (l *link) refuseOversized() {
+	l.mu.Lock()
+	max := l.peerMax
+	big := false
+	for _, b := range l.pending {
+		start := 0
+		for _, e := range b.ends {
+			big = big || max > 0 && e-start > max
+			start = e
+		}
+	}
+	if !big {
+		l.mu.Unlock()
+		return
+	}
+	q := l.pending
+	l.pending, l.qn, l.qbytes = nil, 0, 0
+	var refused []routing.Stanza
+	var sizes []int
+	for _, b := range q {
+		for i, st := range b.stanzas() {
+			if len(st.Raw) > max {
+				st.Raw = bytes.Clone(st.Raw)
+				refused, sizes = append(refused, st), append(sizes, len(st.Raw))
+				continue
+			}
+			keep := st
+			keep.Body = nil
+			l.addRaw(&keep, b.recs[i])
+		}
+		b.release()
+	}
+	l.mu.Unlock()
+	for i := range refused {
+		l.s.Router.Settle(routing.Failed, l.pair, refused[i:i+1], routing.TooLarge(l.pair.To, sizes[i], max))
+	}
+}
+
+// addRaw appends a stanza already in wire form (st.Raw, written as is) with
+// its record rec. l.mu must be held.
+func (l *link) addRaw(st *routing.Stanza, rec routing.Stanza) {
+	var b *batch
+	if n := len(l.pending); n > 0 {
+		b = l.pending[n-1]
+	}
+	if b == nil || len(b.buf) > 0 && len(b.buf)+len(st.Raw) > cap(b.buf) {
+		b = batches.Get().(*batch)
+		l.pending = append(l.pending, b)
+	}
+	b.buf = append(b.buf, st.Raw...)
+	l.qn++
+	l.qbytes += len(st.Raw)
+	b.ends = append(b.ends, len(b.buf))
+	rec.Raw = nil
+	b.recs = append(b.recs, rec)
 }
 
 // deferLimit is how much a link lets pile up for a stream that said it
@@ -386,11 +459,15 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	}
 	l.conn = o.raw
 	l.out = o
+	if o.feats != nil {
+		l.peerMax = o.feats.MaxBytes
+	}
 	stopped := l.stopErr
 	l.mu.Unlock()
 	if errors.Is(stopped, ErrServerClosed) {
 		o.raw.Close() // killed while it was setting up
 	}
+	l.refuseOversized()
 	l.log.Info("outbound stream up", "addr", o.cand.Address(), "tls", o.tls, "peer_authenticated_by", o.peerIdentity(),
 		"took", time.Since(started).Round(time.Millisecond))
 	return o, nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -157,7 +158,11 @@ func (in *Inbound) run() error {
 			in.violation("stream header without version: TLS cannot be negotiated")
 			return withText(stream.PolicyViolation, "TLS is required")
 		}
-		feats := "<stream:features><dialback xmlns='" + dialback.NSFeature + "'><errors/></dialback></stream:features>"
+		feats := "<stream:features><dialback xmlns='" + dialback.NSFeature + "'><errors/></dialback>"
+		if n := in.s.maxBytes.Load(); n > 0 {
+			feats += "<limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>" + strconv.FormatInt(n, 10) + "</max-bytes></limits>"
+		}
+		feats += "</stream:features>"
 		if !in.secure {
 			feats = "<stream:features><starttls xmlns='" + NSTLS + "'><required/></starttls></stream:features>"
 		}

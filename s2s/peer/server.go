@@ -100,15 +100,16 @@ type Server struct {
 	// A Handler that wants the copies without the answers calls Keep.
 	Handler func(in *Inbound, el *wire.Element)
 
-	once    sync.Once
-	initErr error
-	domains map[string]bool
-	secret  *dialback.Secret
-	tls     *tls.Config
-	log     *slog.Logger
-	timeout time.Duration
-	ctx     context.Context // cancelled by Close
-	cancel  context.CancelFunc
+	once     sync.Once
+	initErr  error
+	maxBytes atomic.Int64
+	domains  map[string]bool
+	secret   *dialback.Secret
+	tls      *tls.Config
+	log      *slog.Logger
+	timeout  time.Duration
+	ctx      context.Context // cancelled by Close
+	cancel   context.CancelFunc
 
 	refuseVerify atomic.Bool
 
@@ -192,6 +193,10 @@ func (s *Server) Certificate() tls.Certificate {
 	s.init()
 	return s.tls.Certificates[0]
 }
+
+// SetMaxBytes makes the Server advertise n as the XEP-0478 max-bytes of
+// the streams it accepts from now on (0: none); it does not enforce it.
+func (s *Server) SetMaxBytes(n int) { s.maxBytes.Store(int64(n)) }
 
 // SetRefuseVerify makes the Server answer every db:verify with
 // type='invalid' while on is true, as if the keys were forged: a peer that

@@ -134,6 +134,10 @@ func (f *FakeServer) authoritativeFor(domain string) string {
 	return fn(domain)
 }
 
+// SetMaxBytes makes the fake advertise n as its XEP-0478 max-bytes on the
+// streams it accepts from now on.
+func (f *FakeServer) SetMaxBytes(n int) { f.srv.SetMaxBytes(n) }
+
 // SetRefuseVerify makes the fake answer every db:verify with
 // type='invalid', as if the keys were forged.
 func (f *FakeServer) SetRefuseVerify(on bool) { f.srv.SetRefuseVerify(on) }

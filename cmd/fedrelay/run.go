@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -59,6 +60,10 @@ func serveSignals(relay *app.Relay, cf *configFlags, log *slog.Logger) error {
 	defer signal.Stop(sigs)
 	changed, stopWatch := watchFile(cf.path, log)
 	defer stopWatch()
+	// Ready once the signals are caught: systemd may send SIGHUP at once.
+	if _, err := sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())); err != nil {
+		log.Warn("could not tell the service manager the relay is ready", "err", err)
+	}
 	reload := func(why string) {
 		cfg, err := cf.load()
 		if err != nil {
@@ -87,6 +92,7 @@ loop:
 			break loop
 		}
 	}
+	sdNotify("STOPPING=1")
 	// limits.drain_timeout bounds the graceful part; Shutdown then closes
 	// what is left, which no peer can hold.
 	drain := relay.Config().Limits.DrainTimeout

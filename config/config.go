@@ -348,6 +348,10 @@ type Admin struct {
 	// for profiling on demand. Off by default: profiles reveal internals and
 	// cost CPU while they run.
 	Pprof bool `mapstructure:"pprof"`
+	// TokenFile, when set, is a file holding a bearer token that every
+	// admin request but /healthz must carry (Authorization: Bearer ...);
+	// others get 401.
+	TokenFile string `mapstructure:"token_file"`
 }
 
 // TLSVersionName returns "1.2" or "1.3" for a MinVersion value.

@@ -292,6 +292,13 @@ func (c *Config) validate(runnable bool) Errors {
 			bad("admin.listen", a, err.Error())
 		}
 	}
+	if f := c.Admin.TokenFile; f != "" {
+		if b, err := os.ReadFile(f); err != nil {
+			bad("admin.token_file", f, err.Error())
+		} else if len(strings.TrimSpace(string(b))) < 16 {
+			bad("admin.token_file", f, "the token must be at least 16 characters")
+		}
+	}
 	return errs
 }
 

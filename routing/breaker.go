@@ -31,6 +31,9 @@ type breaker struct {
 	level   int // failed probes in a row
 	openFor time.Duration
 	until   time.Time // when the current open period ends (zero when closed)
+	lastErr string    // the last failure reported, for operators
+	failed  uint32    // consecutive failures reported, for operators (gobreaker clears its count when it opens)
+	lastAt  time.Time // when
 }
 
 // breakerSettings are what one breaker runs with: breaker.failures, and the
@@ -147,6 +150,12 @@ func (b *breaker) allow() (func(error), error) {
 			return // replaced meanwhile (closed by an inbound stream, reload)
 		}
 		done(err)
+		if err != nil {
+			b.lastErr, b.lastAt = err.Error(), time.Now()
+			b.failed++
+		} else {
+			b.failed = 0
+		}
 		switch {
 		case err == nil && b.level > 0:
 			b.reset(0)
@@ -168,6 +177,7 @@ func (b *breaker) succeed() {
 	if b.cb.State() != gobreaker.StateClosed || b.level > 0 {
 		b.reset(0)
 	}
+	b.failed = 0
 }
 
 // state reports the breaker's state for metrics and logs.

@@ -53,9 +53,14 @@ type inConn struct {
 	pairs    map[dialback.Pair]*pairState // authorized (from, to), with how
 	fromAuth map[string]policy.Auth       // authorized sender domains
 	daneOK   map[string]bool              // domains DANE authenticated on this stream
+	hdr      dialback.Pair                // the header's from and to, for other goroutines
 	closeErr error
 
 	tlsOn atomic.Bool // tls, for other goroutines
+
+	started time.Time    // accepted (set before the owner starts)
+	certOK  atomic.Bool  // the peer's certificate chain verified (peer != nil)
+	nIn     atomic.Int64 // stanzas read, for the admin API
 
 	pre     *list.Element // in s.preauth until authenticated (guarded by s.mu)
 	evicted bool          // closed to make room (guarded by s.mu)
@@ -128,7 +133,7 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) (*inConn, 
 	}
 	ic := &inConn{s: s, face: face, direct: direct, raw: c, conn: c, ip: ip,
 		pairs: map[dialback.Pair]*pairState{}, fromAuth: map[string]policy.Auth{},
-		shard: uint32(s.stats.InboundTotal.Load())}
+		shard: uint32(s.stats.InboundTotal.Load()), started: time.Now()}
 	ic.ctx, ic.cancel = context.WithCancel(s.ctx)
 	ic.base = s.Log.With("face", face.String(), "dir", "in", "peer", c.RemoteAddr().String())
 	ic.logp.Store(ic.base)
@@ -419,6 +424,7 @@ func (c *inConn) readHeader() error {
 
 	c.id = newStreamID()
 	c.mu.Lock()
+	c.hdr = dialback.Pair{From: c.from, To: c.to}
 	if c.db != nil {
 		c.db.Close()
 	}
@@ -539,7 +545,9 @@ func (c *inConn) handleStartTLS() error {
 // and writer on it. The peer's certificate chain is verified here, for
 // SASL EXTERNAL and XEP-0344; an unverifiable one only means dialback.
 func (c *inConn) startTLS(cfg *tls.Config) error {
-	tc := tls.Server(c.raw, cfg)
+	// Without SNI the certificate is the header's 'to' (empty, so unused,
+	// on direct TLS).
+	tc := tls.Server(certs.StreamTo(c.raw, c.to), cfg)
 	ctx, cancel := context.WithTimeout(c.ctx, c.s.Limits.NegotiationTimeout)
 	defer cancel()
 	// The handshake and the chain's verification grow a stack the owner
@@ -571,6 +579,7 @@ func (c *inConn) startTLS(cfg *tls.Config) error {
 	}
 	if verr == nil {
 		c.peer = peer
+		c.certOK.Store(true)
 	} else {
 		c.logger().Debug("peer certificate not usable; dialback only", "err", verr)
 	}
@@ -882,6 +891,7 @@ func (c *inConn) conclude(answer dialback.Element) {
 // stanza checks a stanza's addressing against the pairs authorized on this
 // stream (RFC 6120 §8.1.1.2, §8.1.2.2) and hands it to the router.
 func (c *inConn) stanza(el *wire.Element) error {
+	c.nIn.Add(1)
 	if len(el.To) == 0 || len(el.From) == 0 {
 		return withText(stream.ImproperAddressing, "a stanza without 'to' or 'from'")
 	}

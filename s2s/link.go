@@ -54,6 +54,11 @@ type link struct {
 	gated    int           // bytes queued before up, counted in gate
 	theirs   bool          // it took a stanza that was not the relay's own
 	remote   bool          // towards a remote domain: counted in Server.remoteLinks (lmu)
+	out      *outStream    // the stream once up (guarded by mu), for the admin API
+
+	started  time.Time    // when the link was made
+	nOut     atomic.Int64 // stanzas written, for the admin API
+	bytesOut atomic.Int64 // their bytes
 }
 
 // batch is a run of stanzas waiting in a link: their bytes, one after the
@@ -99,7 +104,7 @@ func (b *batch) stanzas() []routing.Stanza {
 // newLink makes the link of pair. s.lmu must be held.
 func (s *Server) newLink(pair routing.Pair, report func(error)) *link {
 	face := s.faceOf(pair)
-	l := &link{s: s, pair: pair, report: report, wake: make(chan struct{}, 1),
+	l := &link{s: s, pair: pair, report: report, wake: make(chan struct{}, 1), started: time.Now(),
 		log: s.Log.With("face", face.String(), "dir", "out", "from", pair.From, "to", pair.To)}
 	if addr, ok := s.Router.Table().Route(pair.To); ok {
 		l.gate = s.gate(addr)
@@ -380,6 +385,7 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 		l.gated = 0
 	}
 	l.conn = o.raw
+	l.out = o
 	stopped := l.stopErr
 	l.mu.Unlock()
 	if errors.Is(stopped, ErrServerClosed) {
@@ -556,6 +562,8 @@ func (l *link) write(o *outStream, q []*batch) error {
 			return err
 		}
 		l.s.Router.Settle(routing.Written, l.pair, b.recs, nil)
+		l.nOut.Add(int64(len(b.recs)))
+		l.bytesOut.Add(int64(len(b.buf)))
 	}
 	return nil
 }
@@ -625,6 +633,9 @@ func (l *link) finish(err error) {
 
 	var de *routing.DeliveryError
 	switch {
+	case isOperatorClose(err):
+		l.log.Info("outbound stream closed by the operator", "bounced", n)
+		settle(routing.Failed, operatorBounce(err))
 	case errors.As(err, &de):
 		l.log.Warn("outbound stream failed", "err", err, "bounced", n)
 		settle(routing.Failed, err)

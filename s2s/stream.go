@@ -166,6 +166,10 @@ type deadlineReader struct {
 	waiting  atomic.Bool
 	idle     atomic.Int64
 	stopped  atomic.Bool
+	// bytes and last count what was read and when the last read ended
+	// (Unix ns), for the admin API.
+	bytes atomic.Int64
+	last  atomic.Int64
 }
 
 var errStopped = errors.New("stream stopped")
@@ -190,6 +194,8 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		// per socket read, not one per stanza (the clock is a system call
 		// on some virtual machines).
 		d.at = time.Now()
+		d.bytes.Add(int64(n))
+		d.last.Store(d.at.UnixNano())
 	}
 	if err != nil && d.stopped.Load() {
 		err = errStopped

@@ -62,6 +62,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.AddCommand(newRunCmd(), newCheckConfigCmd(), newResolveCmd(), newVersionCmd(), newDemoCmd())
+	root.AddCommand(newRunCmd(), newCheckConfigCmd(), newResolveCmd(), newVersionCmd(), newDemoCmd(),
+		newStatusCmd(), newStreamsCmd(), newBreakersCmd(), newCloseCmd(), newReloadCmd(), newQueueCmd(), newPolicyCmd())
 	return root
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,8 +37,12 @@ func newRunCmd() *cobra.Command {
 				return err
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
-			relay, err := app.New(cfg, log, app.Options{})
+			relay, err := app.New(cfg, log, app.Options{Load: cf.load, Version: versionString()})
 			if err != nil {
+				var ce config.Errors
+				if errors.As(err, &ce) { // a bad internal CA
+					return err
+				}
 				return &exitError{code: exitFailure, err: err}
 			}
 			if err := relay.Start(); err != nil {

@@ -3,9 +3,10 @@
 //
 // What it owns:
 //
-//   - Certificates by SNI (Store). Each configured domain has a certificate
-//     loaded from cert_file/key_file (PEM chain and RSA, ECDSA or Ed25519
-//     key) or, without them, one generated at start. On the federation face
+//   - Certificates by SNI, or by the stream's 'to' (Store). Each configured
+//     domain has a certificate loaded from cert_file/key_file (PEM chain
+//     and RSA, ECDSA or Ed25519 key) or, without them, one generated at
+//     start. On the federation face
 //     the relay presents the internal domains' certificates; on the internal
 //     face it is asked, by SNI, for a certificate of any remote domain, and
 //     with Options.OnDemand it generates one, cached in a bounded LRU and
@@ -15,8 +16,13 @@
 //     DNS-ID, SRV-ID and XmppAddr for exactly the name asked for (no
 //     wildcard), EKU serverAuth and clientAuth, and an ECDSA P-256 key. An
 //     unknown SNI without on-demand generation gets the default domain's
-//     certificate. As a TLS client the relay presents the certificate of the
-//     local domain it speaks for, so that the peer can offer SASL EXTERNAL.
+//     certificate. A ClientHello without SNI (Prosody sends none on S2S
+//     STARTTLS) is answered with the certificate for the 'to' of the stream
+//     header read before STARTTLS (StreamTo), on both faces. Generated
+//     certificates are replaced once two thirds of their validity have
+//     passed; the internal CA is loaded and checked by LoadIssuer. As a TLS
+//     client the relay presents the certificate of the local domain it
+//     speaks for, so that the peer can offer SASL EXTERNAL.
 //
 //   - TLS configurations (Store.ServerConfig, Store.ClientConfig) that never
 //     let crypto/tls refuse a peer for its certificate: inbound the client

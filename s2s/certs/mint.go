@@ -129,8 +129,11 @@ func checkIssuer(issuer *tls.Certificate, now time.Time) error {
 	if ca.KeyUsage != 0 && ca.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return fmt.Errorf("%s may not sign certificates (key usage)", ca.Subject)
 	}
-	if now.Before(ca.NotBefore) || now.After(ca.NotAfter) {
-		return fmt.Errorf("%s is valid only from %s until %s", ca.Subject, ca.NotBefore, ca.NotAfter)
+	if now.After(ca.NotAfter) {
+		return fmt.Errorf("%s expired on %s", ca.Subject, ca.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if now.Before(ca.NotBefore) {
+		return fmt.Errorf("%s is not valid before %s", ca.Subject, ca.NotBefore.UTC().Format(time.RFC3339))
 	}
 	signer, ok := issuer.PrivateKey.(crypto.Signer)
 	if !ok {

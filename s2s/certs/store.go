@@ -156,6 +156,9 @@ func NewStore(domains []config.Domain, opts Options) (*Store, error) {
 		domains: make(map[string]*slot, len(domains)),
 		sem:     make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
 	}
+	if opts.Issuer != nil {
+		c.warnings = issuerWarnings(opts.Issuer, now)
+	}
 	for _, d := range domains {
 		name, err := config.NormalizeDomain(d.Name)
 		if err != nil {
@@ -326,12 +329,20 @@ func (s *Store) Certificate(ctx context.Context, domain string) (*tls.Certificat
 }
 
 // GetCertificate is the tls.Config.GetCertificate of a listener: the
-// certificate for the SNI name, or the default domain's certificate when
-// there is no SNI or no certificate for it.
+// certificate for the SNI name; without SNI, the certificate for the
+// stream's 'to' when the connection was marked with it (StreamTo); else,
+// or when the store has no certificate for the name, the default domain's
+// certificate.
 func (s *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	ctx := orBackground(hello.Context())
-	if hello.ServerName != "" {
-		cert, err := s.Certificate(ctx, hello.ServerName)
+	name := hello.ServerName
+	if name == "" {
+		if sc, ok := hello.Conn.(*streamConn); ok {
+			name = sc.to
+		}
+	}
+	if name != "" {
+		cert, err := s.Certificate(ctx, name)
 		if !errors.Is(err, ErrUnknownDomain) {
 			return cert, err
 		}

@@ -3,6 +3,7 @@ package certs
 import (
 	"crypto/tls"
 	"fmt"
+	"net"
 
 	"github.com/fedrelay/fedrelay/config"
 )
@@ -12,7 +13,8 @@ import (
 const ALPN = "xmpp-server"
 
 // ServerConfig returns the TLS configuration of an inbound stream: the
-// certificate chosen by SNI (GetCertificate), a client certificate requested
+// certificate chosen by SNI, or without SNI by the stream's 'to' (see
+// StreamTo and GetCertificate), a client certificate requested
 // but neither required nor verified, and with directTLS the ALPN protocol
 // xmpp-server (a client offering only other protocols is refused).
 //
@@ -66,3 +68,31 @@ func (s *Store) ClientConfig(localDomain, remoteDomain string, directTLS bool) (
 	}
 	return cfg, nil
 }
+
+// StreamTo marks c, the connection a STARTTLS handshake is about to run on,
+// with to, the 'to' of the stream header the peer sent before STARTTLS, and
+// returns the connection to give tls.Server. When the peer's ClientHello
+// carries no SNI (Prosody sends none on S2S STARTTLS), GetCertificate then
+// answers with the certificate for to rather than the default domain's:
+// the header names the domain the peer means to reach (RFC 6120 §4.7.2).
+// SNI, when present, still decides. An empty to returns c itself; direct
+// TLS has no header before the handshake, so it has nothing to mark.
+//
+// The mark costs one small allocation per connection, and lets every
+// stream share the same tls.Config. The returned connection unwraps with
+// NetConn.
+func StreamTo(c net.Conn, to string) net.Conn {
+	if to == "" {
+		return c
+	}
+	return &streamConn{Conn: c, to: to}
+}
+
+// streamConn is a connection marked with its stream header's 'to'.
+type streamConn struct {
+	net.Conn
+	to string
+}
+
+// NetConn returns the connection under the mark.
+func (c *streamConn) NetConn() net.Conn { return c.Conn }

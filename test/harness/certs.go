@@ -55,6 +55,27 @@ func NewCA(t testing.TB) *CA {
 // File is the path of the CA certificate (PEM), for tls.ca_file.
 func (ca *CA) File() string { return ca.file }
 
+// KeyFile writes the CA's private key (PKCS #8 PEM) beside its certificate
+// and returns its path: with File, an internal CA for
+// internal.ca_cert_file and ca_key_file.
+func (ca *CA) KeyFile(t testing.TB) string {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(ca.key)
+	if err != nil {
+		t.Fatalf("CA key: %v", err)
+	}
+	path := filepath.Join(ca.dir, "ca.key")
+	writePEM(t, path, "PRIVATE KEY", der)
+	return path
+}
+
+// Pool is a pool holding only the CA, to verify what it signed.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
 // Issue makes a certificate for an XMPP domain (DNS-ID, EKU serverAuth and
 // clientAuth) and writes it and its key to files, for domains[].cert_file
 // and key_file.

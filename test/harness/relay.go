@@ -54,6 +54,9 @@ type Relay struct {
 	IP, TLSIP, InternalIP string
 	// Config is the configuration it runs with (the last one reloaded).
 	Config *config.Config
+	// ConfigPath is the file Config was loaded from, which a reload
+	// through the admin API reads again.
+	ConfigPath string
 	// Logs keeps everything it logged.
 	Logs *Logs
 
@@ -133,7 +136,10 @@ func StartRelay(t testing.TB, configYAML string, opts ...Option) *Relay {
 		}
 	})
 	log := slog.New(r.Logs).With("relay", r.Name)
-	rel, err := app.New(cfg, log, app.Options{OnBounce: r.onBounce})
+	load := func() (*config.Config, error) {
+		return config.Load(config.Options{Path: r.ConfigPath, Getenv: func(string) (string, bool) { return "", false }})
+	}
+	rel, err := app.New(cfg, log, app.Options{OnBounce: r.onBounce, Load: load, Version: "test"})
 	if err != nil {
 		t.Fatalf("%s: app.New: %v", r.Name, err)
 	}
@@ -193,6 +199,7 @@ func (r *Relay) loadConfig(t testing.TB, configYAML, secret string) *config.Conf
 		t.Fatalf("configuration: %v", err)
 	}
 	path := filepath.Join(t.TempDir(), "fedrelay.yaml")
+	r.ConfigPath = path
 	if err := os.WriteFile(path, out, 0o600); err != nil {
 		t.Fatalf("configuration: %v", err)
 	}

@@ -150,6 +150,16 @@ func (s *Script) StartTLS(from, to string) error { return s.StartTLSWith(from, t
 
 // StartTLSWith is StartTLS presenting cert as the client certificate.
 func (s *Script) StartTLSWith(from, to string, cert *tls.Certificate) error {
+	cfg := &tls.Config{ServerName: to, InsecureSkipVerify: true}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	return s.StartTLSConfig(from, to, cfg)
+}
+
+// StartTLSConfig is StartTLS with the client's TLS configuration given as
+// is: an empty ServerName sends no SNI, as Prosody does.
+func (s *Script) StartTLSConfig(from, to string, cfg *tls.Config) error {
 	if err := s.Write("<starttls xmlns='" + peer.NSTLS + "'/>"); err != nil {
 		return err
 	}
@@ -160,10 +170,6 @@ func (s *Script) StartTLSWith(from, to string, cert *tls.Certificate) error {
 	if el.Name != "proceed" {
 		return fmt.Errorf("STARTTLS: got %s", el.Raw)
 	}
-	cfg := &tls.Config{ServerName: to, InsecureSkipVerify: true}
-	if cert != nil {
-		cfg.Certificates = []tls.Certificate{*cert}
-	}
 	tc := tls.Client(s.raw, cfg)
 	tc.SetDeadline(time.Now().Add(ReadTimeout))
 	if err := tc.Handshake(); err != nil {
@@ -173,6 +179,14 @@ func (s *Script) StartTLSWith(from, to string, cert *tls.Certificate) error {
 	s.conn, s.TLS = tc, true
 	s.r.Reset(tc)
 	return s.Open(from, to)
+}
+
+// ConnectionState is the TLS state of the stream (zero before STARTTLS).
+func (s *Script) ConnectionState() tls.ConnectionState {
+	if tc, ok := s.conn.(*tls.Conn); ok {
+		return tc.ConnectionState()
+	}
+	return tls.ConnectionState{}
 }
 
 // Negotiate opens the stream and secures it with STARTTLS when offered.

@@ -27,7 +27,8 @@ func TestInterop(t *testing.T) {
 	t.Run("4-policy", l.policy)
 	t.Run("5-remote-down", l.remoteDown)
 	t.Run("6-relay-restart", l.restart)
-	t.Run("7-counters", l.counters)
+	t.Run("7-secure-auth", l.secureAuth)
+	t.Run("8-counters", l.counters)
 }
 
 // deliver sends a message from one client to another and waits until it
@@ -543,7 +544,7 @@ func (l *lab) restart(t *testing.T) {
 	})
 }
 
-// 7. Counters: every stanza the relay accepted was delivered, bounced or
+// 8. Counters: every stanza the relay accepted was delivered, bounced or
 // dropped, for every relay instance of the run.
 func (l *lab) counters(t *testing.T) {
 	l.watchLogs(t)

@@ -21,11 +21,11 @@ type lab struct {
 	net     string // first three octets of the loopback addresses
 	dns     *publicDNS
 	relay   *relay
-	a, b    *prosody
+	a, b, d *prosody
 	c       *ejabberd
 	clients *logWriter // c2s transcripts of every client
 
-	alice, bob, dave, carol Account
+	alice, bob, dave, carol, erin Account
 
 	seq atomic.Int64
 }
@@ -77,6 +77,7 @@ func newLab(t *testing.T) *lab {
 		"tcp/" + l.ip(2) + ":5222", "tcp/" + l.ip(2) + ":5269",
 		"tcp/" + l.ip(3) + ":5222", "tcp/" + l.ip(3) + ":5269",
 		"tcp/" + l.ip(4) + ":5222", "tcp/" + l.ip(4) + ":5269", "tcp/" + l.ip(4) + ":5290",
+		"tcp/" + l.ip(5) + ":5222", "tcp/" + l.ip(5) + ":5269",
 		"tcp/" + l.ip(10) + ":5269", "tcp/" + l.ip(11) + ":5269",
 		"tcp/" + l.ip(53) + ":53", "udp/" + l.ip(53) + ":53",
 		"tcp/" + l.ip(54) + ":53", "udp/" + l.ip(54) + ":53",
@@ -122,6 +123,7 @@ func newLab(t *testing.T) *lab {
 		l.dns, err = newPublicDNS(fmt.Sprintf(`
 relay.test. 60 IN A %[1]s
 _xmpp-server._tcp.a.test. 60 IN SRV 0 5 5269 relay.test.
+_xmpp-server._tcp.d.test. 60 IN SRV 0 5 5269 relay.test.
 b.test. 60 IN A %[2]s
 _xmpp-server._tcp.b.test. 60 IN SRV 0 5 5269 b.test.
 c.test. 60 IN A %[3]s
@@ -146,7 +148,12 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 	rdir := filepath.Join(l.dir, "relay")
 	os.MkdirAll(rdir, 0o755)
 	l.relay = &relay{dir: rdir, fed: l.ip(10) + ":5269", intl: l.ip(11) + ":5269", dnsAddr: l.ip(53) + ":53",
-		route: l.ip(2) + ":5269", pubDNS: l.ip(54) + ":53"}
+		route: l.ip(2) + ":5269", routeD: l.ip(5) + ":5269", pubDNS: l.ip(54) + ":53"}
+	var caPEM []byte
+	step("the relay's internal CA", func() error {
+		caPEM, l.relay.caCert, l.relay.caKey, err = newInternalCA(rdir)
+		return err
+	})
 	step("fedrelay (in process)", func() error { return l.relay.start(nil) })
 	t.Cleanup(func() {
 		if err := l.relay.shutdown(); err != nil {
@@ -161,6 +168,7 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 	l.bob = Account{Addr: l.ip(3) + ":5222", Domain: "b.test", User: "bob", Password: "bob-pw"}
 	l.dave = Account{Addr: l.ip(3) + ":5222", Domain: "b.test", User: "dave", Password: "dave-pw"}
 	l.carol = Account{Addr: l.ip(4) + ":5222", Domain: "c.test", User: "carol", Password: "carol-pw"}
+	l.erin = Account{Addr: l.ip(5) + ":5222", Domain: "d.test", User: "erin", Password: "erin-pw"}
 
 	step("ejabberd c.test configured", func() error {
 		l.c, err = newEjabberd(filepath.Join(l.dir, "c.test"), "c.test", l.ip(4), 5290, l.ip(54))
@@ -182,16 +190,24 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 	})
 	step("prosody a.test configured, alice registered", func() error {
 		l.a, err = newProsody(filepath.Join(l.dir, "a.test"), "a.test", l.ip(2), l.ip(53),
-			map[string]string{"alice": l.alice.Password})
+			map[string]string{"alice": l.alice.Password}, nil)
 		return err
 	})
 	step("prosody b.test configured, bob and dave registered", func() error {
 		l.b, err = newProsody(filepath.Join(l.dir, "b.test"), "b.test", l.ip(3), l.ip(54),
-			map[string]string{"bob": l.bob.Password, "dave": l.dave.Password})
+			map[string]string{"bob": l.bob.Password, "dave": l.dave.Password}, nil)
+		return err
+	})
+	step("prosody d.test configured (s2s_secure_auth, trusting the relay's internal CA), erin registered", func() error {
+		l.d, err = newProsody(filepath.Join(l.dir, "d.test"), "d.test", l.ip(5), l.ip(53),
+			map[string]string{"erin": l.erin.Password}, caPEM)
 		return err
 	})
 	t.Cleanup(func() {
-		for _, p := range []*prosody{l.a, l.b} {
+		for _, p := range []*prosody{l.a, l.b, l.d} {
+			if p == nil {
+				continue
+			}
 			if err := p.stop(); err != nil {
 				t.Errorf("prosody: %v", err)
 			}
@@ -199,6 +215,7 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 	})
 	step("prosody a.test started", l.a.start)
 	step("prosody b.test started", l.b.start)
+	step("prosody d.test started", l.d.start)
 	step("ejabberd c.test started", func() error { return <-ejStarted })
 	step("carol registered on c.test", func() error { return l.c.register(l.carol.User, l.carol.Password) })
 	return l
@@ -210,6 +227,7 @@ func (l *lab) logs() []string {
 		filepath.Join(l.dir, "dns.log"), filepath.Join(l.dir, "c2s.log")}
 	out = append(out, l.a.logs()...)
 	out = append(out, l.b.logs()...)
+	out = append(out, l.d.logs()...)
 	return append(out, l.c.logs()...)
 }
 

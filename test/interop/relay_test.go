@@ -29,7 +29,13 @@ type relay struct {
 	intl    string // internal face
 	dnsAddr string // internal DNS responder
 	route   string // a.test's server
+	routeD  string // d.test's server
 	pubDNS  string // the "public" DNS server
+	// caCert and caKey are the internal CA (internal.ca_cert_file and
+	// ca_key_file); with noCA set the next instance started runs without
+	// it, so its generated certificates are self-signed.
+	caCert, caKey string
+	noCA          bool
 
 	logf *os.File
 	gen  int        // instances started: restarts make new ones
@@ -55,17 +61,21 @@ func (r *relay) yaml(deny []string) string {
 	for i, d := range deny {
 		q[i] = fmt.Sprintf("%q", d)
 	}
+	ca := ""
+	if !r.noCA {
+		ca = fmt.Sprintf(", ca_cert_file: %q, ca_key_file: %q", r.caCert, r.caKey)
+	}
 	return fmt.Sprintf(`log: {level: debug}
 federation: {listen: [%q], listen_tls: [], secure_auth: false}
-internal: {listen: [%q], dns_listen: %q}
-domains: [{name: a.test, route: %q}]
+internal: {listen: [%q], dns_listen: %q%s}
+domains: [{name: a.test, route: %q}, {name: d.test, route: %q}]
 dialback: {secret: "interop-test-secret-0123456789"}
 dns: {servers: [%q], timeout: 2s, retries: 1, allow_private: [127.0.0.0/8]}
 limits: {connect_timeout: 5s, negotiation_timeout: 10s}
 breaker: {failures: 2, open_for: %s, max_open_for: 30s}
 policy: {deny: [%s], audit_log: %q}
 admin: {listen: ""}
-`, r.fed, r.intl, r.dnsAddr, r.route, r.pubDNS, breakerOpenFor, strings.Join(q, ", "), r.auditLog())
+`, r.fed, r.intl, r.dnsAddr, ca, r.route, r.routeD, r.pubDNS, breakerOpenFor, strings.Join(q, ", "), r.auditLog())
 }
 
 // breakerOpenFor is breaker.open_for: short, so the remote-down scenario

@@ -57,8 +57,10 @@ type prosody struct {
 
 // newProsody writes the configuration of a Prosody serving domain on ip
 // (c2s 5222, s2s 5269), resolving through the DNS server at resolverIP
-// (port 53), and registers users (name → password).
-func newProsody(dir, domain, ip, resolverIP string, users map[string]string) (*prosody, error) {
+// (port 53), and registers users (name → password). With trustCA (a PEM CA
+// certificate) it authenticates its S2S peers by certificate only
+// (s2s_secure_auth = true), trusting that CA besides the system's.
+func newProsody(dir, domain, ip, resolverIP string, users map[string]string, trustCA []byte) (*prosody, error) {
 	p := &prosody{domain: domain, dir: dir, cfg: filepath.Join(dir, "prosody.cfg.lua"),
 		c2s: net.JoinHostPort(ip, "5222"), s2s: net.JoinHostPort(ip, "5269")}
 	for _, d := range []string{"data", "certs"} {
@@ -70,7 +72,14 @@ func newProsody(dir, domain, ip, resolverIP string, users map[string]string) (*p
 	if err != nil {
 		return nil, err
 	}
+	// Prosody's defaults keep capath /etc/ssl/certs; cafile adds the CA.
+	secure := "-- certificates are self-signed: peers authenticate by dialback (over TLS)\ns2s_secure_auth = false\n"
+	if trustCA != nil {
+		secure = fmt.Sprintf("-- peers must present a certificate valid for their domain, from the system's CAs or this one\n"+
+			"s2s_secure_auth = true\ns2s_ssl = { cafile = %q }\n", filepath.Join(dir, "trusted-ca.crt"))
+	}
 	files := map[string][]byte{
+		"trusted-ca.crt":           trustCA,
 		"certs/" + domain + ".crt": crt,
 		"certs/" + domain + ".key": key,
 		"resolv.conf":              []byte("nameserver " + resolverIP + "\n"),
@@ -87,12 +96,13 @@ s2s_ports = { 5269 }
 c2s_direct_tls_ports = { }
 s2s_direct_tls_ports = { }
 modules_enabled = { "roster", "saslauth", "tls", "dialback", "disco", "ping", "posix" }
--- certificates are self-signed: peers authenticate by dialback (over TLS)
-s2s_secure_auth = false
-unbound = { resolvconf = %[6]q; hoststxt = false; options = { ["local-zone:"] = "test. transparent" } }
+%[8]sunbound = { resolvconf = %[6]q; hoststxt = false; options = { ["local-zone:"] = "test. transparent" } }
 VirtualHost %[7]q
 `, filepath.Join(dir, "prosody.pid"), filepath.Join(dir, "data"), filepath.Join(dir, "certs"),
-			filepath.Join(dir, "prosody.log"), ip, filepath.Join(dir, "resolv.conf"), domain),
+			filepath.Join(dir, "prosody.log"), ip, filepath.Join(dir, "resolv.conf"), domain, secure),
+	}
+	if trustCA == nil {
+		delete(files, "trusted-ca.crt")
 	}
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -58,7 +59,14 @@ func (r *Relay) startAdmin() error {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	r.admin = &http.Server{Handler: mux}
+	r.apiRoutes(mux)
+	h, err := r.authorize(mux)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	r.adminAddr = l.Addr().String()
+	r.admin = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,8 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"mellium.im/xmpp/stanza"
 
@@ -34,10 +37,18 @@ type Relay struct {
 	dns      *internaldns.Responder
 	admin    *http.Server
 
-	mu        sync.Mutex
-	listeners []listener
-	wg        sync.WaitGroup
-	errc      chan error
+	opts      Options
+	started   time.Time
+	ready     atomic.Bool // every listener is up
+	draining  atomic.Bool // Shutdown has begun
+	adminAddr string      // where the admin endpoint listens, once it does
+
+	mu            sync.Mutex
+	listeners     []listener
+	lastReload    time.Time // the last reload attempt (guarded by mu)
+	lastReloadErr string    // why it was refused, "" if applied
+	wg            sync.WaitGroup
+	errc          chan error
 }
 
 // listener is one open listening socket and what it serves.
@@ -53,6 +64,11 @@ type Options struct {
 	ResolvConf string
 	// OnBounce is the router's OnBounce hook (tests).
 	OnBounce func(st *routing.Stanza, e stanza.Error)
+	// Load reads the configuration again, for a reload asked through the
+	// admin API (POST /api/reload); nil refuses such reloads.
+	Load func() (*config.Config, error)
+	// Version is what the admin API and the status page report.
+	Version string
 }
 
 // New builds a relay from a validated configuration. Nothing listens yet.
@@ -69,6 +85,10 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
 		return nil, fmt.Errorf("dialback secret: %w", err)
 	}
 	table := routing.NewTable(cfg.Domains)
+	issuer, _, err := InternalCA(cfg.Internal, time.Now()) // the store logs its warnings
+	if err != nil {
+		return nil, err
+	}
 	var router *routing.Router // set below; the store asks the current table
 	store, err := certs.NewStore(cfg.Domains, certs.Options{
 		OnDemand: true,
@@ -76,7 +96,12 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
 		// face stands in for, never for an internal domain, also after a
 		// reload changed the domains.
 		AllowOnDemand: func(d string) bool { return !router.Table().IsInternal(d) },
-		MinVersion:    cfg.TLS.MinVersion,
+		// With an internal CA they are signed by it (and so are those of
+		// internal domains without cert_file), so that internal servers
+		// can verify the relay (s2s_secure_auth); the store renews them
+		// once two thirds of their validity have passed.
+		Issuer:     issuer,
+		MinVersion: cfg.TLS.MinVersion,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("certificates: %w", err)
@@ -117,7 +142,27 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
 		srv.DANE = s2s.NewDANE(res, verifier)
 	}
 	return &Relay{log: log, cfg: cfg, Server: srv, Router: router, resolver: res, certs: store, audit: audit,
-		errc: make(chan error, 16)}, nil
+		opts: opts, started: time.Now(), errc: make(chan error, 16)}, nil
+}
+
+// InternalCA loads the internal CA of internal.ca_cert_file and
+// internal.ca_key_file and checks that it can sign: nil without them. A bad
+// CA (unreadable, not a CA, expired, a key that is not its own) is a
+// config.Errors naming the key; the warnings say that it expires soon.
+// check-config and New use it.
+func InternalCA(in config.Internal, now time.Time) (*tls.Certificate, []string, error) {
+	if in.CACertFile == "" && in.CAKeyFile == "" {
+		return nil, nil, nil
+	}
+	ca, warnings, err := certs.LoadIssuer(in.CACertFile, in.CAKeyFile, now)
+	if err != nil {
+		key, value := "internal.ca_cert_file", in.CACertFile
+		if errors.Is(err, certs.ErrIssuerKey) {
+			key, value = "internal.ca_key_file", in.CAKeyFile
+		}
+		return nil, nil, config.Errors{{Key: key, Value: value, Reason: err.Error()}}
+	}
+	return ca, warnings, nil
 }
 
 // Start opens every listener of the configuration and serves them in the
@@ -162,8 +207,12 @@ func (r *Relay) Start() error {
 		}
 		r.log.Info("listening", "face", l.face.String(), "addr", l.Addr().String(), "mode", kind)
 	}
+	r.ready.Store(true)
 	return nil
 }
+
+// AdminAddr is the address of the admin endpoint, "" if it has none.
+func (r *Relay) AdminAddr() string { return r.adminAddr }
 
 // startDNS opens the internal DNS responder, advertising the first internal
 // face address.
@@ -220,13 +269,24 @@ func (r *Relay) Addrs(face policy.Face, direct bool) []string {
 // domain is now denied are closed with policy-violation. Other sections
 // need a restart; a change to them is reported as a warning.
 func (r *Relay) Reload(cfg *config.Config) error {
+	_, err := r.reload(cfg)
+	if err != nil {
+		r.mu.Lock()
+		r.lastReload, r.lastReloadErr = time.Now(), err.Error()
+		r.mu.Unlock()
+	}
+	return err
+}
+
+func (r *Relay) reload(cfg *config.Config) (ReloadResult, error) {
 	pol, err := policy.FromConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("policy: %w", err)
+		return ReloadResult{}, fmt.Errorf("policy: %w", err)
 	}
 	r.mu.Lock()
 	old := r.cfg
 	r.cfg = cfg
+	r.lastReload, r.lastReloadErr = time.Now(), ""
 	r.mu.Unlock()
 	r.Router.Reload(routing.NewTable(cfg.Domains), pol, cfg.Breaker)
 	closed := r.Server.CloseDenied()
@@ -241,11 +301,11 @@ func (r *Relay) Reload(cfg *config.Config) error {
 		r.log.Error("certificate reload: some domains keep their previous certificate", "err", err)
 	}
 	r.log.Info("configuration reloaded", "domains", len(cfg.Domains), "closed_streams", closed)
-	if fmt.Sprint(old.Federation, old.Internal, old.TLS, old.DNS, old.Limits, old.Admin, old.Dialback.Secret.Reveal()) !=
-		fmt.Sprint(cfg.Federation, cfg.Internal, cfg.TLS, cfg.DNS, cfg.Limits, cfg.Admin, cfg.Dialback.Secret.Reveal()) {
-		r.log.Warn("reload applies domains, policy and breaker only; restart for the other changes")
+	res := ReloadResult{Outcome: "applied", ClosedStreams: closed, Restart: restartSections(old, cfg)}
+	if len(res.Restart) > 0 {
+		r.log.Warn("reload applies domains, policy and breaker only; restart for the other changes", "changed", res.Restart)
 	}
-	return nil
+	return res, nil
 }
 
 // Config returns the configuration in force (the last one reloaded).
@@ -260,6 +320,7 @@ func (r *Relay) Config() *config.Config {
 // ctx's deadline it closes every connection left, bounces what was not
 // written, and returns ctx.Err().
 func (r *Relay) Shutdown(ctx context.Context) error {
+	r.draining.Store(true)
 	err := r.Server.Shutdown(ctx)
 	r.closeListeners()
 	if r.dns != nil {

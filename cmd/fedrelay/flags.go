@@ -26,7 +26,7 @@ var overridable = []struct{ flag, key, usage string }{
 }
 
 func (cf *configFlags) register(fs *pflag.FlagSet) {
-	fs.StringVarP(&cf.path, "config", "c", "", "configuration file (.yaml, .toml or .json)")
+	fs.StringVarP(&cf.path, "config", "c", "", "configuration file (.yaml, .toml or .json); default "+defaultConfigPath)
 	for _, o := range overridable {
 		if o.key == "federation.listen" || o.key == "federation.listen_tls" || o.key == "internal.listen" {
 			fs.StringSlice(o.flag, nil, o.usage)
@@ -39,6 +39,10 @@ func (cf *configFlags) register(fs *pflag.FlagSet) {
 
 // load reads the configuration with the flags that were set.
 func (cf *configFlags) load() (*config.Config, error) {
+	if cf.applyDefaultPath() {
+		cfg, err := cf.load()
+		return cfg, explainDefaultPath(err)
+	}
 	flags := map[string]*pflag.Flag{}
 	for _, o := range overridable {
 		flags[o.key] = cf.set.Lookup(o.flag)

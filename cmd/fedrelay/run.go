@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -64,6 +65,10 @@ func serveSignals(relay *app.Relay, cf *configFlags, log *slog.Logger) error {
 	defer signal.Stop(sigs)
 	changed, stopWatch := watchFile(cf.path, log)
 	defer stopWatch()
+	// Ready once the signals are caught: systemd may send SIGHUP at once.
+	if _, err := sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())); err != nil {
+		log.Warn("could not tell the service manager the relay is ready", "err", err)
+	}
 	reload := func(why string) {
 		cfg, err := cf.load()
 		if err != nil {
@@ -92,6 +97,7 @@ loop:
 			break loop
 		}
 	}
+	sdNotify("STOPPING=1")
 	// limits.drain_timeout bounds the graceful part; Shutdown then closes
 	// what is left, which no peer can hold.
 	drain := relay.Config().Limits.DrainTimeout

@@ -279,6 +279,7 @@ func TestSystemdUnit(t *testing.T) {
 	svc := u["Service"]
 	want := map[string]string{
 		"Type":                    "notify",
+		"NotifyAccess":            "all",
 		"ExecStart":               installedBin + " run --config " + defaultConfig,
 		"ExecReload":              "/bin/kill -HUP $MAINPID",
 		"User":                    "fedrelay",

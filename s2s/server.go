@@ -416,7 +416,11 @@ func (s *Server) shutLinks() []*link {
 // returns ctx.Err().
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
-	s.shutLinks() // no new links from now on; the open ones drain below
+	// Links may still start while the inbound streams linger: a stanza
+	// they read for a pair without a link needs one (after a binary
+	// upgrade, the new process has the listeners, and this one must not
+	// bounce what it still reads). The links are shut below, once the
+	// inbound streams are gone.
 	s.mu.Lock()
 	s.closing = true
 	for l := range s.listeners {

@@ -213,6 +213,10 @@ func (d *deadlineReader) setIdle(idle time.Duration) bool {
 func (d *deadlineReader) resume(deadline time.Time) {
 	d.idle.Store(0)
 	d.stopped.Store(false)
+	// WaitIdle waits until d.until when there is no idle timeout: without
+	// this, a lingering stream whose peer sends nothing more waited
+	// without end (until Shutdown's deadline killed it).
+	d.until = deadline
 	d.conn.SetReadDeadline(deadline)
 }
 

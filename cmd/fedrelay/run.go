@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloudflare/tableflip"
 	"github.com/fsnotify/fsnotify"
 	"github.com/spf13/cobra"
 
@@ -29,7 +30,9 @@ func newRunCmd() *cobra.Command {
 			"and the admin endpoint as configured. SIGHUP, or saving the configuration file, reloads\n" +
 			"domains, policy and breaker settings without dropping streams that are still allowed (an\n" +
 			"invalid file is refused and the running configuration stays); SIGINT or SIGTERM stop it\n" +
-			"gracefully.",
+			"gracefully. SIGUSR2 starts a new process of the executable (a new binary once the file\n" +
+			"is replaced) that inherits the listening sockets; once it is ready this one drains and\n" +
+			"exits, and no port is ever closed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := cf.load()
@@ -37,7 +40,13 @@ func newRunCmd() *cobra.Command {
 				return err
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
-			relay, err := app.New(cfg, log, app.Options{Load: cf.load, Version: versionString()})
+			upg := newUpgrader(log)
+			if upg != nil {
+				defer upg.Stop()
+			}
+			listen, listenPacket := listenFuncs(upg)
+			relay, err := app.New(cfg, log, app.Options{Load: cf.load, Version: versionString(),
+				Listen: listen, ListenPacket: listenPacket})
 			if err != nil {
 				var ce config.Errors
 				if errors.As(err, &ce) { // a bad internal CA
@@ -49,8 +58,16 @@ func newRunCmd() *cobra.Command {
 				relay.Shutdown(context.Background())
 				return &exitError{code: exitFailure, err: err}
 			}
+			if upg != nil {
+				// The previous process (after SIGUSR2) drains and exits now.
+				if err := upg.Ready(); err != nil {
+					log.Warn("could not tell the previous process this one is ready", "err", err)
+				} else if upg.HasParent() {
+					log.Info("took over the listening sockets of the previous process")
+				}
+			}
 			log.Info("fedrelay running", "version", versionString(), "config", cfg.Source, "domains", len(cfg.Domains))
-			return serveSignals(relay, &cf, log)
+			return serveSignals(relay, &cf, log, upg)
 		},
 	}
 	cf.register(cmd.Flags())
@@ -59,9 +76,13 @@ func newRunCmd() *cobra.Command {
 
 // serveSignals runs until a stop signal or a listener failure; SIGHUP
 // reloads the configuration file.
-func serveSignals(relay *app.Relay, cf *configFlags, log *slog.Logger) error {
+func serveSignals(relay *app.Relay, cf *configFlags, log *slog.Logger, upg *tableflip.Upgrader) error {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR2)
+	var exit <-chan struct{} // closed once a new process has taken over
+	if upg != nil {
+		exit = upg.Exit()
+	}
 	defer signal.Stop(sigs)
 	changed, stopWatch := watchFile(cf.path, log)
 	defer stopWatch()
@@ -84,11 +105,26 @@ loop:
 	for {
 		select {
 		case sig := <-sigs:
-			if sig != syscall.SIGHUP {
-				log.Info("stopping", "signal", sig.String())
-				break loop
+			switch sig {
+			case syscall.SIGHUP:
+				reload("SIGHUP")
+				continue
+			case syscall.SIGUSR2:
+				if upg == nil {
+					log.Warn("SIGUSR2: binary upgrades are not available in this process")
+					continue
+				}
+				log.Info("SIGUSR2: starting a new process to hand the sockets to")
+				if err := upg.Upgrade(); err != nil {
+					log.Error("upgrade failed; this process goes on", "err", err)
+				}
+				continue
 			}
-			reload("SIGHUP")
+			log.Info("stopping", "signal", sig.String())
+			break loop
+		case <-exit:
+			log.Info("a new process has taken over the sockets; draining and exiting")
+			break loop
 		case <-changed:
 			reload("file changed")
 		case err := <-relay.Err():

@@ -3,7 +3,6 @@ package app
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -16,7 +15,7 @@ import (
 // startAdmin serves /metrics (Prometheus) and /healthz on admin.listen, and
 // net/http/pprof under /debug/pprof/ when admin.pprof is set.
 func (r *Relay) startAdmin() error {
-	l, err := net.Listen("tcp", r.cfg.Admin.Listen)
+	l, err := r.listen("tcp", r.cfg.Admin.Listen)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}

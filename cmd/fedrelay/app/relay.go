@@ -69,6 +69,26 @@ type Options struct {
 	Load func() (*config.Config, error)
 	// Version is what the admin API and the status page report.
 	Version string
+	// Listen and ListenPacket open the relay's sockets; nil means
+	// net.Listen and net.ListenPacket. `fedrelay run` passes those of its
+	// upgrader, so that a new process inherits them (binary upgrades and
+	// restarts without a closed port).
+	Listen       func(network, addr string) (net.Listener, error)
+	ListenPacket func(network, addr string) (net.PacketConn, error)
+}
+
+func (r *Relay) listen(network, addr string) (net.Listener, error) {
+	if r.opts.Listen != nil {
+		return r.opts.Listen(network, addr)
+	}
+	return net.Listen(network, addr)
+}
+
+func (r *Relay) listenPacket(network, addr string) (net.PacketConn, error) {
+	if r.opts.ListenPacket != nil {
+		return r.opts.ListenPacket(network, addr)
+	}
+	return net.ListenPacket(network, addr)
 }
 
 // New builds a relay from a validated configuration. Nothing listens yet.
@@ -170,7 +190,7 @@ func InternalCA(in config.Internal, now time.Time) (*tls.Certificate, []string, 
 func (r *Relay) Start() error {
 	open := func(addrs []string, face policy.Face, direct bool) error {
 		for _, a := range addrs {
-			l, err := net.Listen("tcp", a)
+			l, err := r.listen("tcp", a)
 			if err != nil {
 				return fmt.Errorf("%s face: listen %s: %w", face, a, err)
 			}
@@ -229,11 +249,11 @@ func (r *Relay) startDNS() error {
 	if !face.IsValid() {
 		return errors.New("internal.dns_listen needs an internal.listen address with a specific IP to advertise")
 	}
-	pc, err := net.ListenPacket("udp", r.cfg.Internal.DNSListen)
+	pc, err := r.listenPacket("udp", r.cfg.Internal.DNSListen)
 	if err != nil {
 		return fmt.Errorf("internal DNS responder: %w", err)
 	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
+	l, err := r.listen("tcp", pc.LocalAddr().String())
 	if err != nil {
 		pc.Close()
 		return fmt.Errorf("internal DNS responder: %w", err)

@@ -376,7 +376,7 @@ func TestStalledRouteManyPairs(t *testing.T) {
 	proxy := harness.StartProxy(t, internalA.Addr)
 	proxy.SetMode(harness.Stall)
 	conf := fmt.Sprintf("domains: [{name: a.test, route: %q}]\n"+
-		"limits: {route_setups: 4, route_queue_bytes: %d, connect_timeout: 5s, negotiation_timeout: 5s, route_retry: 5s, max_streams_per_ip: 1000}", proxy.Addr, budget)
+		"limits: {max_stanza_bytes: 262144, route_setups: 4, route_queue_bytes: %d, connect_timeout: 5s, negotiation_timeout: 5s, route_retry: 5s, max_streams_per_ip: 1000}", proxy.Addr, budget)
 	s := harness.StartSite(t, conf, remotes...)
 	internalA.SetAuthoritative(s.Relay.InternalAddr)
 	s.Internal = internalA

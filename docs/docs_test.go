@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"go.yaml.in/yaml/v3"
@@ -47,6 +48,7 @@ var checked = map[string]string{
 	"erlang ejabberd-inetrc": "inetrc syntax; test/interop compares it",
 	"text hosts":             "hosts syntax; test/interop compares it",
 	"properties openfire":    "key=value syntax",
+	"yaml kubernetes":        "YAML documents; the relay's settings they use are checked",
 }
 
 func TestEveryFenceIsKnown(t *testing.T) {
@@ -364,5 +366,91 @@ func TestServerSnippets(t *testing.T) {
 	}
 	if !strings.Contains(of.Text, "dnsutil.dnsOverride={*,"+intHost+":"+intPort+"}") {
 		t.Errorf("%s:%d: the Openfire DNS override does not point at the internal face %s", of.File, of.Line, cfg.Internal.Listen[0])
+	}
+}
+
+// TestKubernetesSnippets parses the Kubernetes manifests and checks what
+// they ask of the relay: the environment variables name real keys (loaded
+// with config.Load through the environment), the probes use the admin
+// endpoint's /readyz and /healthz, and the grace period outlasts
+// limits.drain_timeout.
+func TestKubernetesSnippets(t *testing.T) {
+	for _, f := range markdown(t) {
+		snips, err := docs.Find(f, "yaml kubernetes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range snips {
+			dec := yaml.NewDecoder(strings.NewReader(s.Text))
+			kinds := map[string]int{}
+			for {
+				var doc struct {
+					Kind string
+					Spec struct {
+						Template struct {
+							Spec struct {
+								TerminationGracePeriodSeconds int `yaml:"terminationGracePeriodSeconds"`
+								Containers                    []struct {
+									Env            []struct{ Name, Value string }
+									ReadinessProbe struct {
+										HTTPGet struct{ Path string } `yaml:"httpGet"`
+									} `yaml:"readinessProbe"`
+									LivenessProbe struct {
+										HTTPGet struct{ Path string } `yaml:"httpGet"`
+									} `yaml:"livenessProbe"`
+								}
+							}
+						}
+					}
+				}
+				if err := dec.Decode(&doc); err != nil {
+					if err.Error() != "EOF" {
+						t.Errorf("%s:%d: %v", s.File, s.Line, err)
+					}
+					break
+				}
+				kinds[doc.Kind]++
+				if doc.Kind != "Deployment" {
+					continue
+				}
+				ps := doc.Spec.Template.Spec
+				if len(ps.Containers) != 1 {
+					t.Fatalf("%s:%d: %d containers", s.File, s.Line, len(ps.Containers))
+				}
+				c := ps.Containers[0]
+				if c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+					t.Errorf("%s:%d: probes %q and %q, want /readyz and /healthz", s.File, s.Line, c.ReadinessProbe.HTTPGet.Path, c.LivenessProbe.HTTPGet.Path)
+				}
+				env := map[string]string{}
+				for _, e := range c.Env {
+					env[e.Name] = e.Value
+				}
+				dir := t.TempDir()
+				if p, ok := env["FEDRELAY_DIALBACK_SECRET_FILE"]; ok {
+					env["FEDRELAY_DIALBACK_SECRET_FILE"] = filepath.Join(dir, filepath.Base(p))
+					os.WriteFile(env["FEDRELAY_DIALBACK_SECRET_FILE"], []byte("a shared secret of enough length\n"), 0o600)
+				}
+				// The ConfigMap's file is the operator's: one domain stands in.
+				path := filepath.Join(dir, "fedrelay.yaml")
+				os.WriteFile(path, []byte("domains: [{name: a.example, route: \"10.0.0.5:5269\"}]\n"), 0o600)
+				cfg, err := config.Load(config.Options{Path: path, Getenv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
+				if err != nil {
+					t.Errorf("%s:%d: the environment the manifest sets: %v", s.File, s.Line, err)
+					continue
+				}
+				if cfg.Dialback.SecretFile != env["FEDRELAY_DIALBACK_SECRET_FILE"] {
+					t.Errorf("%s:%d: FEDRELAY_DIALBACK_SECRET_FILE gave dialback.secret_file %q", s.File, s.Line, cfg.Dialback.SecretFile)
+				}
+				if cfg.Admin.Listen != env["FEDRELAY_ADMIN_LISTEN"] {
+					t.Errorf("%s:%d: FEDRELAY_ADMIN_LISTEN gave admin.listen %q", s.File, s.Line, cfg.Admin.Listen)
+				}
+				if d := time.Duration(ps.TerminationGracePeriodSeconds) * time.Second; d <= cfg.Limits.DrainTimeout {
+					t.Errorf("%s:%d: terminationGracePeriodSeconds %v does not outlast limits.drain_timeout %v", s.File, s.Line, d, cfg.Limits.DrainTimeout)
+				}
+			}
+			if kinds["Deployment"] != 1 || kinds["Service"] < 1 {
+				t.Errorf("%s:%d: kinds %v, want a Deployment and Services", s.File, s.Line, kinds)
+			}
+		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -93,53 +92,21 @@ admin: {listen: ""}
 	dns.SetSRV(t, "remote.test", remote.Addr)
 	dns.SetSRV(t, "a.test", fed)
 
-	// Each sender keeps a stream open, opens a new one when the relay
-	// ends it (system-shutdown while it drains), and sends n messages at a
-	// steady pace; a message whose write fails is sent again on the next
-	// stream.
+	// Each sender keeps a stream open and opens a new one when the relay
+	// ends it (system-shutdown while it drains), resending a message
+	// whose write failed (harness.Sender).
 	const n = 200
-	var refused atomic.Int64
-	send := func(fake *harness.FakeServer, addr, from, to, prefix string) {
-		var sc *harness.Script
-		var ended atomic.Bool
-		dial := func() {
-			for {
-				s, err := fake.TryDial(t, addr, from, to)
-				if err == nil {
-					sc = s
-					ended.Store(false)
-					go func() { // watch for the relay's end of the stream
-						for {
-							if _, err := s.Next(); err != nil && !strings.Contains(err.Error(), "timeout") {
-								ended.Store(true)
-								return
-							}
-						}
-					}()
-					return
-				}
-				if strings.Contains(err.Error(), "refused") {
-					refused.Add(1)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-		dial()
-		for i := 0; i < n; i++ {
-			if ended.Load() {
-				dial()
-			}
-			msg := harness.Message("u@"+from, "v@"+to, fmt.Sprintf("%s-%d", prefix, i), "hi")
-			for sc.Write(msg) != nil {
-				dial()
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	var in, out harness.Sender
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); send(remote, fed, "remote.test", "a.test", "in") }()
-	go func() { defer wg.Done(); send(internal, face, "a.test", "remote.test", "out") }()
+	go func() {
+		defer wg.Done()
+		in.Send(t, remote, []string{fed}, 0, "remote.test", "a.test", "in", n, 10*time.Millisecond)
+	}()
+	go func() {
+		defer wg.Done()
+		out.Send(t, internal, []string{face}, 0, "a.test", "remote.test", "out", n, 10*time.Millisecond)
+	}()
 	time.Sleep(500 * time.Millisecond)
 	if err := cmd.Process.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
@@ -168,7 +135,7 @@ admin: {listen: ""}
 	if bounces != 0 {
 		t.Errorf("%d bounces during the upgrade", bounces)
 	}
-	if n := refused.Load(); n != 0 {
+	if n := in.Refused.Load() + out.Refused.Load(); n != 0 {
 		t.Errorf("%d connections refused during the upgrade", n)
 	}
 	if strings.Contains(logs.String(), "graceful stop did not finish") {

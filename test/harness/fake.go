@@ -212,7 +212,10 @@ func (f *FakeServer) Dial(t testing.TB, addr, from, to string) *Script {
 // TryDial is Dial returning what went wrong instead of failing the test.
 func (f *FakeServer) TryDial(t testing.TB, addr, from, to string) (*Script, error) {
 	t.Helper()
-	s := Dial(t, addr)
+	s, err := TryDialScript(t, addr)
+	if err != nil {
+		return nil, err
+	}
 	cert := f.srv.Certificate()
 	s.Cert = &cert // as a real server does: its certificate goes out as the client's
 	if err := s.Negotiate(from, to); err != nil {

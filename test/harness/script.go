@@ -44,14 +44,23 @@ type Script struct {
 // Dial connects to addr. The connection is closed when the test ends.
 func Dial(t testing.TB, addr string) *Script {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, ReadTimeout)
+	s, err := TryDialScript(t, addr)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
+	}
+	return s
+}
+
+// TryDialScript is Dial returning the error instead of failing the test.
+func TryDialScript(t testing.TB, addr string) (*Script, error) {
+	c, err := net.DialTimeout("tcp", addr, ReadTimeout)
+	if err != nil {
+		return nil, err
 	}
 	s := &Script{t: t, raw: c, conn: c}
 	s.r = wire.NewReader(c, wire.Limits{MaxStanza: 1 << 20, MaxStanzaPreAuth: 1 << 20})
 	t.Cleanup(func() { c.Close() })
-	return s
+	return s, nil
 }
 
 // Write writes raw bytes.

@@ -18,22 +18,9 @@ import (
 // gives up at that deadline and closes what is left, so no peer can hold
 // the process.
 func TestSIGTERMKeepsDrainTimeout(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: builds and runs the relay")
-	}
+	bin := relayBinary(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "fedrelay")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	free := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
+	free := func() string { return freeAddr(t) }
 	fed, internal := free(), free()
 	conf := fmt.Sprintf(`log: {level: info}
 federation: {listen: [%q], listen_tls: [], secure_auth: false}

@@ -147,22 +147,9 @@ func TestSDNotify(t *testing.T) {
 // (with its pid) only once its listeners accept connections, and
 // STOPPING=1 when SIGTERM starts the graceful stop.
 func TestRunNotifiesSystemd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: builds and runs the relay")
-	}
+	bin := relayBinary(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "fedrelay")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	free := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
+	free := func() string { return freeAddr(t) }
 	fed, internal := free(), free()
 	path := filepath.Join(dir, "fedrelay.yaml")
 	conf := fmt.Sprintf(`federation: {listen: [%q], listen_tls: []}

@@ -22,14 +22,8 @@ import (
 // refuses a connection. (Before, a restart closed the ports for a moment:
 // in the interop restart scenario 109 of 400 messages bounced.)
 func TestUpgradeBouncesNothing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: builds and runs the relay")
-	}
+	bin := relayBinary(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "fedrelay")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	dns := harness.StartDNS(t)
 	internal := harness.NewFakeServer(t, "internal a.test", "a.test")
 	remote := harness.NewFakeServer(t, "remote remote.test", "remote.test")

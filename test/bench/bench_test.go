@@ -58,6 +58,9 @@ func TestQuickAll(t *testing.T) {
 		"setup":      {"paced, 200 domains at 100/s:setups_per_cpu_s", "burst of 200 domains:first_delivery_ms"},
 		"dead":       {"150 dead domains:first_bounce_p99_ms", "150 dead domains:healthy_p99_ratio", "150 dead domains:goroutines_after"},
 		"fanout":     {"warm, 1000 presences to 100 domains:completion_p50_ms", "cold, 1000 presences to 100 domains:completion_p50_ms"},
+		"flood": {"20 addresses × 100 pre-auth connections, max_streams 2000:internal_success_ratio",
+			"20 addresses × 100 pre-auth connections, max_streams 2000:federation_success_ratio",
+			"20 addresses × 100 pre-auth connections, max_streams 2000:held_fraction", "baseline, no flood:federation_setup_p50_ms"},
 	}
 	if len(results) != len(want) {
 		t.Fatalf("%d results, want %d", len(results), len(want))

@@ -22,7 +22,8 @@
 // Prosody (test/bench/prosody) receiving the same S2S load for an online
 // c2s user.
 //
-// Scenarios: throughput, latency, idle, setup, dead and fanout (Scenarios
-// describes each). Options.Quick runs each small and once; TestQuickAll runs
-// them all through the command, so that the tool cannot rot.
+// Scenarios: throughput, latency, idle, setup, dead, fanout and flood
+// (Scenarios describes each). Options.Quick runs each small and once;
+// TestQuickAll runs them all through the command, so that the tool cannot
+// rot.
 package bench

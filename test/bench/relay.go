@@ -41,7 +41,11 @@ type RelayConfig struct {
 	Secret         string
 	IdleTimeout    time.Duration // 0: 20 minutes, longer than any scenario (and Prosody's keepalive)
 	Breaker        string        // YAML of the breaker section, "" for the defaults
-	Extra          string        // more YAML, appended as is
+	// Limits is the YAML of the limits section, replacing the bench's
+	// (most limits lifted, IdleTimeout): keys it leaves out take the
+	// relay's defaults. "" for the bench's.
+	Limits string
+	Extra  string // more YAML, appended as is
 }
 
 // YAML renders the configuration file.
@@ -61,7 +65,11 @@ func (c RelayConfig) YAML() string {
 	fmt.Fprintf(&b, "dialback: {secret: %q}\n", c.Secret)
 	b.WriteString("tls: {required: true, verify_peers: true}\n")
 	fmt.Fprintf(&b, "dns: {servers: [%q], timeout: 2s, retries: 1, min_ttl: 1s, max_ttl: 1m, allow_private: [127.0.0.0/8]}\n", c.DNS)
-	fmt.Fprintf(&b, "limits: {idle_timeout: %s, connect_timeout: 3s, negotiation_timeout: 10s, max_streams: 100000, max_streams_per_ip: 100000, connect_rate_per_ip: 1000000, connect_burst_per_ip: 1000000, verifications_per_ip: 100000, verifications: 100000, max_links: 100000, link_rate: 1000000, link_burst: 1000000, link_rate_per_domain: 1000000, link_burst_per_domain: 1000000}\n", idle)
+	if c.Limits != "" {
+		fmt.Fprintf(&b, "limits: %s\n", c.Limits)
+	} else {
+		fmt.Fprintf(&b, "limits: {idle_timeout: %s, connect_timeout: 3s, negotiation_timeout: 10s, max_streams: 100000, max_streams_per_ip: 100000, connect_rate_per_ip: 1000000, connect_burst_per_ip: 1000000, verifications_per_ip: 100000, verifications: 100000, max_links: 100000, link_rate: 1000000, link_burst: 1000000, link_rate_per_domain: 1000000, link_burst_per_domain: 1000000}\n", idle)
+	}
 	if c.Breaker != "" {
 		fmt.Fprintf(&b, "breaker: %s\n", c.Breaker)
 	}

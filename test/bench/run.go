@@ -30,6 +30,7 @@ var scenarios = []scenario{
 	{"setup", "new outbound streams to fresh domains (SRV, TCP, STARTTLS, dialback with a real db:verify), paced and in a burst", setup},
 	{"dead", "dead domains (NXDOMAIN, refused, no DNS answer) beside a healthy pair at a fifth of the one-stream maximum", dead},
 	{"fanout", "bursts of directed presences to many domains, warm and cold", fanout},
+	{"flood", "100 addresses hold 10,000 pre-auth connections on the federation face (default limits): new streams on both faces, RSS", flood},
 }
 
 // Scenarios lists the scenario names and what each measures.

@@ -290,7 +290,8 @@ func (c *inConn) finish(err error) {
 	case se != nil && se.Err == stream.SystemShutdown.Err:
 		c.logger().Debug("stream closed for shutdown")
 	case se != nil:
-		c.logger().Info("stream closed with an error", "condition", se.Err, "err", err, "abandoned_checks", pending)
+		c.logger().Info("stream closed with an error", "condition", se.Err, "err", err, "abandoned_checks", pending,
+			"age", time.Since(c.started).Round(time.Millisecond))
 	case idle:
 		c.logger().Debug("idle stream closed", "idle_timeout", c.s.Limits.IdleTimeout)
 	case err != nil && !errors.Is(err, io.EOF):

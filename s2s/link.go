@@ -54,6 +54,8 @@ type link struct {
 	gated    int           // bytes queued before up, counted in gate
 	theirs   bool          // it took a stanza that was not the relay's own
 	remote   bool          // towards a remote domain: counted in Server.remoteLinks (lmu)
+	auth     policy.Auth   // how the relay authenticated, once up (metrics)
+	written  atomic.Int64  // stanzas written (metrics)
 }
 
 // batch is a run of stanzas waiting in a link: their bytes, one after the
@@ -368,6 +370,7 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	}
 	setupEnded()
 	l.reportOutcome(err)
+	l.s.metrics.setup(l.s.faceOf(l.pair), started, err)
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +382,7 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 		l.gate.release(l.gated)
 		l.gated = 0
 	}
-	l.conn = o.raw
+	l.conn, l.auth = o.raw, o.auth
 	stopped := l.stopErr
 	l.mu.Unlock()
 	if errors.Is(stopped, ErrServerClosed) {
@@ -556,6 +559,7 @@ func (l *link) write(o *outStream, q []*batch) error {
 			return err
 		}
 		l.s.Router.Settle(routing.Written, l.pair, b.recs, nil)
+		l.written.Add(int64(len(b.recs)))
 	}
 	return nil
 }
@@ -591,6 +595,7 @@ var errPeerClosed = errors.New("the peer closed the stream")
 // the peer closed, shutdown) they are routed again over a new link.
 func (l *link) finish(err error) {
 	l.s.removeLink(l)
+	defer l.s.metrics.retire(l)
 	l.mu.Lock()
 	l.closed = true
 	wasUp := l.up

@@ -292,6 +292,9 @@ func (c *Config) validate(runnable bool) Errors {
 			bad("admin.listen", a, err.Error())
 		}
 	}
+	if n := c.Admin.MetricsTopDomains; n < 0 || n > MaxMetricsTopDomains {
+		bad("admin.metrics_top_domains", strconv.Itoa(n), fmt.Sprintf("must be between 0 and %d", MaxMetricsTopDomains))
+	}
 	return errs
 }
 

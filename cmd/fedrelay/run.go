@@ -26,8 +26,8 @@ func newRunCmd() *cobra.Command {
 		Long: "run starts the relay: the federation face, the internal face, the internal DNS responder\n" +
 			"and the admin endpoint as configured. SIGHUP, or saving the configuration file, reloads\n" +
 			"domains, policy and breaker settings without dropping streams that are still allowed (an\n" +
-			"invalid file is refused and the running configuration stays); SIGINT or SIGTERM stop it\n" +
-			"gracefully.",
+			"invalid file is refused and the running configuration stays); SIGHUP also reopens\n" +
+			"policy.audit_log (log rotation). SIGINT or SIGTERM stop it gracefully.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := cf.load()
@@ -60,8 +60,16 @@ func serveSignals(relay *app.Relay, cf *configFlags, log *slog.Logger) error {
 	changed, stopWatch := watchFile(cf.path, log)
 	defer stopWatch()
 	reload := func(why string) {
+		if why == "SIGHUP" {
+			// Log rotation: the audit trail goes on in a new file at its
+			// configured path, whatever becomes of the reload.
+			if err := relay.ReopenAudit(); err != nil {
+				log.Error("audit log not reopened; writing on to the previous file", "err", err)
+			}
+		}
 		cfg, err := cf.load()
 		if err != nil {
+			relay.ReloadFailed(err)
 			log.Error("reload refused; the running configuration stays", "trigger", why, "err", err)
 			return
 		}

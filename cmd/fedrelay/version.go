@@ -6,11 +6,15 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fedrelay/fedrelay/cmd/fedrelay/app"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
 // otherwise the module version or VCS revision is reported.
 var version = ""
+
+func init() { app.Version = version } // for fedrelay_build_info
 
 func versionString() string {
 	v, rev := version, ""

@@ -34,7 +34,9 @@ type Relay struct {
 	dns      *internaldns.Responder
 	admin    *http.Server
 
+	reloads   reloads // metrics.go
 	mu        sync.Mutex
+	adminAddr string // metrics.go
 	listeners []listener
 	wg        sync.WaitGroup
 	errc      chan error
@@ -219,7 +221,8 @@ func (r *Relay) Addrs(face policy.Face, direct bool) []string {
 // without dropping streams that are still allowed; streams whose remote
 // domain is now denied are closed with policy-violation. Other sections
 // need a restart; a change to them is reported as a warning.
-func (r *Relay) Reload(cfg *config.Config) error {
+func (r *Relay) Reload(cfg *config.Config) (err error) {
+	defer func() { r.reloads.note(err) }()
 	pol, err := policy.FromConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)

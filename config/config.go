@@ -290,7 +290,8 @@ type Policy struct {
 	// names the remote domain applies.
 	Rules []Rule `mapstructure:"rules"`
 	// AuditLog is a file path, "-" for standard output, or "" for none: one
-	// JSON line per refusal and per stream-level decision.
+	// JSON line per refused stanza and per stream-level decision, accepted
+	// or refused. SIGHUP reopens it (log rotation).
 	AuditLog string `mapstructure:"audit_log"`
 	// Explain is what a refusal tells the federation: "none" (the error
 	// condition alone), "brief" (a generic sentence naming no rule,
@@ -352,6 +353,10 @@ type Admin struct {
 	// admin request but /healthz must carry (Authorization: Bearer ...);
 	// others get 401.
 	TokenFile string `mapstructure:"token_file"`
+	// MetricsTopDomains is how many destination domains, beyond those the
+	// configuration names, get per-domain series on /metrics: the busiest
+	// by stanzas written (docs/metrics.md). 0 limits them to the named ones.
+	MetricsTopDomains int `mapstructure:"metrics_top_domains"`
 }
 
 // TLSVersionName returns "1.2" or "1.3" for a MinVersion value.
@@ -363,3 +368,7 @@ func TLSVersionName(v uint16) string {
 		return "1.2"
 	}
 }
+
+// MaxMetricsTopDomains caps admin.metrics_top_domains: each domain is a
+// handful of series on every scrape.
+const MaxMetricsTopDomains = 1000

@@ -299,6 +299,9 @@ func (c *Config) validate(runnable bool) Errors {
 			bad("admin.token_file", f, "the token must be at least 16 characters")
 		}
 	}
+	if n := c.Admin.MetricsTopDomains; n < 0 || n > MaxMetricsTopDomains {
+		bad("admin.metrics_top_domains", strconv.Itoa(n), fmt.Sprintf("must be between 0 and %d", MaxMetricsTopDomains))
+	}
 	return errs
 }
 

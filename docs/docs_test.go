@@ -1,6 +1,7 @@
 package docs_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -49,6 +50,7 @@ var checked = map[string]string{
 	"text hosts":             "hosts syntax; test/interop compares it",
 	"properties openfire":    "key=value syntax",
 	"yaml kubernetes":        "YAML documents; the relay's settings they use are checked",
+	"json":                   "audit records: each line a JSON object with the audit trail's keys",
 }
 
 func TestEveryFenceIsKnown(t *testing.T) {
@@ -450,6 +452,31 @@ func TestKubernetesSnippets(t *testing.T) {
 			}
 			if kinds["Deployment"] != 1 || kinds["Service"] < 1 {
 				t.Errorf("%s:%d: kinds %v, want a Deployment and Services", s.File, s.Line, kinds)
+			}
+		}
+	}
+}
+
+// TestJSONSnippets: the audit record examples are JSON objects with the
+// keys every audit record has.
+func TestJSONSnippets(t *testing.T) {
+	for _, f := range markdown(t) {
+		snips, err := docs.Find(f, "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range snips {
+			for i, line := range strings.Split(strings.TrimSpace(s.Text), "\n") {
+				var rec map[string]any
+				if err := json.Unmarshal([]byte(line), &rec); err != nil {
+					t.Errorf("%s:%d: line %d: %v", s.File, s.Line, i+1, err)
+					continue
+				}
+				for _, k := range []string{"time", "event", "face", "dir", "decision", "reason", "rule"} {
+					if _, ok := rec[k]; !ok {
+						t.Errorf("%s:%d: line %d has no %q", s.File, s.Line, i+1, k)
+					}
+				}
 			}
 		}
 	}

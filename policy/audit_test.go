@@ -28,6 +28,7 @@ func TestAuditJSON(t *testing.T) {
 			rec:  p.Stanza("evil.example", policy.In, s).Record(at, policy.Federation, policy.In, "a.example", "evil.example", policy.Message),
 			want: map[string]any{
 				"time": "2026-03-04T04:06:07.008Z", "event": "stanza", "face": "federation", "dir": "in",
+				"from": "evil.example", "to": "a.example",
 				"local": "a.example", "remote": "evil.example", "kind": "message", "decision": "refuse",
 				"reason": "deny-list", "rule": "deny[0] evil.example", "error": "not-allowed", "error_type": "cancel",
 			},
@@ -37,8 +38,8 @@ func TestAuditJSON(t *testing.T) {
 			rec: p.Stanza("evil.example", policy.Out, policy.Stanza{Kind: policy.IQ, Type: "result", Size: 10}).
 				Record(at, policy.Internal, policy.Out, "a.example", "evil.example", policy.IQ),
 			want: map[string]any{
-				"time": "2026-03-04T04:06:07.008Z", "event": "stanza", "face": "internal", "dir": "out",
-				"local": "a.example", "remote": "evil.example", "kind": "iq", "decision": "refuse",
+				"time": "2026-03-04T04:06:07.008Z", "event": "stanza", "face": "internal", "dir": "in",
+				"from": "a.example", "to": "evil.example", "local": "a.example", "remote": "evil.example", "kind": "iq", "decision": "refuse",
 				"reason": "deny-list", "rule": "deny[0] evil.example",
 			},
 		},
@@ -47,7 +48,7 @@ func TestAuditJSON(t *testing.T) {
 			rec:  p.Stanza("remote.example", policy.In, s).Record(at, policy.Federation, policy.In, "a.example", "remote.example", policy.Message),
 			want: map[string]any{
 				"time": "2026-03-04T04:06:07.008Z", "event": "stanza", "face": "federation", "dir": "in",
-				"local": "a.example", "remote": "remote.example", "kind": "message", "decision": "allow",
+				"from": "remote.example", "to": "a.example", "local": "a.example", "remote": "remote.example", "kind": "message", "decision": "allow",
 				"reason": "default", "rule": "default allow",
 			},
 		},
@@ -56,8 +57,36 @@ func TestAuditJSON(t *testing.T) {
 			rec:  p.Stream(st).Record(at, st, "a.example"),
 			want: map[string]any{
 				"time": "2026-03-04T04:06:07.008Z", "event": "stream", "face": "federation", "dir": "in",
-				"local": "a.example", "remote": "remote.example", "tls": false, "auth": "dialback",
+				"from": "remote.example", "to": "a.example", "local": "a.example", "remote": "remote.example", "tls": false, "auth": "dialback",
 				"decision": "refuse", "reason": "tls", "rule": "tls.required", "error": "policy-violation",
+			},
+		},
+		{
+			name: "allowed outbound stream with its peer",
+			rec: func() policy.Record {
+				st := policy.StreamState{Face: policy.Federation, Dir: policy.Out, Remote: "remote.example", TLS: true, Auth: policy.AuthExternal}
+				r := p.Stream(st).Record(at, st, "a.example")
+				r.Peer = "192.0.2.7:5269"
+				return r
+			}(),
+			want: map[string]any{
+				"time": "2026-03-04T04:06:07.008Z", "event": "stream", "face": "federation", "dir": "out",
+				"from": "a.example", "to": "remote.example", "peer": "192.0.2.7:5269", "local": "a.example",
+				"remote": "remote.example", "tls": true, "auth": "external",
+				"decision": "allow", "reason": "default", "rule": "default allow",
+			},
+		},
+		{
+			name: "stream an internal server opened",
+			rec: func() policy.Record {
+				st := policy.StreamState{Face: policy.Internal, Dir: policy.Out, Remote: "evil.example", TLS: true, Auth: policy.AuthDialback}
+				return p.Stream(st).Record(at, st, "a.example")
+			}(),
+			want: map[string]any{
+				"time": "2026-03-04T04:06:07.008Z", "event": "stream", "face": "internal", "dir": "in",
+				"from": "a.example", "to": "evil.example", "local": "a.example",
+				"remote": "evil.example", "tls": true, "auth": "dialback",
+				"decision": "refuse", "reason": "deny-list", "rule": "deny[0] evil.example", "error": "policy-violation",
 			},
 		},
 		{
@@ -65,7 +94,7 @@ func TestAuditJSON(t *testing.T) {
 			rec: policy.Record{Time: at, Remote: "a\"b\\c\n\x00\x7f\xff\u2028.example", Local: "ü.example",
 				Rule: "</script>", Reason: 200},
 			want: map[string]any{
-				"time": "2026-03-04T04:06:07.008Z", "event": "stanza", "face": "unknown", "dir": "unknown",
+				"time": "2026-03-04T04:06:07.008Z", "event": "stanza", "face": "unknown", "dir": "in", "from": "", "to": "",
 				"local": "ü.example", "remote": "a\"b\\c\n\x00\x7f\ufffd\u2028.example", "kind": "unknown",
 				"decision": "refuse", "reason": "unknown", "rule": "</script>",
 			},

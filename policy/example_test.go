@@ -54,5 +54,5 @@ func Example() {
 	// false not-authorized rules[0].require_auth
 	// true default allow
 	// false true not-allowed cancel rules[0].subscriptions_in
-	// {"time":"2026-01-01T12:00:00Z","event":"stanza","face":"federation","dir":"in","local":"a.example","remote":"partner.example","kind":"presence","decision":"refuse","reason":"subscription","rule":"rules[0].subscriptions_in","error":"not-allowed","error_type":"cancel"}
+	// {"time":"2026-01-01T12:00:00Z","event":"stanza","face":"federation","dir":"in","from":"partner.example","to":"a.example","local":"a.example","remote":"partner.example","kind":"presence","decision":"refuse","reason":"subscription","rule":"rules[0].subscriptions_in","error":"not-allowed","error_type":"cancel"}
 }

@@ -153,6 +153,7 @@ func (r *Router) Route(st *Stanza) {
 	}
 	if !st.Own {
 		r.stats.Accepted.AddAt(st.Shard, 1)
+		r.stats.Traffic.in(st)
 	}
 	if isAnswer(st) {
 		r.iqs.answered(st)
@@ -256,12 +257,16 @@ func (r *Router) Settle(f Fate, pair Pair, sts []Stanza, err error) {
 			return
 		}
 		var own int64
+		var tally trafficTally
 		for i := range sts {
 			if sts[i].Own {
 				own++
+			} else {
+				tally.add(&sts[i])
 			}
 		}
 		shard := sts[0].Shard
+		r.stats.Traffic.out(shard, &tally)
 		if theirs := int64(len(sts)) - own; theirs > 0 {
 			r.stats.Delivered.AddAt(shard, theirs)
 		}
@@ -352,7 +357,7 @@ func (r *Router) fail(st *Stanza, err error) {
 // refuse records a stanza refused by a routing rule and answers it.
 func (r *Router) refuse(st *Stanza, rule string, e stanza.Error) {
 	r.stats.Refused.AddAt(st.Shard, 1)
-	r.audit(policy.Record{Time: r.now(), Face: st.Face, Local: st.ToDomain, Remote: st.FromDomain,
+	r.audit(policy.Record{Time: r.now(), Face: st.Face, From: st.FromDomain, To: st.ToDomain, Local: st.ToDomain, Remote: st.FromDomain,
 		Kind: st.Kind, Rule: rule, Error: string(e.Condition), ErrorType: string(e.Type)})
 	r.bounceRule(st, e, rule)
 }
@@ -375,6 +380,7 @@ func (r *Router) bounceRule(st *Stanza, e stanza.Error, rule string) {
 		return
 	}
 	r.stats.Bounced.AddAt(st.Shard, 1)
+	r.stats.Bounces.add(st.Shard, e.Condition)
 	r.Route(errorReply(st, raw))
 	if r.onBounce != nil {
 		r.onBounce(st, e)
@@ -470,6 +476,10 @@ type Stats struct {
 	// died before they were answered (see LinkDown); the requests were
 	// counted delivered.
 	PendingIQErrors Counter
+	// Traffic counts accepted and delivered stanzas by face, direction
+	// and kind; Bounces counts bounces by condition (see metrics.go).
+	Traffic Traffic
+	Bounces Bounces
 }
 
 // Balanced reports whether every accepted stanza is accounted for.

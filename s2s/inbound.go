@@ -416,7 +416,7 @@ func (c *inConn) readHeader() error {
 
 	if remote := c.remoteOf(dialback.Pair{From: c.from, To: c.to}); remote != "" && !restart {
 		if d := c.s.Router.Policy().Domain(remote); !d.Allowed {
-			c.s.Audit(d.Record(time.Now(), policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: remote}, c.localOf(dialback.Pair{From: c.from, To: c.to})))
+			c.audit(d.Record(time.Now(), policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: remote}, c.localOf(dialback.Pair{From: c.from, To: c.to})))
 			return c.s.explain(c.face, d.Condition, d.Rule, "federation with %s is not allowed here", remote)
 		}
 	}
@@ -610,6 +610,7 @@ func (c *inConn) certValid(domain string) bool {
 // handleAuth answers a SASL <auth/>; only EXTERNAL is offered (XEP-0178).
 func (c *inConn) handleAuth(el *wire.Element) (restart bool, err error) {
 	fail := func(cond string) (bool, error) {
+		c.s.metrics.externalOutcome(false, false)
 		return false, c.write([]byte("<failure xmlns='" + NSSASL + "'><" + cond + "/></failure>"))
 	}
 	if !c.tls {
@@ -644,6 +645,7 @@ func (c *inConn) handleAuth(el *wire.Element) (restart bool, err error) {
 		return false, err
 	}
 	c.saslDomain = domain
+	c.s.metrics.externalOutcome(false, true)
 	c.logger().Info("peer authenticated by SASL EXTERNAL", "domain", domain)
 	return true, nil
 }
@@ -654,7 +656,7 @@ func (c *inConn) streamDecision(p dialback.Pair, auth policy.Auth) policy.Stream
 	st := policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(p), TLS: c.tls, Auth: auth}
 	d := c.s.Router.Policy().Stream(st)
 	if !d.Allowed {
-		c.s.Audit(d.Record(time.Now(), st, c.localOf(p)))
+		c.audit(d.Record(time.Now(), st, c.localOf(p)))
 	}
 	return d
 }
@@ -703,6 +705,7 @@ func (c *inConn) authorize(p dialback.Pair, auth policy.Auth) {
 	if c.fromAuth[p.From] < auth {
 		c.fromAuth[p.From] = auth
 	}
+	c.auditAuthorized(p, auth)
 }
 
 // dialback handles db:result and db:verify (XEP-0220): Receiving server for
@@ -750,6 +753,7 @@ func (c *inConn) apply(dec dialback.Decision) error {
 	switch dec.Action {
 	case dialback.Reply:
 		r := dec.Reply
+		c.s.metrics.dialbackReply(r)
 		if r.Kind == dialback.KindResult && r.Type == dialback.TypeValid {
 			pair := r.Pair()
 			auth := c.authOf(pair.From)
@@ -1026,7 +1030,7 @@ func (c *inConn) deniedBy(p *policy.Policy) bool {
 		st := policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(pair), TLS: c.tlsOn.Load(), Auth: ps.auth}
 		if d := p.Stream(st); !d.Allowed {
 			denied = &d
-			c.s.Audit(d.Record(time.Now(), st, c.localOf(pair)))
+			c.audit(d.Record(time.Now(), st, c.localOf(pair)))
 			break
 		}
 	}

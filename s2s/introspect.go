@@ -140,7 +140,7 @@ func (c *inConn) info(now time.Time) StreamInfo {
 func (l *link) info(now time.Time) StreamInfo {
 	face := l.s.faceOf(l.pair)
 	si := StreamInfo{Face: face.String(), Direction: "out", Local: []string{l.pair.From}, Remote: []string{l.pair.To},
-		Age: now.Sub(l.started), StanzasOut: l.nOut.Load(), BytesOut: l.bytesOut.Load()}
+		Age: now.Sub(l.started), StanzasOut: l.written.Load(), BytesOut: l.bytesOut.Load()}
 	if face == policy.Internal {
 		si.Local, si.Remote = []string{l.pair.To}, []string{l.pair.From}
 	}

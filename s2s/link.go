@@ -59,8 +59,9 @@ type link struct {
 	peerMax  int           // the peer's XEP-0478 max-bytes once up, 0 if none (guarded by mu)
 
 	started  time.Time    // when the link was made
-	nOut     atomic.Int64 // stanzas written, for the admin API
 	bytesOut atomic.Int64 // their bytes
+	auth     policy.Auth  // how the relay authenticated, once up (metrics)
+	written  atomic.Int64 // stanzas written (metrics, admin API)
 }
 
 // batch is a run of stanzas waiting in a link: their bytes, one after the
@@ -446,6 +447,7 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	}
 	setupEnded()
 	l.reportOutcome(err)
+	l.s.metrics.setup(l.s.faceOf(l.pair), started, err)
 	if err != nil {
 		return nil, err
 	}
@@ -462,6 +464,7 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	if o.feats != nil {
 		l.peerMax = o.feats.MaxBytes
 	}
+	l.conn, l.auth = o.raw, o.auth
 	stopped := l.stopErr
 	l.mu.Unlock()
 	if errors.Is(stopped, ErrServerClosed) {
@@ -639,7 +642,7 @@ func (l *link) write(o *outStream, q []*batch) error {
 			return err
 		}
 		l.s.Router.Settle(routing.Written, l.pair, b.recs, nil)
-		l.nOut.Add(int64(len(b.recs)))
+		l.written.Add(int64(len(b.recs)))
 		l.bytesOut.Add(int64(len(b.buf)))
 	}
 	return nil
@@ -676,6 +679,7 @@ var errPeerClosed = errors.New("the peer closed the stream")
 // the peer closed, shutdown) they are routed again over a new link.
 func (l *link) finish(err error) {
 	l.s.removeLink(l)
+	defer l.s.metrics.retire(l)
 	l.mu.Lock()
 	l.closed = true
 	wasUp := l.up

@@ -38,6 +38,7 @@ type outStream struct {
 	serves        func(domain string) bool // the face's domains, for dialback
 	db            *dialback.Stream         // after authenticate
 	trust         peerTrust                // how the peer proved it is remote (checkPeer)
+	auth          policy.Auth              // how the relay authenticated (after authenticate)
 }
 
 // dial connects to remote: an internal domain at its configured route, any
@@ -56,12 +57,12 @@ func (s *Server) dial(ctx context.Context, local, remote string) (*resolve.Conn,
 	var c *resolve.Conn
 	var err error
 	if isIPLiteral(remote) {
-		return nil, routing.NotFound(fmt.Errorf("%s is an IP address: the relay does not federate with IP-literal domains", remote))
+		return nil, routing.NotFound(atStage(stageDNS, fmt.Errorf("%s is an IP address: the relay does not federate with IP-literal domains", remote)))
 	}
 	if route, ok := s.Router.Table().Route(remote); ok {
 		cand, perr := resolve.ParseOverride(route)
 		if perr != nil {
-			return nil, routing.NotFound(fmt.Errorf("route of %s: %w", remote, perr))
+			return nil, routing.NotFound(atStage(stageDNS, fmt.Errorf("route of %s: %w", remote, perr)))
 		}
 		c, err = d.DialCandidate(ctx, remote, cand)
 	} else {
@@ -108,7 +109,7 @@ func (s *Server) openStreamAside(ctx context.Context, local, remote string) (*ou
 	defer stop()
 	if err := o.negotiate(ctx); err != nil {
 		o.abort(err)
-		return nil, routing.Timeout(fmt.Errorf("stream to %s (%s): %w", remote, rc.Addr, err))
+		return nil, routing.Timeout(atStage(stageTLS, fmt.Errorf("stream to %s (%s): %w", remote, rc.Addr, err)))
 	}
 	return o, nil
 }
@@ -235,7 +236,9 @@ func (o *outStream) authenticateAside() error {
 		if err != nil {
 			return err
 		}
+		o.s.metrics.externalOutcome(true, string(el.NS) == NSSASL && string(el.Local) == "success")
 		if string(el.NS) == NSSASL && string(el.Local) == "success" {
+			o.auth = policy.AuthExternal
 			if err := o.restart(); err != nil {
 				return err
 			}
@@ -275,8 +278,10 @@ func (o *outStream) authenticateAside() error {
 			o.s.stats.DialbackIgnored.Add(1)
 			continue
 		}
+		o.s.metrics.dialbackAnswered(dec.Outcome)
 		switch dec.Outcome {
 		case dialback.Authorized:
+			o.auth = policy.AuthDialback
 			return nil
 		case dialback.Rejected:
 			return fmt.Errorf("dialback with %s refused: invalid key", o.remote)

@@ -86,9 +86,10 @@ func (s *Server) checkPeer(ctx context.Context, o *outStream) error {
 	st := policy.StreamState{Face: policy.Federation, Dir: policy.Out, Remote: o.remote, TLS: o.tls, Auth: t.auth}
 	d := p.Stream(st)
 	if d.Allowed {
+		s.auditOut(d.Record(time.Now(), st, o.local), o)
 		return nil
 	}
-	s.Audit(d.Record(time.Now(), st, o.local))
+	s.auditOut(d.Record(time.Now(), st, o.local), o)
 	var why string
 	switch d.Reason {
 	case policy.ReasonInsecure:

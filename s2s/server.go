@@ -124,6 +124,8 @@ type Server struct {
 	once   sync.Once
 
 	stats Stats
+
+	metrics Metrics // labelled counts (metrics.go)
 }
 
 // Stats counts streams.
@@ -388,6 +390,7 @@ func (s *Server) removeLink(l *link) {
 	s.lmu.Lock()
 	if s.links[l.pair] == l {
 		delete(s.links, l.pair)
+		s.metrics.retire(l)
 		if l.remote {
 			s.remoteLinks--
 		}

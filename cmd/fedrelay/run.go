@@ -29,10 +29,11 @@ func newRunCmd() *cobra.Command {
 		Long: "run starts the relay: the federation face, the internal face, the internal DNS responder\n" +
 			"and the admin endpoint as configured. SIGHUP, or saving the configuration file, reloads\n" +
 			"domains, policy and breaker settings without dropping streams that are still allowed (an\n" +
-			"invalid file is refused and the running configuration stays); SIGINT or SIGTERM stop it\n" +
-			"gracefully. SIGUSR2 starts a new process of the executable (a new binary once the file\n" +
-			"is replaced) that inherits the listening sockets; once it is ready this one drains and\n" +
-			"exits, and no port is ever closed.",
+			"invalid file is refused and the running configuration stays); SIGHUP also reopens\n" +
+			"policy.audit_log (log rotation). SIGINT or SIGTERM stop it gracefully. SIGUSR2 starts\n" +
+			"a new process of the executable (a new binary once the file is replaced) that inherits\n" +
+			"the listening sockets; once it is ready this one drains and exits, and no port is ever\n" +
+			"closed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := cf.load()
@@ -91,8 +92,16 @@ func serveSignals(relay *app.Relay, cf *configFlags, log *slog.Logger, upg *tabl
 		log.Warn("could not tell the service manager the relay is ready", "err", err)
 	}
 	reload := func(why string) {
+		if why == "SIGHUP" {
+			// Log rotation: the audit trail goes on in a new file at its
+			// configured path, whatever becomes of the reload.
+			if err := relay.ReopenAudit(); err != nil {
+				log.Error("audit log not reopened; writing on to the previous file", "err", err)
+			}
+		}
 		cfg, err := cf.load()
 		if err != nil {
+			relay.ReloadFailed(err)
 			log.Error("reload refused; the running configuration stays", "trigger", why, "err", err)
 			return
 		}

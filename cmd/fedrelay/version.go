@@ -6,6 +6,8 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fedrelay/fedrelay/cmd/fedrelay/app"
 )
 
 // version and commit are set at build time, as dist/build.sh does:
@@ -18,6 +20,8 @@ var (
 	version = ""
 	commit  = ""
 )
+
+func init() { app.Version = version } // for fedrelay_build_info
 
 func versionString() string {
 	v, rev := version, commit

@@ -444,6 +444,7 @@ func (r *Resolver) secureLookup(ctx context.Context, name string, qtype uint16) 
 		defer r.wg.Done()
 
 		m, err := r.client.query(r.base, name, qtype, r.dnssec == dnssecValidate)
+		r.stats.query(err)
 		if err != nil {
 			return nil, err
 		}

@@ -73,6 +73,8 @@ type Resolver struct {
 	mu     sync.Mutex
 	closed bool
 	wg     sync.WaitGroup
+
+	stats Stats
 }
 
 // New returns a Resolver configured by cfg: the nameservers in cfg.Servers
@@ -520,8 +522,10 @@ func (r *Resolver) addrs(ctx context.Context, host string, need family) (addrRes
 func (r *Resolver) cached(key cacheKey, now time.Time) (*rrset, bool) {
 	set, ok := r.cache.Get(key)
 	if !ok || !now.Before(set.expires) {
+		r.stats.CacheMisses.Add(1)
 		return nil, false
 	}
+	r.stats.CacheHits.Add(1)
 	return set, true
 }
 
@@ -542,6 +546,7 @@ func (r *Resolver) fetch(ctx context.Context, key cacheKey) (*rrset, error) {
 		defer r.wg.Done()
 
 		m, err := r.client.query(r.base, fqdn, key.qtype, false)
+		r.stats.query(err)
 		if err != nil {
 			return nil, err
 		}

@@ -30,21 +30,22 @@ func (r *Relay) startAdmin() error {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "fedrelay", Name: name, Help: help},
 			func() float64 { return float64(f()) }))
 	}
+	reg.MustRegister(newMetricsCollector(r))
 	counter("stanzas_accepted_total", "Stanzas read from authenticated streams.", rs.Accepted.Load)
 	counter("stanzas_delivered_total", "Stanzas written to their next hop's socket: handed to TCP, not acknowledged by the peer (without XEP-0198 a stanza written to a connection that dies unread is lost).", rs.Delivered.Load)
 	counter("stanzas_bounced_total", "Stanzas answered with an error stanza.", rs.Bounced.Load)
 	counter("stanzas_dropped_total", "Stanzas dropped by rule (errors, IQ results).", rs.Dropped.Load)
 	counter("stanzas_refused_total", "Stanzas refused by policy or routing rules.", rs.Refused.Load)
 	counter("breaker_bounces_total", "Bounces made while a circuit breaker was open.", rs.BreakerBounces.Load)
-	counter("streams_inbound_total", "Inbound streams accepted.", ss.InboundTotal.Load)
-	counter("streams_outbound_total", "Outbound streams opened.", ss.OutboundTotal.Load)
+	counter("streams_inbound_total", "Inbound connections accepted on either face (before any stream header; those refused at once are in fedrelay_streams_refused_total).", ss.InboundTotal.Load)
+	counter("streams_outbound_total", "Outbound links started (one per domain pair; a link whose setup fails counts too, see fedrelay_stream_setups_total). Dialback verification connections are not counted.", ss.OutboundTotal.Load)
 	counter("streams_refused_total", "Inbound connections closed at once by limits.max_streams(_per_ip) or max_internal_streams.", ss.InboundRefused.Load)
 	counter("links_refused_total", "Outbound streams to remote domains not started because of limits.max_links or limits.link_rate (their stanzas bounced with resource-constraint).", ss.LinksRefused.Load)
 	counter("streams_evicted_total", "Federation-face connections not authenticated yet, closed to admit a new one at limits.max_streams.", ss.InboundEvicted.Load)
 	counter("dialback_verifications_refused_total", "db:result requests answered at once with resource-constraint because limits.verifications or verifications_per_ip were reached.", ss.VerificationsRefused.Load)
 	counter("dialback_ignored_total", "Dialback elements dropped as unsolicited or repeated.", ss.DialbackIgnored.Load)
-	gauge("streams_inbound_open", "Inbound streams open.", ss.InboundOpen.Load)
-	gauge("streams_outbound_open", "Outbound streams open.", ss.OutboundOpen.Load)
+	gauge("streams_inbound_open", "Inbound connections open (authenticated or not).", ss.InboundOpen.Load)
+	gauge("streams_outbound_open", "Outbound links running (being set up, up, or closing).", ss.OutboundOpen.Load)
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -64,7 +65,6 @@ func (r *Relay) startAdmin() error {
 		l.Close()
 		return err
 	}
-	r.adminAddr = l.Addr().String()
 	r.admin = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	r.wg.Add(1)
 	go func() {
@@ -73,6 +73,9 @@ func (r *Relay) startAdmin() error {
 			r.errc <- fmt.Errorf("admin: %w", err)
 		}
 	}()
+	r.mu.Lock()
+	r.adminAddr = l.Addr().String()
+	r.mu.Unlock()
 	r.log.Info("admin endpoint", "addr", l.Addr().String())
 	return nil
 }

@@ -38,6 +38,7 @@ type Relay struct {
 	admin    *http.Server
 
 	opts      Options
+	reloads   reloads // metrics.go
 	started   time.Time
 	ready     atomic.Bool // every listener is up
 	draining  atomic.Bool // Shutdown has begun
@@ -231,8 +232,6 @@ func (r *Relay) Start() error {
 	return nil
 }
 
-// AdminAddr is the address of the admin endpoint, "" if it has none.
-func (r *Relay) AdminAddr() string { return r.adminAddr }
 
 // startDNS opens the internal DNS responder, advertising the first internal
 // face address.
@@ -288,8 +287,9 @@ func (r *Relay) Addrs(face policy.Face, direct bool) []string {
 // without dropping streams that are still allowed; streams whose remote
 // domain is now denied are closed with policy-violation. Other sections
 // need a restart; a change to them is reported as a warning.
-func (r *Relay) Reload(cfg *config.Config) error {
-	_, err := r.reload(cfg)
+func (r *Relay) Reload(cfg *config.Config) (err error) {
+	defer func() { r.reloads.note(err) }()
+	_, err = r.reload(cfg)
 	if err != nil {
 		r.mu.Lock()
 		r.lastReload, r.lastReloadErr = time.Now(), err.Error()

@@ -182,7 +182,18 @@ func (r *Router) Route(st *Stanza) {
 	}
 	if !st.Own {
 		p := r.policy.Load()
-		d := p.Stanza(remote, dir, policy.Stanza{Kind: st.Kind, Type: st.Type, From: st.From, Size: len(st.Raw)})
+		size := len(st.Raw)
+		if st.Oversize > 0 {
+			size = st.Oversize
+		}
+		d := p.Stanza(remote, dir, policy.Stanza{Kind: st.Kind, Type: st.Type, From: st.From, Size: size})
+		if d.Allowed && st.Oversize > 0 {
+			// Bigger than the stream's limit, which the policy's global
+			// size limit is: cannot be allowed, but its bytes are gone
+			// in any case.
+			r.refuse(st, "limits.max_stanza_bytes", stanza.Error{Type: stanza.Modify, Condition: stanza.PolicyViolation})
+			return
+		}
 		d = r.limiter.Limit(remote, dir, d, r.now)
 		if !d.Allowed {
 			local := st.ToDomain

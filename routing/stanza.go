@@ -31,6 +31,11 @@ type Stanza struct {
 	// Raw is the element as read (or as the relay made it): what policy
 	// measures, and what is written to the next hop unless Body is set.
 	Raw []byte
+	// Oversize, when not zero, is the size of a stanza larger than the
+	// stream's limit, which the framer skipped rather than read (Raw is
+	// nil): it is refused by the size rule and bounced to its sender,
+	// never forwarded.
+	Oversize int
 	// Body, if not nil, appends the bytes to write to the next hop: Raw
 	// with the fix-ups the new stream needs (namespaces, xml:lang), written
 	// straight into the link's buffer.

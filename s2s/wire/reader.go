@@ -452,7 +452,9 @@ func (r *Reader) run() (int, error) {
 				if r.phase == phaseHeader {
 					what = "stream header"
 				}
-				return 0, r.fail(condPolicyViolation, r.end-r.base, "%s larger than %d bytes", what, lim)
+				// At its start: how far past the limit it was read
+				// depends on how the input came.
+				return 0, r.fail(condPolicyViolation, 0, "%s larger than %d bytes", what, lim)
 			}
 		}
 		if err := r.fill(); err != nil {

@@ -965,7 +965,7 @@ endSpace:
 
 more: // the scan stopped in a token that starts at p (r.state is set)
 	if n == room {
-		return 0, r.fail(condPolicyViolation, p, "element larger than %d bytes", r.lim.MaxSkip)
+		return 0, r.fail(condPolicyViolation, -r.skipped, "element larger than %d bytes", r.lim.MaxSkip) // at its start
 	}
 	// Drop what is behind: InputOffset and error offsets stay right, as
 	// skipped counts it.

@@ -210,8 +210,8 @@ func TestSkipHardCap(t *testing.T) {
 				if err != io.EOF || len(items) != 1 || items[0].oversize != int64(n) {
 					t.Errorf("%d bytes, %s: %+v, %v", n, ch.name, items, err)
 				}
-			} else if !errors.Is(err, stream.PolicyViolation) || len(items) != 0 {
-				t.Errorf("%d bytes, %s: %+v, %v; want policy-violation", n, ch.name, items, err)
+			} else if !errors.Is(err, stream.PolicyViolation) || len(items) != 0 || !strings.Contains(err.Error(), fmt.Sprintf("at input byte %d:", len(prosodyHeader))) {
+				t.Errorf("%d bytes, %s: %+v, %v; want policy-violation at the stanza's start", n, ch.name, items, err)
 			}
 		}
 	}
@@ -354,9 +354,11 @@ func TestSkipNot(t *testing.T) {
 			if len(tc.el) <= tc.lim.MaxStanza {
 				t.Fatalf("only %d bytes", len(tc.el))
 			}
-			_, items, err := readStream(strings.NewReader(prosodyHeader+tc.el+streamEnd), tc.lim, tc.auth)
-			if !errors.Is(err, stream.PolicyViolation) || len(items) != 0 {
-				t.Fatalf("got %d elements, %v; want policy-violation", len(items), err)
+			for _, ch := range chunkings {
+				_, items, err := readStream(ch.wrap(strings.NewReader(prosodyHeader+tc.el+streamEnd)), tc.lim, tc.auth)
+				if !errors.Is(err, stream.PolicyViolation) || len(items) != 0 || !strings.Contains(err.Error(), fmt.Sprintf("at input byte %d:", len(prosodyHeader))) {
+					t.Fatalf("%s: got %d elements, %v; want policy-violation at the element's start", ch.name, len(items), err)
+				}
 			}
 			// With a larger limit, the same element is read.
 			tc.lim.MaxStanza, tc.lim.MaxStanzaPreAuth = 1<<20, 1<<20
@@ -391,13 +393,15 @@ func TestSkipScope(t *testing.T) {
 			{`<p:message/>`, stream.BadNamespacePrefix},
 		} {
 			items, err := readAll(strings.NewReader(hdr+el+tc.next+streamEnd), skipLimits)
-			if err != tc.want || len(items) != 1 && tc.want == io.EOF {
-				if !errors.Is(err, tc.want) {
-					t.Fatalf("split %d, then %s: %v, want %v", split, tc.next, err, tc.want)
-				}
+			n := 1 // the skipped stanza, then the error
+			if tc.want == io.EOF {
+				n = 2
 			}
-			if len(items) == 0 || items[0].oversize != int64(len(el)) {
-				t.Fatalf("split %d: %+v", split, items)
+			if !errors.Is(err, tc.want) || len(items) != n {
+				t.Fatalf("split %d, then %s: %d elements, %v; want %d, %v", split, tc.next, len(items), err, n, tc.want)
+			}
+			if items[0].oversize != int64(len(el)) {
+				t.Fatalf("split %d: %+v", split, items[0])
 			}
 			if tc.want == io.EOF {
 				r := wire.NewReader(strings.NewReader(hdr+el+tc.next), skipLimits)

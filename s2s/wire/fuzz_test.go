@@ -409,6 +409,15 @@ func FuzzSkip(f *testing.F) {
 	f.Add([]byte(prosodyHeader+pad(messageChat, 300)+iqPing+streamEnd), uint8(3), uint16(100))
 	f.Add([]byte(prosodyHeader+"<message><body>"+strings.Repeat("x", 90)+"<!-- c --></body></message>"+streamEnd), uint8(0), uint16(30))
 	f.Add([]byte(prosodyHeader+"<message><a><b p:c='1'>"+strings.Repeat("x", 90)+"</b></a></message>"+iqPing), uint8(9), uint16(60))
+	// The shapes of TestSkipOversize, skipped from early on, and what a
+	// skip must refuse, past the limit. l%512 sets MaxStanza, l>>9 MaxSkip.
+	for i, o := range oversized {
+		f.Add([]byte(prosodyHeader+o.el+iqPing+streamEnd), uint8(i), uint16(134+i*7+100<<9))
+	}
+	for i, bad := range []string{"<!-- c -->", "<?p?>", "]]>", "<a><b><c><d><e><f/></e></d></c></b></a>", "<a b='1' c='2' d='3' e='4' f='5' g='6' h='7'/>",
+		"<a b='&#x1F600;&lt;é\t'/>", "<a></b>", "<a></a >", "&#0;", "\x01"} {
+		f.Add([]byte(prosodyHeader+"<message to='a'><body>"+strings.Repeat("x", 30)+"]</body>"+bad+"</message>"+streamEnd), uint8(i), uint16(20+20<<9))
+	}
 	f.Fuzz(func(t *testing.T, data []byte, mode uint8, l uint16) {
 		small := fuzzLimits
 		small.MaxStanza = 16 + int(l%512)

@@ -22,6 +22,13 @@
 //   - RFC 6120 §4.9: every refusal is one of mellium's stream errors
 //     (mellium.im/xmpp/stream), ready for Writer.WriteStreamError, and Limits
 //     bound the memory a peer can make a stream use (policy-violation).
+//   - A stanza over Limits.MaxStanza on an authenticated stream need not
+//     cost the stream: with Limits.MaxSkip set, the Reader reads it to its
+//     end without keeping it (the buffer does not grow) and returns it with
+//     Element.Oversize set and the attributes a bounce needs, and the
+//     stream goes on. What is skipped is still scanned for its nesting and
+//     checked for what XMPP never allows; past MaxSkip, or for an element
+//     that cannot be bounced, the stream fails as before.
 //   - RFC 6120 §8.3: AppendBounce builds the stanza error for an element
 //     that cannot be delivered, never for an error or an IQ result.
 //

@@ -61,6 +61,13 @@ type Element struct {
 	// attributes, entity-decoded and whitespace-normalised as XML requires;
 	// nil when absent, empty but non-nil when present and empty.
 	To, From, Type, ID, Lang []byte
+	// Oversize is zero except for a stanza that was skipped rather than
+	// read (see Limits.MaxSkip): then it is the stanza's size in bytes,
+	// from its '<' to the '>' that ends it, more than Limits.MaxStanza. Such
+	// an Element has Kind, Local, NS, To, From, Type and ID, enough to
+	// bounce it (AppendBounce); Raw and Lang are nil, and AppendTo and
+	// AppendText add nothing.
+	Oversize int64
 
 	nameEnd int     // offset in Raw just past the element's name
 	fix     []int   // header declarations the element relies on (indexes into hdr.NS)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -18,6 +19,13 @@ import (
 
 // Small limits, so that the fuzzer reaches them.
 var fuzzLimits = wire.Limits{MaxStanza: 1024, MaxStanzaPreAuth: 400, MaxDepth: 6, MaxAttrs: 6, MaxName: 24, MaxHeader: 600}
+
+// fuzzSkipLimits skips stanzas from 97 bytes up to 700.
+var fuzzSkipLimits = func() wire.Limits {
+	l := fuzzLimits
+	l.MaxStanza, l.MaxSkip = 96, 700
+	return l
+}()
 
 // chunker returns its data a few bytes per read.
 type chunker struct {
@@ -44,6 +52,9 @@ var fuzzSeeds = []string{
 	prosodyHeader + `<foo:message xmlns:foo='jabber:server' to='a' from='b'/><db:verify xmlns:db='urn:other'/>`,
 	prosodyHeader + "<message>\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80</message><message><!-- x --></message>",
 	prosodyHeader + `<message><body>` + strings.Repeat("x", 500) + `</body></message>`,
+	prosodyHeader + `<iq type='set' id='a&amp;b' to='b.test' from='a.test'><q xmlns='urn:q' a='>"' b="'>"><![CDATA[<x>]]></q><r>&lt;é</r>` +
+		strings.Repeat(`<p xmlns:p='urn:p'><p:i a='1'/></p>`, 4) + `</iq><message from='a@a.test'>hi</message>` + streamEnd,
+	prosodyHeader + `<presence from='a@a.test'>` + strings.Repeat(`<x/>`, 200) + `</presence>` + `<message to='b'/>` + streamEnd,
 }
 
 // FuzzReader checks, for any input: no panic; a bounded buffer; every
@@ -57,13 +68,17 @@ func FuzzReader(f *testing.F) {
 		f.Add([]byte(s), uint8(i*37))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, mode uint8) {
-		r := wire.NewReader(&chunker{data: data, n: int(mode>>1)%13 + 1}, fuzzLimits)
+		lim := fuzzLimits
+		if mode&0x80 != 0 {
+			lim = fuzzSkipLimits
+		}
+		r := wire.NewReader(&chunker{data: data, n: int(mode>>1)%13 + 1}, lim)
 		auth := mode&1 == 1
 		bound := func() {
 			t.Helper()
-			limit := max(fuzzLimits.MaxHeader, fuzzLimits.MaxStanzaPreAuth)
+			limit := max(lim.MaxHeader, lim.MaxStanzaPreAuth)
 			if auth {
-				limit = max(limit, fuzzLimits.MaxStanza)
+				limit = max(limit, lim.MaxStanza)
 			}
 			if c := wire.BufferCap(r); c > limit+wire.ReadSlack {
 				t.Fatalf("buffer of %d bytes for a limit of %d", c, limit)
@@ -89,13 +104,20 @@ func FuzzReader(f *testing.F) {
 			}
 			end := int(r.InputOffset())
 			start := end - len(e.Raw)
-			if start < prev || !bytes.Equal(data[start:end], e.Raw) {
+			if e.Oversize != 0 {
+				start = end - int(e.Oversize)
+			}
+			if start < prev || !bytes.Equal(data[start:end], e.Raw) && e.Oversize == 0 {
 				t.Fatalf("Raw %q is not the input at %d", e.Raw, start)
 			}
 			if len(bytes.TrimLeft(data[prev:start], " \t\r\n")) != 0 {
 				t.Fatalf("skipped %q before an element", data[prev:start])
 			}
-			checkElement(t, h, e)
+			if e.Oversize != 0 {
+				checkSkipped(t, h, lim, auth, e, data[start:end])
+			} else {
+				checkElement(t, h, e)
+			}
 			prev = end
 		}
 	})
@@ -270,6 +292,226 @@ func checkElement(t *testing.T, h *wire.Header, e *wire.Element) {
 	if known && lang != want && !strings.ContainsAny(want, "\t\n\r") {
 		t.Fatalf("copy %q has xml:lang %q, want %q", out, lang, want)
 	}
+}
+
+// checkSkipped checks an element returned with Oversize set against its
+// input: a stanza over the limit and within MaxSkip, whose start tag
+// encoding/xml reads with the same routing attributes.
+func checkSkipped(t *testing.T, h *wire.Header, lim wire.Limits, auth bool, e *wire.Element, in []byte) {
+	t.Helper()
+	if !auth || lim.MaxSkip == 0 || e.Oversize <= int64(lim.MaxStanza) || e.Oversize > int64(lim.MaxSkip) {
+		t.Fatalf("skipped %d bytes with limits %+v, authenticated %v", e.Oversize, lim, auth)
+	}
+	if !e.IsStanza() || e.Raw != nil || e.Lang != nil || e.Prefix != nil || string(e.NS) != wire.NSServer || string(e.Local) != e.Kind.String() {
+		t.Fatalf("skipped element %+v", e)
+	}
+	if len(e.AppendTo(nil, "xx")) != 0 || len(e.AppendText(nil)) != 0 {
+		t.Fatalf("skipped element copies as %q", e.AppendTo(nil, "xx"))
+	}
+	if startTagLen(in) > lim.MaxStanza || in[len(in)-1] != '>' {
+		t.Fatalf("skipped %q: its start tag is over the limit", in)
+	}
+	d := xml.NewDecoder(strings.NewReader(wrapper(h.NS) + string(in)))
+	for range 2 {
+		tok, err := d.Token()
+		if nameCharsDiffer(err, in) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("encoding/xml refuses the start of skipped %q: %v", in, err)
+		}
+		se, ok := tok.(xml.StartElement)
+		if !ok || se.Name.Local == "fuzz-wrapper" {
+			continue
+		}
+		if se.Name.Space != wire.NSServer || se.Name.Local != string(e.Local) {
+			t.Fatalf("skipped element is %v", se.Name)
+		}
+		for _, a := range []struct {
+			name string
+			got  []byte
+		}{{"to", e.To}, {"from", e.From}, {"type", e.Type}, {"id", e.ID}} {
+			v, ok := attrValue(se, "", a.name)
+			sameValue(t, a.name, a.got, v, ok)
+		}
+		return
+	}
+	t.Fatalf("no start tag in skipped %q", in)
+}
+
+// startTagLen returns the length of the start tag at the beginning of el,
+// stepping over quoted attribute values.
+func startTagLen(el []byte) int {
+	var quote byte
+	for i, c := range el {
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '>':
+			return i + 1
+		}
+	}
+	return len(el) + 1
+}
+
+// fuzzRec is what FuzzSkip compares of an element.
+type fuzzRec struct {
+	kind              wire.Kind
+	raw               string
+	oversize          int64
+	to, from, typ, id string
+	has               [4]bool
+	end               int64
+}
+
+var errBuffer = errors.New("buffer over its bound")
+
+// readRecs reads data as an authenticated stream, n bytes per read, and
+// returns the elements, the header's end and how the stream ended.
+func readRecs(data []byte, n int, lim wire.Limits) ([]fuzzRec, int, error) {
+	r := wire.NewReader(&chunker{data: data, n: n}, lim)
+	if _, err := r.ReadHeader(); err != nil {
+		return nil, 0, err
+	}
+	hdrEnd := int(r.InputOffset())
+	r.SetAuthenticated(true)
+	var recs []fuzzRec
+	for {
+		e, err := r.Next()
+		if c := wire.BufferCap(r); c > max(lim.MaxHeader, lim.MaxStanzaPreAuth, lim.MaxStanza)+wire.ReadSlack {
+			return recs, hdrEnd, fmt.Errorf("%w: %d bytes", errBuffer, c)
+		}
+		if err != nil {
+			return recs, hdrEnd, err
+		}
+		recs = append(recs, fuzzRec{e.Kind, string(e.Raw), e.Oversize, string(e.To), string(e.From), string(e.Type), string(e.ID),
+			[4]bool{e.To != nil, e.From != nil, e.Type != nil, e.ID != nil}, r.InputOffset()})
+	}
+}
+
+// FuzzSkip reads the same input with a small MaxStanza and MaxSkip set, and
+// with a limit too large to reach: the elements must be the same, but that
+// those over the small limit are either skipped, with the same kind,
+// routing attributes, size and end, when they may be (a stanza whose start
+// tag fits and that is within MaxSkip), or fail the stream with
+// policy-violation when they may not. Where the large-limit reading fails
+// inside an element the small one skips, the skip must fail with the same
+// condition, except for what a skip does not check (namespaces, duplicate
+// attributes), or go over MaxSkip.
+func FuzzSkip(f *testing.F) {
+	for i, s := range fuzzSeeds {
+		f.Add([]byte(s), uint8(i*37), uint16(i*1009))
+	}
+	f.Add([]byte(prosodyHeader+pad(messageChat, 300)+iqPing+streamEnd), uint8(3), uint16(100))
+	f.Add([]byte(prosodyHeader+"<message><body>"+strings.Repeat("x", 90)+"<!-- c --></body></message>"+streamEnd), uint8(0), uint16(30))
+	f.Add([]byte(prosodyHeader+"<message><a><b p:c='1'>"+strings.Repeat("x", 90)+"</b></a></message>"+iqPing), uint8(9), uint16(60))
+	// The shapes of TestSkipOversize, skipped from early on, and what a
+	// skip must refuse, past the limit. l%512 sets MaxStanza, l>>9 MaxSkip.
+	for i, o := range oversized {
+		f.Add([]byte(prosodyHeader+o.el+iqPing+streamEnd), uint8(i), uint16(134+i*7+100<<9))
+	}
+	for i, bad := range []string{"<!-- c -->", "<?p?>", "]]>", "<a><b><c><d><e><f/></e></d></c></b></a>", "<a b='1' c='2' d='3' e='4' f='5' g='6' h='7'/>",
+		"<a b='&#x1F600;&lt;é\t'/>", "<a></b>", "<a></a >", "&#0;", "\x01"} {
+		f.Add([]byte(prosodyHeader+"<message to='a'><body>"+strings.Repeat("x", 30)+"]</body>"+bad+"</message>"+streamEnd), uint8(i), uint16(20+20<<9))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, mode uint8, l uint16) {
+		small := fuzzLimits
+		small.MaxStanza = 16 + int(l%512)
+		small.MaxSkip = small.MaxStanza + 1 + int(l>>9)*16
+		large := fuzzLimits
+		large.MaxStanza = 1 << 20
+		n := int(mode)%17 + 1
+		ref, hdrEnd, refErr := readRecs(data, n, large)
+		got, _, err := readRecs(data, n, small)
+		if errors.Is(err, errBuffer) || errors.Is(refErr, errBuffer) {
+			t.Fatal(err, refErr)
+		}
+		if ref == nil && got == nil && err.Error() == refErr.Error() {
+			return // the header, or the first element, fails alike
+		}
+		skippable := func(r fuzzRec) bool {
+			return (r.kind == wire.Message || r.kind == wire.Presence || r.kind == wire.IQ) &&
+				startTagLen([]byte(r.raw)) <= small.MaxStanza && len(r.raw) <= small.MaxSkip &&
+				len(r.to) <= 3071 && len(r.from) <= 3071 && len(r.typ) <= 3071 && len(r.id) <= 3071
+		}
+		for i, g := range got {
+			if i == len(ref) {
+				// Read on past where the large limit failed: only by
+				// skipping an element refused for what a skip does not
+				// check.
+				if g.oversize == 0 || !uncheckedBySkip(refErr) {
+					t.Fatalf("element %d %+v read where the large limit failed with %v", i, g, refErr)
+				}
+				return
+			}
+			r := ref[i]
+			if len(r.raw) <= small.MaxStanza {
+				if g != r {
+					t.Fatalf("element %d:\n got %+v\nwant %+v", i, g, r)
+				}
+				continue
+			}
+			want := r
+			want.raw, want.oversize = "", int64(len(r.raw))
+			if !skippable(r) || g != want {
+				t.Fatalf("element %d (skippable %v):\n got %+v\nwant %+v", i, skippable(r), g, want)
+			}
+		}
+		i := len(got)
+		if i < len(ref) {
+			if r := ref[i]; len(r.raw) <= small.MaxStanza || skippable(r) || !errors.Is(err, stream.PolicyViolation) {
+				t.Fatalf("element %d of %d bytes (skippable %v) failed with %v", i, len(r.raw), skippable(r), err)
+			}
+			return
+		}
+		if err.Error() == refErr.Error() {
+			return
+		}
+		// The two stopped in the same element, differently: the small
+		// limit must have been reached in it (an unfinished element of
+		// MaxStanza bytes is over it).
+		start := hdrEnd
+		if i > 0 {
+			start = int(ref[i-1].end)
+		}
+		for start < len(data) && bytes.IndexByte([]byte(" \t\r\n"), data[start]) >= 0 {
+			start++
+		}
+		if len(data)-start < small.MaxStanza {
+			t.Fatalf("element %d: %v, with the large limit %v", i, err, refErr)
+		}
+		if errors.Is(err, stream.PolicyViolation) {
+			return // not skippable, or over MaxSkip
+		}
+		var refSE stream.Error
+		if !errors.As(refErr, &refSE) {
+			// The large limit read to the end of the input or the
+			// stream: so must a skip.
+			t.Fatalf("element %d: %v, with the large limit %v", i, err, refErr)
+		}
+		if uncheckedBySkip(refErr) {
+			// Not checked in a skip, which goes on.
+			if !errors.Is(err, stream.Error{}) && err != io.ErrUnexpectedEOF {
+				t.Fatalf("element %d: %v, with the large limit %v", i, err, refErr)
+			}
+			return
+		}
+		if !errors.Is(err, refSE) {
+			t.Fatalf("element %d: %v, with the large limit %v", i, err, refErr)
+		}
+	})
+}
+
+// uncheckedBySkip reports whether err is for something a skip does not
+// check (see Reader.Next).
+func uncheckedBySkip(err error) bool {
+	return errors.Is(err, stream.BadNamespacePrefix) ||
+		errors.Is(err, stream.NotWellFormed) && strings.Contains(err.Error(), "duplicate attribute") ||
+		errors.Is(err, stream.PolicyViolation) && strings.Contains(err.Error(), "namespace declarations")
 }
 
 // FuzzHeader checks the header parser alone, on inputs that stop after it.
@@ -481,15 +723,20 @@ func FuzzBounce(f *testing.F) {
 
 // FuzzReaderChunking reads the same input whole and in small chunks with
 // the default limits, whose buffer a Reader gives back to the pool whenever
-// it has nothing buffered between top-level elements (fillIdle): both must
-// yield the same header, elements and outcome.
+// it has nothing buffered between top-level elements (fillIdle), or with a
+// small MaxStanza and MaxSkip set: both must yield the same header,
+// elements (skipped ones included) and outcome.
 func FuzzReaderChunking(f *testing.F) {
 	for i, s := range fuzzSeeds {
 		f.Add([]byte(s), uint8(i*37))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, mode uint8) {
+		lim := wire.Limits{}
+		if mode&0x80 != 0 {
+			lim = wire.Limits{MaxStanza: 32 + int(mode&0x7f), MaxSkip: 1024}
+		}
 		read := func(src io.Reader) (out []string, final string) {
-			r := wire.NewReader(src, wire.Limits{})
+			r := wire.NewReader(src, lim)
 			r.SetAuthenticated(mode&1 == 1)
 			h, err := r.ReadHeader()
 			if err != nil {
@@ -501,7 +748,7 @@ func FuzzReaderChunking(f *testing.F) {
 				if err != nil {
 					return out, err.Error()
 				}
-				out = append(out, el.Kind.String()+":"+string(el.Raw)+"|"+string(el.To)+"|"+string(el.ID))
+				out = append(out, fmt.Sprintf("%v:%s|%s|%s|%d|%d", el.Kind, el.Raw, el.To, el.ID, el.Oversize, r.InputOffset()))
 			}
 			return out, "more"
 		}

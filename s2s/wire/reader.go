@@ -89,6 +89,14 @@ type Reader struct {
 	top topInfo
 	el  Element
 
+	// Skipping an oversized stanza (see startSkip): its kind, the bytes of
+	// it already dropped, and the names of its open elements.
+	skipping bool
+	skipKind Kind
+	skipped  int
+	skNames  []byte  // the names, one after the other
+	skOpen   []int32 // where each begins in skNames; the last may be the start tag being read
+
 	pooled *[]byte        // the pool's handle of buf, when it came from readBuffers
 	small  [idleRead]byte // buf when nothing larger is needed (see fill)
 }
@@ -277,6 +285,7 @@ func (r *Reader) Reset(src io.Reader) {
 	r.hdr = nil
 	r.clearHeaderNS()
 	r.el = Element{}
+	r.skipping, r.skipped, r.skNames, r.skOpen = false, 0, r.skNames[:0], r.skOpen[:0]
 	if r.pooled != nil || len(r.buf) > shrinkAbove {
 		r.release()
 	}
@@ -309,7 +318,8 @@ func (r *Reader) Buffered() int { return r.end - r.base }
 
 // InputOffset returns the offset in the input (since NewReader or Reset) of
 // the first byte not yet returned: the end of the last header or element.
-func (r *Reader) InputOffset() int64 { return r.pos0 + int64(r.base) }
+// (While a stanza is skipped, the bytes of it dropped count as not returned.)
+func (r *Reader) InputOffset() int64 { return r.pos0 + int64(r.base) - int64(r.skipped) }
 
 var errNoHeader = errors.New("wire: Next called before ReadHeader")
 
@@ -365,6 +375,17 @@ func (r *Reader) ReadHeader() (*Header, error) {
 // policy-violation, bad-namespace-prefix, invalid-xml (character data or a
 // stream header where an element belongs), unsupported-encoding.
 //
+// With Limits.MaxSkip set, a stanza over Limits.MaxStanza on an
+// authenticated stream may come back with Element.Oversize set instead of a
+// policy-violation: it was read to its end and dropped, and the caller
+// bounces it. The bytes dropped are checked as the framer checks any
+// element, except for what needs them kept: namespace prefixes, duplicate
+// attributes and the MaxNamespaces bound. Those only matter for bytes that
+// are copied to another stream, which dropped bytes never are; what is
+// checked is what finding the stanza's end relies on (tags, quoting,
+// nesting and end-tag names) and what is never XMPP (restricted XML,
+// invalid characters).
+//
 // The Element is valid until the next call to Next, ReadHeader or Reset.
 func (r *Reader) Next() (*Element, error) {
 	if r.err != nil {
@@ -400,7 +421,13 @@ func (r *Reader) limit() int {
 // run scans, reading more input as needed, until it has a result.
 func (r *Reader) run() (int, error) {
 	for {
-		res, err := r.scan()
+		var res int
+		var err error
+		if r.skipping {
+			res, err = r.skipScan()
+		} else {
+			res, err = r.scan()
+		}
 		if err != nil {
 			r.err = err
 			return 0, err
@@ -409,11 +436,26 @@ func (r *Reader) run() (int, error) {
 			return res, nil
 		}
 		if lim := r.limit(); r.end-r.base >= lim {
-			what := "element"
-			if r.phase == phaseHeader {
-				what = "stream header"
+			switch {
+			case r.skipping:
+				// What is held while skipping is one unfinished token (a
+				// name at most, see skipScan), which the buffer has room
+				// for up to the limit plus the read slack.
+				if r.end-r.base < lim+readSlack {
+					break
+				}
+				return 0, r.fail(condPolicyViolation, r.end-r.base, "token of %d bytes in an oversized stanza", r.end-r.base)
+			case r.startSkip():
+				continue
+			default:
+				what := "element"
+				if r.phase == phaseHeader {
+					what = "stream header"
+				}
+				// At its start: how far past the limit it was read
+				// depends on how the input came.
+				return 0, r.fail(condPolicyViolation, 0, "%s larger than %d bytes", what, lim)
 			}
-			return 0, r.fail(condPolicyViolation, r.end-r.base, "%s larger than %d bytes", what, lim)
 		}
 		if err := r.fill(); err != nil {
 			if err != io.EOF {
@@ -968,7 +1010,98 @@ func (r *Reader) setElement(end int) {
 	e.nameEnd = int(t.name.end)
 	e.fix, e.noNS = r.fix, r.fixNoNS
 	e.hdr = r.hdr
+	e.Oversize = 0
 	r.consume(end)
+	r.state = stTop
+}
+
+// startSkip is called when the top-level element being read has grown past
+// MaxStanza. If it may be skipped (see Limits.MaxSkip), it keeps what
+// Element.Oversize promises and what skipScan needs, hands the scan over to
+// skipScan, and reports true; otherwise the stream fails as it would
+// without MaxSkip.
+//
+// What is kept does not depend on the buffer, which skipScan empties as it
+// goes: the routing attributes are copied into the arena (which beginElement
+// empties), and the names of the open elements into skNames, so that end
+// tags can still be matched. The scan resumes where scan stopped, in the
+// same state: skipScan uses the same states with the same meaning.
+func (r *Reader) startSkip() bool {
+	if r.lim.MaxSkip <= r.lim.MaxStanza || !r.authed || r.phase != phaseStream || r.depth == 0 {
+		// Off, or the top-level start tag is not complete: without it the
+		// element cannot be bounced.
+		return false
+	}
+	t := &r.top
+	var prefix, local []byte
+	if t.colon >= 0 {
+		prefix, local = r.bytesAt(span{t.name.off, t.colon}), r.bytesAt(span{t.colon + 1, t.name.end})
+	} else {
+		local = r.bytesAt(t.name)
+	}
+	kind := classify(r.nsBytes(t.ns), prefix, local)
+	if kind != Message && kind != Presence && kind != IQ {
+		return false
+	}
+	facts := [...]*nsRef{&t.to, &t.from, &t.typ, &t.id}
+	for _, f := range facts {
+		if len(r.nsBytes(*f)) > maxFact {
+			return false
+		}
+	}
+	for _, f := range facts {
+		if f.in == inBuf {
+			start := len(r.arena)
+			r.arena = append(r.arena, r.bytesAt(f.s)...)
+			*f = nsRef{in: inArena, s: span{int32(start), int32(len(r.arena))}}
+		}
+	}
+
+	r.skNames, r.skOpen = r.skNames[:0], r.skOpen[:0]
+	for _, o := range r.stack {
+		r.pushName(r.bytesAt(o.name))
+	}
+	switch r.state {
+	case stInTag, stAttrName, stAttrEq, stAttrQuote, stAttrVal:
+		// Inside a start tag, whose name skipScan pushes when it reads one.
+		r.pushName(r.bytesAt(r.tagName))
+	}
+	// Nothing else of the element's is needed: namespaces are not checked
+	// in what is skipped, and the element is not handed out.
+	r.stack, r.ns = r.stack[:0], r.ns[:0]
+	r.skipKind, r.skipped, r.skipping = kind, 0, true
+	return true
+}
+
+func (r *Reader) pushName(name []byte) {
+	r.skOpen = append(r.skOpen, int32(len(r.skNames)))
+	r.skNames = append(r.skNames, name...)
+}
+
+var stanzaLocal = [...][]byte{Message: []byte("message"), Presence: []byte("presence"), IQ: []byte("iq")}
+
+var nsServerBytes = []byte(NSServer)
+
+// endSkip fills r.el with the skipped stanza, which ends at end, and hands
+// its last bytes out.
+func (r *Reader) endSkip(end int) {
+	t := &r.top
+	local := stanzaLocal[r.skipKind]
+	r.el = Element{
+		Kind:     r.skipKind,
+		Local:    local[:len(local):len(local)],
+		NS:       nsServerBytes[:len(NSServer):len(NSServer)],
+		To:       r.nsBytes(t.to),
+		From:     r.nsBytes(t.from),
+		Type:     r.nsBytes(t.typ),
+		ID:       r.nsBytes(t.id),
+		Oversize: int64(r.skipped) + int64(end),
+		// hdr stays nil: nothing of the header's is to be added to
+		// nothing, nor a language (AppendTo, NeedsFixup).
+	}
+	r.consume(end)
+	r.skipping, r.skipped = false, 0
+	r.skNames, r.skOpen = r.skNames[:0], r.skOpen[:0]
 	r.state = stTop
 }
 

@@ -636,3 +636,347 @@ var (
 	bom         = []byte{0xEF, 0xBB, 0xBF}
 	xmlDeclOpen = []byte("<?xml")
 )
+
+// skipScan is scan for the rest of a stanza being skipped (see startSkip):
+// it finds where the stanza ends and checks on the way everything scan does
+// that needs no bytes kept, and it drops the bytes it has passed, so that
+// the buffer holds at most the token it stopped in (a name, a reference, a
+// UTF-8 sequence, a few bytes of look-ahead). Its states are scan's, and
+// mean the same; nothing refers back into the buffer but skNames, which
+// holds copies.
+//
+// It stops with a policy-violation when the stanza has not ended within
+// MaxSkip bytes, as scan does at MaxStanza.
+func (r *Reader) skipScan() (int, error) {
+	var (
+		room = r.lim.MaxSkip - r.skipped // what is left of MaxSkip from base
+		n    = min(r.end-r.base, room)
+		b    = r.buf[r.base : r.base+n]
+		p    = r.off
+		c    byte
+		e    int
+		res  int
+		q    byte
+		top  []byte
+	)
+
+	switch r.state {
+	case stLT:
+		goto lt
+	case stStartName:
+		goto startName
+	case stInTag:
+		goto inTag
+	case stAttrName:
+		goto attrName
+	case stAttrEq:
+		goto attrEq
+	case stAttrQuote:
+		goto attrQuote
+	case stAttrVal:
+		q = r.quote
+		goto attrVal
+	case stContent:
+		goto content
+	case stCDATA:
+		goto cdata
+	case stEndName:
+		goto endName
+	case stEndSpace:
+		goto endSpace
+	}
+	panic("wire: skip scanner in impossible state")
+
+content: // character data
+	for {
+		if p = skipText(b, p); p == len(b) {
+			r.state = stContent
+			goto more
+		}
+		switch c = b[p]; {
+		case c == '<':
+			goto lt
+		case c == '\t' || c == '\n' || c == '\r':
+			p++
+		case c == '&':
+			e, _, res = lexRef(b, p, r.lim.MaxName)
+			if res != lexOK {
+				if res == lexMore {
+					r.state = stContent
+					goto more
+				}
+				return 0, r.lexFail(res, p, "reference")
+			}
+			p = e
+		case c == ']':
+			if p+2 >= len(b) {
+				r.state = stContent
+				goto more
+			}
+			if b[p+1] == ']' && b[p+2] == '>' {
+				return 0, r.fail(condNotWellFormed, p, "']]>' in character data")
+			}
+			p++
+		case c >= 0x80:
+			e, res = lexRune(b, p)
+			if res != lexOK {
+				if res == lexMore {
+					r.state = stContent
+					goto more
+				}
+				return 0, r.lexFail(res, p, "")
+			}
+			p = e
+		default:
+			return 0, r.lexFail(lexBadUTF8, p, "")
+		}
+	}
+
+lt: // at '<', inside the stanza
+	if p+1 >= len(b) {
+		r.state = stLT
+		goto more
+	}
+	switch b[p+1] {
+	case '/':
+		p += 2
+		goto endName
+	case '?':
+		return 0, r.fail(condRestrictedXML, p, "processing instruction")
+	case '!':
+		e = min(len(b)-p, len(cdataOpen))
+		if !bytes.Equal(b[p:p+e], cdataOpen[:e]) {
+			what := "markup declaration"
+			switch {
+			case bytes.HasPrefix(b[p:], []byte("<!-")):
+				what = "comment"
+			case bytes.HasPrefix(b[p:], []byte("<!D")):
+				what = "document type declaration"
+			}
+			return 0, r.fail(condRestrictedXML, p, "%s", what)
+		}
+		if e < len(cdataOpen) {
+			r.state = stLT
+			goto more
+		}
+		p += len(cdataOpen)
+		goto cdata
+	}
+	p++
+
+startName:
+	e, _, res = lexQName(b, p, r.lim.MaxName)
+	if res != lexOK {
+		if res == lexMore {
+			r.state = stStartName
+			goto more
+		}
+		return 0, r.lexFail(res, e, "element name")
+	}
+	r.pushName(b[p:e])
+	r.nattr, r.sawSpace = 0, false
+	p = e
+
+inTag: // inside a start tag, after its name or an attribute
+	for p < len(b) && isSpace(b[p]) {
+		p++
+		r.sawSpace = true
+	}
+	if p == len(b) {
+		r.state = stInTag
+		goto more
+	}
+	switch b[p] {
+	case '>':
+		if r.depth+1 > r.lim.MaxDepth {
+			return 0, r.fail(condPolicyViolation, p, "elements nested deeper than %d", r.lim.MaxDepth)
+		}
+		r.depth++
+		p++
+		goto content
+	case '/':
+		if p+1 == len(b) {
+			r.state = stInTag
+			goto more
+		}
+		if b[p+1] != '>' {
+			return 0, r.fail(condNotWellFormed, p, "'/' in start tag")
+		}
+		if r.depth+1 > r.lim.MaxDepth {
+			return 0, r.fail(condPolicyViolation, p, "elements nested deeper than %d", r.lim.MaxDepth)
+		}
+		r.popName()
+		p += 2
+		goto content
+	}
+	if !r.sawSpace {
+		return 0, r.fail(condNotWellFormed, p, "attribute not preceded by whitespace")
+	}
+
+attrName:
+	if r.nattr >= r.lim.MaxAttrs {
+		return 0, r.fail(condPolicyViolation, p, "more than %d attributes", r.nattr)
+	}
+	e, _, res = lexQName(b, p, r.lim.MaxName)
+	if res != lexOK {
+		if res == lexMore {
+			r.state = stAttrName
+			goto more
+		}
+		return 0, r.lexFail(res, e, "attribute name")
+	}
+	r.nattr++
+	p = e
+
+attrEq:
+	for p < len(b) && isSpace(b[p]) {
+		p++
+	}
+	if p == len(b) {
+		r.state = stAttrEq
+		goto more
+	}
+	if b[p] != '=' {
+		return 0, r.fail(condNotWellFormed, p, "attribute without '='")
+	}
+	p++
+
+attrQuote:
+	for p < len(b) && isSpace(b[p]) {
+		p++
+	}
+	if p == len(b) {
+		r.state = stAttrQuote
+		goto more
+	}
+	q = b[p]
+	if q != '\'' && q != '"' {
+		return 0, r.fail(condNotWellFormed, p, "unquoted attribute value")
+	}
+	p++
+
+attrVal: // the quote is q
+	for {
+		if p = skipAttr(b, p); p == len(b) {
+			r.state, r.quote = stAttrVal, q
+			goto more
+		}
+		switch c = b[p]; {
+		case c == q:
+			p++
+			r.sawSpace = false
+			goto inTag
+		case c == '<':
+			return 0, r.fail(condNotWellFormed, p, "'<' in attribute value")
+		case c == '&':
+			e, _, res = lexRef(b, p, r.lim.MaxName)
+			if res != lexOK {
+				if res == lexMore {
+					r.state, r.quote = stAttrVal, q
+					goto more
+				}
+				return 0, r.lexFail(res, p, "reference")
+			}
+			p = e
+		case c >= 0x80:
+			e, res = lexRune(b, p)
+			if res != lexOK {
+				if res == lexMore {
+					r.state, r.quote = stAttrVal, q
+					goto more
+				}
+				return 0, r.lexFail(res, p, "")
+			}
+			p = e
+		case c >= 0x20 || c == '\t' || c == '\n' || c == '\r':
+			p++ // the other quote, or a byte skipAttr stops at for speed
+		default:
+			return 0, r.lexFail(lexBadUTF8, p, "")
+		}
+	}
+
+cdata: // inside <![CDATA[ … ]]>
+	for {
+		for p < len(b) && class[b[p]]&cCDATA != 0 {
+			p++
+		}
+		if p == len(b) {
+			r.state = stCDATA
+			goto more
+		}
+		switch c = b[p]; {
+		case c == ']':
+			if p+2 >= len(b) {
+				r.state = stCDATA
+				goto more
+			}
+			if b[p+1] == ']' && b[p+2] == '>' {
+				p += 3
+				goto content
+			}
+			p++
+		case c >= 0x80:
+			e, res = lexRune(b, p)
+			if res != lexOK {
+				if res == lexMore {
+					r.state = stCDATA
+					goto more
+				}
+				return 0, r.lexFail(res, p, "")
+			}
+			p = e
+		default:
+			return 0, r.lexFail(lexBadUTF8, p, "")
+		}
+	}
+
+endName: // after "</"
+	e, _, res = lexQName(b, p, r.lim.MaxName)
+	if res != lexOK {
+		if res == lexMore {
+			r.state = stEndName
+			goto more
+		}
+		return 0, r.lexFail(res, e, "element name")
+	}
+	if top = r.skNames[r.skOpen[len(r.skOpen)-1]:]; !bytes.Equal(b[p:e], top) {
+		return 0, r.fail(condNotWellFormed, p, "end tag </%s> does not match <%s>", b[p:e], top)
+	}
+	p = e
+
+endSpace:
+	for p < len(b) && isSpace(b[p]) {
+		p++
+	}
+	if p == len(b) {
+		r.state = stEndSpace
+		goto more
+	}
+	if b[p] != '>' {
+		return 0, r.fail(condNotWellFormed, p, "malformed end tag")
+	}
+	p++
+	r.popName()
+	if r.depth--; r.depth == 0 {
+		r.endSkip(p)
+		return resElement, nil
+	}
+	goto content
+
+more: // the scan stopped in a token that starts at p (r.state is set)
+	if n == room {
+		return 0, r.fail(condPolicyViolation, -r.skipped, "element larger than %d bytes", r.lim.MaxSkip) // at its start
+	}
+	// Drop what is behind: InputOffset and error offsets stay right, as
+	// skipped counts it.
+	r.skipped += p
+	r.base += p
+	r.off = 0
+	return resMore, nil
+}
+
+// popName forgets the innermost name in skNames.
+func (r *Reader) popName() {
+	last := len(r.skOpen) - 1
+	r.skNames, r.skOpen = r.skNames[:r.skOpen[last]], r.skOpen[:last]
+}

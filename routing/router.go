@@ -2,6 +2,7 @@ package routing
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -407,9 +408,26 @@ func (r *Router) bounceRule(st *Stanza, e stanza.Error, rule string) {
 // The full reason goes to the logs, the audit trail and OnBounce. Senders
 // on the internal face get e as it is.
 func publicError(st *Stanza, e stanza.Error, ex policy.Explain, rule string) stanza.Error {
+	// A size refusal names the size: the sender can act on it, and it says
+	// nothing about the organisation.
+	var sized string
+	if e.Condition == stanza.PolicyViolation && e.Type == stanza.Modify && rule != "" {
+		size := len(st.Raw)
+		if st.Oversize > 0 {
+			size = st.Oversize
+		}
+		sized = fmt.Sprintf("the stanza is %d bytes, larger than the relay of %s accepts", size, st.ToDomain)
+		if st.Face != policy.Federation {
+			sized = fmt.Sprintf("the stanza is %d bytes, larger than the relay accepts", size)
+		}
+	}
 	if st.Face != policy.Federation {
 		if rule != "" && len(e.Text) == 0 {
-			e.Text = map[string]string{"": "refused by the relay's policy (" + rule + ")"}
+			text := "refused by the relay's policy (" + rule + ")"
+			if sized != "" {
+				text = sized + " (" + rule + ")"
+			}
+			e.Text = map[string]string{"": text}
 		}
 		return e
 	}
@@ -433,6 +451,9 @@ func publicError(st *Stanza, e stanza.Error, ex policy.Explain, rule string) sta
 	case stanza.NotAllowed, stanza.PolicyViolation, stanza.BadRequest:
 		if rule != "" {
 			text = "refused by the policy of " + st.ToDomain
+		}
+		if sized != "" {
+			text = sized
 		}
 	}
 	if ex == policy.ExplainFull && rule != "" && text != "" {

@@ -80,6 +80,7 @@ type inConn struct {
 	// shortDeadline: the stream runs under limits.preauth_timeout, until
 	// its first verification (owner only).
 	shortDeadline bool
+	oversized     int // stanzas skipped for their size (owner only)
 	stall         *rate.Limiter  // the stream's stall budget, in milliseconds (owner only)
 	stallOK       bool           // the budget has room for a full limits.stall_timeout (owner only)
 	scratch       []byte         // the attributes of the stanza being read (owner only)
@@ -945,7 +946,18 @@ func (c *inConn) stanza(el *wire.Element) error {
 			return withText(stream.HostUnknown, "%s may not send to %s on this stream", from, to)
 		}
 	}
-	if el.Kind == wire.IQ && string(el.Type) == "get" && string(el.To) == to && isPing(el.Raw) {
+	if el.Oversize > 0 {
+		// Larger than limits.max_stanza_bytes: the framer skipped it
+		// without keeping it. Its sender gets policy-violation (modify)
+		// and the stream goes on, unless the peer keeps doing it.
+		c.oversized++
+		if c.oversized > maxOversized {
+			return withText(stream.PolicyViolation, "more than %d stanzas over %d bytes", maxOversized, c.s.Limits.MaxStanzaBytes)
+		}
+		c.events.log(c.logger(), slog.LevelInfo, "stanza over limits.max_stanza_bytes skipped and bounced",
+			"size", el.Oversize, "from", from, "to", to)
+	}
+	if el.Kind == wire.IQ && string(el.Type) == "get" && string(el.To) == to && el.Oversize == 0 && isPing(el.Raw) {
 		c.answerPing(el, from, to)
 		return nil
 	}
@@ -960,6 +972,7 @@ func (c *inConn) stanza(el *wire.Element) error {
 		Raw: el.Raw, Body: &c.body,
 		Face: c.face, TLS: c.tls, Auth: auth, Received: c.dr.at,
 		Shard: c.shard, Via: &ps.via, Defer: true, MaxWait: c.maxWait(),
+		Oversize: int(el.Oversize),
 	}
 	c.s.Router.Route(&c.st)
 	if l := ps.via; l != nil && (len(c.asleep) == 0 || c.asleep[len(c.asleep)-1] != l) {
@@ -975,6 +988,12 @@ func (c *inConn) stanza(el *wire.Element) error {
 	}
 	return nil
 }
+
+// maxOversized is how many stanzas over limits.max_stanza_bytes a stream
+// may send (each skipped and bounced) before it is closed with
+// policy-violation: a peer that does it again and again is either broken
+// or making the relay read for nothing.
+const maxOversized = 16
 
 // wakeLinks wakes the links this stream handed stanzas to without waking
 // them (Stanza.Defer): before the stream reads again, and so before it can

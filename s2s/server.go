@@ -512,7 +512,8 @@ func (s *Server) serverTLS(face policy.Face, directTLS bool) *tls.Config {
 
 // limits returns the framer limits from the configuration.
 func (s *Server) limits() wire.Limits {
-	return wire.Limits{MaxStanza: s.Limits.MaxStanzaBytes, MaxStanzaPreAuth: s.Limits.MaxPreauthBytes}
+	return wire.Limits{MaxStanza: s.Limits.MaxStanzaBytes, MaxStanzaPreAuth: s.Limits.MaxPreauthBytes,
+		MaxSkip: wire.RecommendedMaxSkip}
 }
 
 // CloseDenied closes the streams of remote domains the current policy no

@@ -2,6 +2,7 @@ package federation_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -173,9 +174,12 @@ func TestTLSRequired(t *testing.T) {
 	s.Relay.WaitBalanced(t)
 }
 
-// TestOversizeStanza: elements over limits.max_preauth_bytes before
-// authentication and over limits.max_stanza_bytes after it close the
-// stream with policy-violation; elements within the limit in force pass.
+// TestOversizeStanza: an element over limits.max_preauth_bytes before
+// authentication closes the stream with policy-violation. After it, a
+// stanza over limits.max_stanza_bytes is skipped without being kept and
+// bounced to its sender with policy-violation (modify), and the stream goes
+// on (before, the whole stream was closed and the sender never learnt why);
+// a peer that keeps sending them has its stream closed after 16.
 func TestOversizeStanza(t *testing.T) {
 	s := harness.StartSite(t, "limits: {max_preauth_bytes: 2048, max_stanza_bytes: 10000}", "remote.test")
 	t.Run("before auth", func(t *testing.T) {
@@ -191,10 +195,22 @@ func TestOversizeStanza(t *testing.T) {
 		s.Internal.WaitID(t, "small")
 		sc.Send(harness.BigMessage("bob@remote.test", "alice@a.test", "big-ok", 9000))
 		s.Internal.WaitID(t, "big-ok")
-		sc.Send(harness.BigMessage("bob@remote.test", "alice@a.test", "big-post", 11000))
+		sc.Send(harness.BigMessage("bob@remote.test", "alice@a.test", "big-post", 400000))
+		st := s.Remote.Wait(t, "the bounce of big-post", func(st harness.Stanza) bool { return st.ID == "big-post" })
+		if typ, cond, text := st.StanzaError(); st.Type != "error" || typ != "modify" || cond != "policy-violation" || !strings.Contains(text, "larger than the relay of a.test accepts") {
+			t.Errorf("big-post came back as %s", st.Raw)
+		}
+		sc.Send(harness.Message("bob@remote.test", "alice@a.test", "after", "still there?"))
+		s.Internal.WaitID(t, "after")
+	})
+	t.Run("repeated", func(t *testing.T) {
+		sc := s.FromOutside(t, "remote.test")
+		for i := range 17 {
+			sc.Write(harness.BigMessage("bob@remote.test", "alice@a.test", fmt.Sprintf("big-%d", i), 11000))
+		}
 		sc.ExpectStreamError("policy-violation")
 	})
-	if n := s.Internal.Count(func(st harness.Stanza) bool { return st.ID != "big-ok" && st.ID != "small" }); n != 0 {
+	if n := s.Internal.Count(func(st harness.Stanza) bool { return st.ID != "big-ok" && st.ID != "small" && st.ID != "after" }); n != 0 {
 		t.Errorf("%d oversized stanzas were delivered", n)
 	}
 	s.Relay.WaitBalanced(t)

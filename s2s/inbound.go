@@ -80,7 +80,7 @@ type inConn struct {
 	// shortDeadline: the stream runs under limits.preauth_timeout, until
 	// its first verification (owner only).
 	shortDeadline bool
-	oversized     int // stanzas skipped for their size (owner only)
+	oversized     int            // stanzas skipped for their size (owner only)
 	stall         *rate.Limiter  // the stream's stall budget, in milliseconds (owner only)
 	stallOK       bool           // the budget has room for a full limits.stall_timeout (owner only)
 	scratch       []byte         // the attributes of the stanza being read (owner only)

@@ -232,7 +232,6 @@ func (r *Relay) Start() error {
 	return nil
 }
 
-
 // startDNS opens the internal DNS responder, advertising the first internal
 // face address.
 func (r *Relay) startDNS() error {

@@ -3,6 +3,7 @@
 package interop_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -52,15 +53,94 @@ func newInternalCA(dir string) (certPEM []byte, certFile, keyFile string, err er
 	return certPEM, certFile, keyFile, nil
 }
 
-// 7. Secure authentication on the internal side: d.test is a Prosody with
-// s2s_secure_auth = true that trusts the relay's internal CA
-// (s2s_ssl.cafile). Every stream between d.test and the relay must then
-// carry a certificate that chains to that CA and names the remote domain:
-// the one the relay presents as TLS server when d.test, which sends no SNI,
-// opens a stream to b.test or c.test (chosen by the stream's 'to'), and the
-// one it presents as TLS client on its own links to d.test. Messages flow
-// both ways with Prosody and ejabberd users, and d.test's log shows the
-// relay's certificates checked and found valid.
+// testPKI is the "public" CA of the test: the certificates of b.test,
+// c.test and of the relay's internal domains in 8-secure-federation, which
+// the servers and the relay (tls.ca_file) trust.
+type testPKI struct {
+	dir    string
+	caPEM  []byte
+	caFile string
+	ca     *x509.Certificate
+	key    *ecdsa.PrivateKey
+}
+
+func newTestPKI(dir string) (*testPKI, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "fedrelay interop public test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(30 * 24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, err
+	}
+	ca, _ := x509.ParseCertificate(der)
+	p := &testPKI{dir: dir, ca: ca, key: key, caFile: filepath.Join(dir, "public-ca.crt"),
+		caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return p, os.WriteFile(p.caFile, p.caPEM, 0o644)
+}
+
+// issue returns a certificate (PEM) for name, a DNS name such as b.test or
+// *.corp.test, usable as TLS server and client (S2S streams go both ways),
+// and its key. XEP-0178 also wants the XmppAddr otherName; Prosody,
+// ejabberd and the relay accept the dNSName alone.
+func (p *testPKI) issue(name string) (certPEM, keyPEM []byte) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(7 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, key.Public(), p.key)
+	if err != nil {
+		panic(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		panic(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+}
+
+// issueFiles writes issue's certificate and key to files in dir.
+func (p *testPKI) issueFiles(dir, name string) (certFile, keyFile string, err error) {
+	crt, key := p.issue(name)
+	base := strings.ReplaceAll(name, "*", "wildcard")
+	certFile, keyFile = filepath.Join(dir, base+".crt"), filepath.Join(dir, base+".key")
+	if err := os.WriteFile(certFile, crt, 0o644); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, os.WriteFile(keyFile, key, 0o600)
+}
+
+// 7. Secure authentication on the internal side, two internal domains
+// behind the relay with their servers' shipped secure setting: d.test is a
+// Prosody with s2s_secure_auth = true that trusts the relay's internal CA
+// (s2s_ssl.cafile), e.corp.test an ejabberd with s2s_use_starttls:
+// required and ca_file that CA. Every stream between d.test and the relay
+// must then carry a certificate that chains to that CA and names the
+// remote domain: the one the relay presents as TLS server when d.test,
+// which sends no SNI, opens a stream to b.test or c.test (chosen by the
+// stream's 'to'), and the one it presents as TLS client on its own links to
+// d.test. Messages, subscriptions, pings and disco#info flow both ways
+// between each internal domain and b.test (Prosody) and c.test (ejabberd),
+// and d.test's log shows the relay's certificates checked and found valid.
 //
 // Sub-test without-ca: the relay restarted without internal.ca_cert_file
 // presents self-signed certificates, and d.test refuses them both ways
@@ -69,16 +149,30 @@ func newInternalCA(dir string) (certPEM []byte, certFile, keyFile string, err er
 func (l *lab) secureAuth(t *testing.T) {
 	l.watchLogs(t)
 	erin := l.login(t, l.erin, "s7")
+	frank := l.login(t, l.frank, "s7")
 	bob := l.login(t, l.bob, "s7")
 	carol := l.login(t, l.carol, "s7")
 	dlog := filepath.Join(l.d.dir, "prosody.log")
 	from := fileSize(dlog)
-	for _, p := range []struct{ from, to *Client }{{erin, bob}, {bob, erin}, {erin, carol}, {carol, erin}} {
+	pairs := []struct{ from, to *Client }{{erin, bob}, {bob, erin}, {erin, carol}, {carol, erin},
+		{frank, bob}, {bob, frank}, {frank, carol}, {carol, frank}}
+	for _, p := range pairs {
 		body := l.token("secure hello from " + p.from.Name)
 		took := l.deliver(t, p.from, p.to, body)
 		t.Logf("%s → %s delivered in %v", bare(p.from.JID), bare(p.to.JID), took.Round(time.Millisecond))
 	}
-	noErrors(t, erin, bob, carol)
+	for _, p := range [][2]*Client{{erin, bob}, {frank, carol}, {carol, erin}, {bob, frank}} {
+		subscribe(t, p[0], p[1])
+		t.Logf("%s and %s subscribed to each other and see each other online", bare(p[0].JID), bare(p[1].JID))
+	}
+	for _, p := range pairs {
+		ping(t, p.from, p.to.JID)
+	}
+	for _, p := range pairs {
+		disco(t, p.from, p.to.JID[strings.IndexByte(p.to.JID, '@')+1:strings.IndexByte(p.to.JID, '/')])
+	}
+	t.Log("pings between the users and disco#info of the servers answered both ways")
+	noErrors(t, erin, frank, bob, carol)
 	if bad := grepFrom(dlog, from, "Forbidding insecure connection"); len(bad) > 0 {
 		t.Errorf("d.test refused a connection with the relay's internal CA in place:\n\t%s", strings.Join(bad, "\n\t"))
 	}
@@ -134,4 +228,54 @@ func (l *lab) secureAuth(t *testing.T) {
 			l.deliver(t, p.from, p.to, l.token("secure again, from "+p.from.Name))
 		}
 	})
+}
+
+// subscribe makes x and y subscribe to each other (RFC 6121 §3) and waits
+// until each sees the other's available presence.
+func subscribe(t *testing.T, x, y *Client) {
+	t.Helper()
+	a, b := bare(x.JID), bare(y.JID)
+	x.Presence(b, "subscribe")
+	expect(t, y, "subscribe from "+a, isPresence(a, "subscribe"))
+	y.Presence(a, "subscribed")
+	y.Presence(a, "subscribe")
+	expect(t, x, "subscribed from "+b, isPresence(b, "subscribed"))
+	expect(t, x, b+"'s available presence", isPresence(b, ""))
+	expect(t, x, "subscribe from "+b, isPresence(b, "subscribe"))
+	x.Presence(b, "subscribed")
+	expect(t, y, "subscribed from "+a, isPresence(a, "subscribed"))
+	expect(t, y, a+"'s available presence", isPresence(a, ""))
+}
+
+// ping sends an XEP-0199 ping to a full JID and wants its result.
+func ping(t *testing.T, from *Client, to string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	res, err := from.IQ(ctx, to, "get", "<ping xmlns='"+nsPing+"'/>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Type() != "result" || res.From() != to {
+		t.Errorf("%s: ping to %s: want a result from it, got %s", from.Name, to, res)
+	}
+}
+
+// disco asks a server for its disco#info and wants a server identity.
+func disco(t *testing.T, from *Client, domain string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	res, err := from.IQ(ctx, domain, "get", "<query xmlns='"+nsDisco+"'/>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := res.Child(nsDisco, "query")
+	if res.Type() != "result" || q == nil {
+		t.Errorf("%s: disco#info to %s: want a result, got %s", from.Name, domain, res)
+		return
+	}
+	if id := q.Child("", "identity"); id == nil || id.Attr("category") != "server" {
+		t.Errorf("%s: disco#info to %s: want a server identity, got %s", from.Name, domain, res)
+	}
 }

@@ -39,8 +39,8 @@ func TestCheckXMPPNG(t *testing.T) {
 		net = n
 	}
 	dir := t.TempDir()
-	r := &relay{dir: dir, fed: net + ".20:5269", intl: net + ".21:5269", route: net + ".2:5269", routeD: net + ".5:5269",
-		pubDNS: net + ".54:53"}
+	r := &relay{dir: dir, fed: net + ".20:5269", intl: net + ".21:5269", pubDNS: net + ".54:53",
+		domains: []relayDomain{{name: "a.test", route: net + ".2:5269"}, {name: "d.test", route: net + ".5:5269"}}}
 	var err error
 	if _, r.caCert, r.caKey, err = newInternalCA(dir); err != nil {
 		t.Fatal(err)

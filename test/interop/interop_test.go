@@ -4,6 +4,7 @@ package interop_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -61,6 +62,56 @@ func (l *lab) deliver(t *testing.T, from, to *Client, body string) time.Duration
 	return time.Since(t0)
 }
 
+// subscribe makes x and y subscribe to each other (RFC 6121 §3) and waits
+// until each sees the other's available presence.
+func subscribe(t *testing.T, x, y *Client) {
+	t.Helper()
+	a, b := bare(x.JID), bare(y.JID)
+	x.Presence(b, "subscribe")
+	expect(t, y, "subscribe from "+a, isPresence(a, "subscribe"))
+	y.Presence(a, "subscribed")
+	y.Presence(a, "subscribe")
+	expect(t, x, "subscribed from "+b, isPresence(b, "subscribed"))
+	expect(t, x, b+"'s available presence", isPresence(b, ""))
+	expect(t, x, "subscribe from "+b, isPresence(b, "subscribe"))
+	x.Presence(b, "subscribed")
+	expect(t, y, "subscribed from "+a, isPresence(a, "subscribed"))
+	expect(t, y, a+"'s available presence", isPresence(a, ""))
+}
+
+// ping sends an XEP-0199 ping to a full JID and wants its result.
+func ping(t *testing.T, from *Client, to string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	res, err := from.IQ(ctx, to, "get", "<ping xmlns='"+nsPing+"'/>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Type() != "result" || res.From() != to {
+		t.Errorf("%s: ping to %s: want a result from it, got %s", from.Name, to, res)
+	}
+}
+
+// disco asks a server for its disco#info and wants a server identity.
+func disco(t *testing.T, from *Client, domain string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	res, err := from.IQ(ctx, domain, "get", "<query xmlns='"+nsDisco+"'/>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := res.Child(nsDisco, "query")
+	if res.Type() != "result" || q == nil {
+		t.Errorf("%s: disco#info to %s: want a result, got %s", from.Name, domain, res)
+		return
+	}
+	if id := q.Child("", "identity"); id == nil || id.Attr("category") != "server" {
+		t.Errorf("%s: disco#info to %s: want a server identity, got %s", from.Name, domain, res)
+	}
+}
+
 // isErrorFor matches the error answering the stanza with id.
 func isErrorFor(id string) func(*Element) bool {
 	return func(e *Element) bool { return e.Type() == "error" && e.Attr("id") == id }
@@ -116,16 +167,7 @@ func (l *lab) presence(t *testing.T) {
 	dave := l.login(t, l.dave, "s2")
 	a, b, d := l.alice.JID(), l.bob.JID(), l.dave.JID()
 
-	alice.Presence(b, "subscribe")
-	expect(t, bob, "subscribe from alice", isPresence(a, "subscribe"))
-	bob.Presence(a, "subscribed")
-	bob.Presence(a, "subscribe")
-	expect(t, alice, "subscribed from bob", isPresence(b, "subscribed"))
-	expect(t, alice, "bob's available presence", isPresence(b, ""))
-	expect(t, alice, "subscribe from bob", isPresence(b, "subscribe"))
-	alice.Presence(b, "subscribed")
-	expect(t, bob, "subscribed from alice", isPresence(a, "subscribed"))
-	expect(t, bob, "alice's available presence", isPresence(a, ""))
+	subscribe(t, alice, bob)
 	t.Log("alice and bob subscribed to each other and see each other online")
 
 	dave.Presence(a, "subscribe")
@@ -155,27 +197,9 @@ func (l *lab) iq(t *testing.T) {
 	l.watchLogs(t)
 	alice := l.login(t, l.alice, "s3")
 	bob := l.login(t, l.bob, "s3")
-	ctx := t.Context()
-	res, err := alice.IQ(ctx, bob.JID, "get", "<ping xmlns='"+nsPing+"'/>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Type() != "result" || res.From() != bob.JID {
-		t.Errorf("ping to %s: want a result from it, got %s", bob.JID, res)
-	}
+	ping(t, alice, bob.JID)
 	for _, domain := range []string{"b.test", "c.test"} {
-		res, err := alice.IQ(ctx, domain, "get", "<query xmlns='"+nsDisco+"'/>")
-		if err != nil {
-			t.Fatal(err)
-		}
-		q := res.Child(nsDisco, "query")
-		if res.Type() != "result" || q == nil {
-			t.Errorf("disco#info to %s: want a result, got %s", domain, res)
-			continue
-		}
-		if id := q.Child("", "identity"); id == nil || id.Attr("category") != "server" {
-			t.Errorf("disco#info to %s: want a server identity, got %s", domain, res)
-		}
+		disco(t, alice, domain)
 	}
 	noErrors(t, alice, bob)
 }

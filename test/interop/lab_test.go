@@ -4,6 +4,7 @@ package interop_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -201,20 +202,18 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 	// ejabberd takes a few seconds to start: let both while Prosody is
 	// set up. Their cleanup waits for the starts to finish, so that a
 	// failure meanwhile cannot leave one running.
-	ejStarted, ejDone := make(chan error, 2), make(chan struct{})
-	go func() {
-		defer close(ejDone)
-		ejStarted <- l.c.start()
-		ejStarted <- l.e.start()
-	}()
-	t.Cleanup(func() {
-		<-ejDone
-		for _, e := range []*ejabberd{l.c, l.e} {
+	var ejStarted [2]chan error
+	for i, e := range []*ejabberd{l.c, l.e} {
+		ejStarted[i] = make(chan error, 1)
+		go func() { ejStarted[i] <- e.start() }()
+		t.Cleanup(func() {
+			err := <-ejStarted[i]
+			ejStarted[i] <- err // for the step below, if it did not take it yet
 			if err := e.stop(); err != nil {
 				t.Errorf("ejabberd: %v", err)
 			}
-		}
-	})
+		})
+	}
 	step(pgen.Name+" a.test configured, alice registered", func() error {
 		l.a, err = newProsody(pgen, filepath.Join(l.dir, "a.test"), "a.test", l.ip(2),
 			map[string]string{"alice": l.alice.Password}, prosodyOpts{resolverIP: l.ip(53)})
@@ -243,10 +242,22 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 	step(pgen.Name+" a.test started", l.a.start)
 	step(pgen.Name+" b.test started", l.b.start)
 	step(pgen.Name+" d.test started", l.d.start)
-	step(egen.Name+" c.test started", func() error { return <-ejStarted })
-	step(egen.Name+" e.corp.test started", func() error { return <-ejStarted })
-	step("carol registered on c.test", func() error { return l.c.register(l.carol.User, l.carol.Password) })
-	step("frank registered on e.corp.test", func() error { return l.e.register(l.frank.User, l.frank.Password) })
+	started := func(i int) func() error {
+		return func() error {
+			err := <-ejStarted[i]
+			ejStarted[i] <- err // for the cleanup
+			return err
+		}
+	}
+	step(egen.Name+" c.test started", started(0))
+	step(egen.Name+" e.corp.test started", started(1))
+	// ejabberdctl starts an Erlang VM of its own for each command: both at
+	// once.
+	step("carol registered on c.test, frank on e.corp.test", func() error {
+		errc := make(chan error, 1)
+		go func() { errc <- l.e.register(l.frank.User, l.frank.Password) }()
+		return errors.Join(l.c.register(l.carol.User, l.carol.Password), <-errc)
+	})
 	return l
 }
 

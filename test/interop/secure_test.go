@@ -3,7 +3,6 @@
 package interop_test
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,16 +17,15 @@ import (
 	"time"
 )
 
-// newInternalCA makes the relay's internal CA in dir: its certificate (PEM,
-// also returned for the servers that trust it) and key files.
-func newInternalCA(dir string) (certPEM []byte, certFile, keyFile string, err error) {
+// newCA makes a CA certificate (PEM) named cn and its key.
+func newCA(cn string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, "", "", err
+		return nil, nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "fedrelay interop internal CA"},
+		Subject:               pkix.Name{CommonName: cn},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
 		IsCA:                  true,
@@ -36,13 +34,26 @@ func newInternalCA(dir string) (certPEM []byte, certFile, keyFile string, err er
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
+		return nil, nil, nil, err
+	}
+	ca, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return ca, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+// newInternalCA makes the relay's internal CA in dir: its certificate (PEM,
+// also returned for the servers that trust it) and key files.
+func newInternalCA(dir string) (certPEM []byte, certFile, keyFile string, err error) {
+	_, key, certPEM, err := newCA("fedrelay interop internal CA")
+	if err != nil {
 		return nil, "", "", err
 	}
 	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, "", "", err
 	}
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	certFile, keyFile = filepath.Join(dir, "internal-ca.crt"), filepath.Join(dir, "internal-ca.key")
 	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
 		return nil, "", "", err
@@ -57,7 +68,6 @@ func newInternalCA(dir string) (certPEM []byte, certFile, keyFile string, err er
 // c.test and of the relay's internal domains in 8-secure-federation, which
 // the servers and the relay (tls.ca_file) trust.
 type testPKI struct {
-	dir    string
 	caPEM  []byte
 	caFile string
 	ca     *x509.Certificate
@@ -65,26 +75,11 @@ type testPKI struct {
 }
 
 func newTestPKI(dir string) (*testPKI, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, key, caPEM, err := newCA("fedrelay interop public test CA")
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "fedrelay interop public test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(30 * 24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, err
-	}
-	ca, _ := x509.ParseCertificate(der)
-	p := &testPKI{dir: dir, ca: ca, key: key, caFile: filepath.Join(dir, "public-ca.crt"),
-		caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	p := &testPKI{ca: ca, key: key, caPEM: caPEM, caFile: filepath.Join(dir, "public-ca.crt")}
 	return p, os.WriteFile(p.caFile, p.caPEM, 0o644)
 }
 
@@ -228,54 +223,4 @@ func (l *lab) secureAuth(t *testing.T) {
 			l.deliver(t, p.from, p.to, l.token("secure again, from "+p.from.Name))
 		}
 	})
-}
-
-// subscribe makes x and y subscribe to each other (RFC 6121 §3) and waits
-// until each sees the other's available presence.
-func subscribe(t *testing.T, x, y *Client) {
-	t.Helper()
-	a, b := bare(x.JID), bare(y.JID)
-	x.Presence(b, "subscribe")
-	expect(t, y, "subscribe from "+a, isPresence(a, "subscribe"))
-	y.Presence(a, "subscribed")
-	y.Presence(a, "subscribe")
-	expect(t, x, "subscribed from "+b, isPresence(b, "subscribed"))
-	expect(t, x, b+"'s available presence", isPresence(b, ""))
-	expect(t, x, "subscribe from "+b, isPresence(b, "subscribe"))
-	x.Presence(b, "subscribed")
-	expect(t, y, "subscribed from "+a, isPresence(a, "subscribed"))
-	expect(t, y, a+"'s available presence", isPresence(a, ""))
-}
-
-// ping sends an XEP-0199 ping to a full JID and wants its result.
-func ping(t *testing.T, from *Client, to string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), wait)
-	defer cancel()
-	res, err := from.IQ(ctx, to, "get", "<ping xmlns='"+nsPing+"'/>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Type() != "result" || res.From() != to {
-		t.Errorf("%s: ping to %s: want a result from it, got %s", from.Name, to, res)
-	}
-}
-
-// disco asks a server for its disco#info and wants a server identity.
-func disco(t *testing.T, from *Client, domain string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), wait)
-	defer cancel()
-	res, err := from.IQ(ctx, domain, "get", "<query xmlns='"+nsDisco+"'/>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := res.Child(nsDisco, "query")
-	if res.Type() != "result" || q == nil {
-		t.Errorf("%s: disco#info to %s: want a result, got %s", from.Name, domain, res)
-		return
-	}
-	if id := q.Child("", "identity"); id == nil || id.Attr("category") != "server" {
-		t.Errorf("%s: disco#info to %s: want a server identity, got %s", from.Name, domain, res)
-	}
 }

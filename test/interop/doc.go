@@ -85,7 +85,7 @@
 // (federation.secure_auth with tls.ca_file; s2s_secure_auth; ejabberd's
 // s2s_use_starttls: required with ca_file) and checks SASL EXTERNAL both
 // ways, then publishes _xmpps-server records and checks direct TLS
-// (XEP-0368) both ways.
+// (XEP-0368) both ways: every generation of both servers dials it.
 //
 // Every server gets its own directory under a temporary run directory with
 // its configuration and logs; the directory is removed when the tests

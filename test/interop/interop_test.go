@@ -145,6 +145,20 @@ func (l *lab) messages(t *testing.T) {
 		t.Logf("%s → %s delivered in %v", bare(p.from.JID), bare(p.to.JID), took.Round(time.Millisecond))
 	}
 	noErrors(t, alice, frank, bob, carol)
+	// Generations with XEP-0288 offer bidi on the streams the relay opens
+	// to them (and would request it on theirs if the relay offered it,
+	// which it does not): the relay goes on with one stream each way.
+	for _, p := range []struct {
+		gen  serverGen
+		name string
+		log  string
+	}{{l.pgen, "b.test", filepath.Join(l.b.dir, "prosody.log")}, {l.egen, "c.test", filepath.Join(l.c.dir, "logs", "ejabberd.log")}} {
+		// the feature: Prosody's urn:xmpp:features:bidi, ejabberd's urn:xmpp:bidi
+		if p.gen.Bidi && len(grepFrom(p.log, 0, "bidi xmlns='urn:xmpp:")) == 0 {
+			t.Errorf("%s (%s, mod_s2s_bidi on) never offered XEP-0288 bidi: the scenario does not test what it says", p.name, p.gen.Name)
+		}
+	}
+	t.Logf("bidi requests the relay ignored: %d", len(grepFrom(filepath.Join(l.relay.dir, "relay.log"), 0, "ignoring a bidi request")))
 	// A link counts a stanza delivered after writing it: the count may
 	// trail the recipient by a moment.
 	want := int64(len(pairs))

@@ -128,7 +128,8 @@ func (p *testPKI) issueFiles(dir, name string) (certFile, keyFile string, err er
 // behind the relay with their servers' shipped secure setting: d.test is a
 // Prosody with s2s_secure_auth = true that trusts the relay's internal CA
 // (s2s_ssl.cafile), e.corp.test an ejabberd with s2s_use_starttls:
-// required and ca_file that CA. Every stream between d.test and the relay
+// required and ca_file that CA (TLS on every stream, then dialback: ejabberd
+// has no certificate-only mode). Every stream between d.test and the relay
 // must then carry a certificate that chains to that CA and names the
 // remote domain: the one the relay presents as TLS server when d.test,
 // which sends no SNI, opens a stream to b.test or c.test (chosen by the
@@ -174,6 +175,18 @@ func (l *lab) secureAuth(t *testing.T) {
 	for _, what := range []string{"certificate chain validation result: valid", "certificate identity validation result: valid"} {
 		if n := len(grepFrom(dlog, from, what)); n < 2 {
 			t.Errorf("d.test's log has %d lines %q, want one for each direction at least", n, what)
+		}
+	}
+	// ejabberd's s2s_use_starttls: required makes TLS mandatory on every
+	// stream; it has no certificate-only mode, and the relay's minted
+	// certificates are for TLS, not SASL EXTERNAL: dialback over TLS.
+	elog := filepath.Join(l.e.dir, "logs", "ejabberd.log")
+	for _, d := range []string{"b.test", "c.test"} {
+		for _, what := range []string{"Accepted inbound s2s dialback authentication " + d + " -> e.corp.test",
+			"Accepted outbound s2s dialback authentication e.corp.test -> " + d} {
+			if len(grepAll(elog, 0, "(tls|", what)) == 0 {
+				t.Errorf("e.corp.test's log: no %q on a TLS stream", what)
+			}
 		}
 	}
 

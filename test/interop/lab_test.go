@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fedrelay/fedrelay/test/harness"
 )
 
 // lab is the running topology (see doc.go) shared by the scenarios.
@@ -30,7 +32,7 @@ type lab struct {
 	// internalCAPEM is the relay's internal CA certificate, which d.test
 	// and e.corp.test trust.
 	internalCAPEM []byte
-	pki           *testPKI // the public CA of 8-secure-federation
+	pki           *harness.CA // the public CA of 8-secure-federation
 
 	alice, bob, dave, carol, erin, frank Account
 
@@ -165,14 +167,10 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 			{name: "a.test", route: l.ip(2) + ":5269"},
 			{name: "d.test", route: l.ip(5) + ":5269"},
 			{name: "e.corp.test", route: l.ip(6) + ":5269"}}}
-	step("the public test CA", func() error {
-		l.pki, err = newTestPKI(l.dir)
-		return err
-	})
-	step("the relay's internal CA", func() error {
-		l.internalCAPEM, l.relay.caCert, l.relay.caKey, err = newInternalCA(rdir)
-		return err
-	})
+	// the public CA of 8-secure-federation, and the relay's internal CA
+	l.pki = harness.NewCA(t)
+	ica := harness.NewCA(t)
+	l.relay.caCert, l.relay.caKey, l.internalCAPEM = ica.File(), ica.KeyFile(t), readFile(t, ica.File())
 	step("fedrelay (in process)", func() error { return l.relay.start(nil) })
 	t.Cleanup(func() {
 		if err := l.relay.shutdown(); err != nil {
@@ -191,7 +189,7 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 	l.frank = Account{Addr: l.ip(6) + ":5222", Domain: "e.corp.test", User: "frank", Password: "frank-pw"}
 
 	step(egen.Name+" c.test configured", func() error {
-		l.c, err = newEjabberd(egen, filepath.Join(l.dir, "c.test"), "c.test", l.ip(4), 5290, l.cOpts(false))
+		l.c, err = newEjabberd(egen, filepath.Join(l.dir, "c.test"), "c.test", l.ip(4), 5290, l.cOpts(t, false))
 		return err
 	})
 	step(egen.Name+" e.corp.test configured (s2s_use_starttls: required, trusting the relay's internal CA)", func() error {
@@ -221,7 +219,7 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 	})
 	step(pgen.Name+" b.test configured, bob and dave registered", func() error {
 		l.b, err = newProsody(pgen, filepath.Join(l.dir, "b.test"), "b.test", l.ip(3),
-			map[string]string{"bob": l.bob.Password, "dave": l.dave.Password}, l.bOpts(false))
+			map[string]string{"bob": l.bob.Password, "dave": l.dave.Password}, l.bOpts(t, false))
 		return err
 	})
 	step(pgen.Name+" d.test configured (s2s_secure_auth, trusting the relay's internal CA), erin registered", func() error {
@@ -264,22 +262,22 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 // bOpts is b.test's configuration: by default self-signed, dialback; with
 // secure (9-secure-federation), a certificate of the test's public CA,
 // s2s_secure_auth trusting that CA, and a direct TLS port.
-func (l *lab) bOpts(secure bool) prosodyOpts {
+func (l *lab) bOpts(t testing.TB, secure bool) prosodyOpts {
 	if !secure {
 		return prosodyOpts{resolverIP: l.ip(54)}
 	}
-	crt, key := l.pki.issue("b.test")
-	return prosodyOpts{resolverIP: l.ip(54), trustCA: l.pki.caPEM, cert: crt, key: key, directTLS: true}
+	crt, key := issuePEM(t, l.pki, "b.test")
+	return prosodyOpts{resolverIP: l.ip(54), trustCA: readFile(t, l.pki.File()), cert: crt, key: key, directTLS: true}
 }
 
 // cOpts is c.test's configuration, as bOpts: with secure,
 // s2s_use_starttls: required and ca_file the public CA.
-func (l *lab) cOpts(secure bool) ejabberdOpts {
+func (l *lab) cOpts(t testing.TB, secure bool) ejabberdOpts {
 	if !secure {
 		return ejabberdOpts{resolverIP: l.ip(54)}
 	}
-	crt, key := l.pki.issue("c.test")
-	return ejabberdOpts{resolverIP: l.ip(54), cert: crt, key: key, trustCA: l.pki.caPEM, starttlsRequired: true,
+	crt, key := issuePEM(t, l.pki, "c.test")
+	return ejabberdOpts{resolverIP: l.ip(54), cert: crt, key: key, trustCA: readFile(t, l.pki.File()), starttlsRequired: true,
 		directTLS: true}
 }
 

@@ -34,21 +34,17 @@ import (
 // table of the relay's sockets says which listener took each stream).
 func (l *lab) secureFederation(t *testing.T) {
 	l.watchLogs(t)
-	rdir := l.relay.dir
 	for i, d := range l.relay.domains {
 		name := d.name
 		if name == "e.corp.test" {
 			name = "*.corp.test" // a domain on a wildcard certificate
 		}
-		var err error
-		if l.relay.domains[i].cert, l.relay.domains[i].key, err = l.pki.issueFiles(rdir, name); err != nil {
-			t.Fatal(err)
-		}
+		l.relay.domains[i].cert, l.relay.domains[i].key = l.pki.Issue(t, name)
 	}
-	if err := l.b.configure(l.bOpts(true)); err != nil {
+	if err := l.b.configure(l.bOpts(t, true)); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.c.configure(l.cOpts(true)); err != nil {
+	if err := l.c.configure(l.cOpts(t, true)); err != nil {
 		t.Fatal(err)
 	}
 	restartAll := func() {
@@ -56,7 +52,7 @@ func (l *lab) secureFederation(t *testing.T) {
 		if err := l.relay.shutdown(); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		l.relay.secureCA, l.relay.fedTLS = l.pki.caFile, l.ip(10)+":5270"
+		l.relay.secureCA, l.relay.fedTLS = l.pki.File(), l.ip(10)+":5270"
 		if err := l.relay.start(nil); err != nil {
 			t.Fatal(err)
 		}

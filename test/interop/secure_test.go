@@ -3,125 +3,31 @@
 package interop_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedrelay/fedrelay/test/harness"
 )
 
-// newCA makes a CA certificate (PEM) named cn and its key.
-func newCA(cn string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return ca, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+// issuePEM has ca issue a certificate for name (a DNS name such as b.test
+// or *.corp.test, usable as TLS server and client) and returns it and its
+// key (PEM), for a server's own certificate files.
+func issuePEM(t testing.TB, ca *harness.CA, name string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	certFile, keyFile := ca.Issue(t, name)
+	return readFile(t, certFile), readFile(t, keyFile)
 }
 
-// newInternalCA makes the relay's internal CA in dir: its certificate (PEM,
-// also returned for the servers that trust it) and key files.
-func newInternalCA(dir string) (certPEM []byte, certFile, keyFile string, err error) {
-	_, key, certPEM, err := newCA("fedrelay interop internal CA")
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, "", "", err
+		t.Fatal(err)
 	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, "", "", err
-	}
-	certFile, keyFile = filepath.Join(dir, "internal-ca.crt"), filepath.Join(dir, "internal-ca.key")
-	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
-		return nil, "", "", err
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		return nil, "", "", err
-	}
-	return certPEM, certFile, keyFile, nil
-}
-
-// testPKI is the "public" CA of the test: the certificates of b.test,
-// c.test and of the relay's internal domains in 8-secure-federation, which
-// the servers and the relay (tls.ca_file) trust.
-type testPKI struct {
-	caPEM  []byte
-	caFile string
-	ca     *x509.Certificate
-	key    *ecdsa.PrivateKey
-}
-
-func newTestPKI(dir string) (*testPKI, error) {
-	ca, key, caPEM, err := newCA("fedrelay interop public test CA")
-	if err != nil {
-		return nil, err
-	}
-	p := &testPKI{ca: ca, key: key, caPEM: caPEM, caFile: filepath.Join(dir, "public-ca.crt")}
-	return p, os.WriteFile(p.caFile, p.caPEM, 0o644)
-}
-
-// issue returns a certificate (PEM) for name, a DNS name such as b.test or
-// *.corp.test, usable as TLS server and client (S2S streams go both ways),
-// and its key. XEP-0178 also wants the XmppAddr otherName; Prosody,
-// ejabberd and the relay accept the dNSName alone.
-func (p *testPKI) issue(name string) (certPEM, keyPEM []byte) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		panic(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(7 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, key.Public(), p.key)
-	if err != nil {
-		panic(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		panic(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-}
-
-// issueFiles writes issue's certificate and key to files in dir.
-func (p *testPKI) issueFiles(dir, name string) (certFile, keyFile string, err error) {
-	crt, key := p.issue(name)
-	base := strings.ReplaceAll(name, "*", "wildcard")
-	certFile, keyFile = filepath.Join(dir, base+".crt"), filepath.Join(dir, base+".key")
-	if err := os.WriteFile(certFile, crt, 0o644); err != nil {
-		return "", "", err
-	}
-	return certFile, keyFile, os.WriteFile(keyFile, key, 0o600)
+	return b
 }
 
 // 7. Secure authentication on the internal side, two internal domains

@@ -34,8 +34,8 @@ func readFile(t testing.TB, path string) []byte {
 // behind the relay with their servers' shipped secure setting: d.test is a
 // Prosody with s2s_secure_auth = true that trusts the relay's internal CA
 // (s2s_ssl.cafile), e.corp.test an ejabberd with s2s_use_starttls:
-// required and ca_file that CA (TLS on every stream, then dialback: ejabberd
-// has no certificate-only mode). Every stream between d.test and the relay
+// required and ca_file that CA (TLS on every stream, authenticated by
+// dialback over it). Every stream between d.test and the relay
 // must then carry a certificate that chains to that CA and names the
 // remote domain: the one the relay presents as TLS server when d.test,
 // which sends no SNI, opens a stream to b.test or c.test (chosen by the
@@ -84,8 +84,9 @@ func (l *lab) secureAuth(t *testing.T) {
 		}
 	}
 	// ejabberd's s2s_use_starttls: required makes TLS mandatory on every
-	// stream; it has no certificate-only mode, and the relay's minted
-	// certificates are for TLS, not SASL EXTERNAL: dialback over TLS.
+	// stream and still accepts dialback; the relay uses SASL EXTERNAL only
+	// for domains with a cert_file, not with the certificates it mints:
+	// dialback over TLS both ways.
 	elog := filepath.Join(l.e.dir, "logs", "ejabberd.log")
 	for _, d := range []string{"b.test", "c.test"} {
 		for _, what := range []string{"Accepted inbound s2s dialback authentication " + d + " -> e.corp.test",

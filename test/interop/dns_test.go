@@ -120,3 +120,20 @@ func (d *publicDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		q.Name, dns.TypeToString[q.Qtype], dns.RcodeToString[m.Rcode], len(m.Answer))
 	w.WriteMsg(m)
 }
+
+// set replaces the records of the owner name of each line (zone-file
+// syntax, all of one name) on the running server.
+func (d *publicDNS) set(lines ...string) {
+	var rrs []dns.RR
+	for _, line := range lines {
+		rr, err := dns.NewRR(line)
+		if err != nil {
+			panic(fmt.Sprintf("zone line %q: %v", line, err))
+		}
+		rrs = append(rrs, rr)
+	}
+	name := strings.ToLower(rrs[0].Header().Name)
+	d.mu.Lock()
+	d.records[name] = rrs
+	d.mu.Unlock()
+}

@@ -3,7 +3,7 @@
 //
 // The tests are behind the interop build tag and need root (Prosody refuses
 // to run as root, so it is started as the prosody user; the DNS servers
-// listen on port 53), Prosody 0.12 with lua-unbound, ejabberd 23.01, and
+// listen on port 53), two generations of each server, lua-unbound, and
 // check_xmppng (Debian's nagios-check-xmppng; TestCheckXMPPNG runs it
 // against a relay of its own, .20 and .21, and needs nothing else):
 //
@@ -14,22 +14,78 @@
 // unless FEDRELAY_INTEROP_REQUIRE=1 (set by CI), which turns that into a
 // failure.
 //
+// # Server generations
+//
+// TestInterop runs every scenario once for each pair of a Prosody and an
+// ejabberd generation, {Prosody 0.12, Prosody 13} × {ejabberd 23.01,
+// ejabberd 24.12} (sub-tests named like prosody-13+ejabberd-23.01), so that
+// each generation of each server is both an internal server behind the
+// relay and a peer in the federation, and talks to both generations of the
+// other server through it:
+//
+//   - Prosody 0.12.3 and ejabberd 23.01 are Debian bookworm's packages,
+//     installed (apt-get install prosody lua-unbound ejabberd).
+//   - Prosody 13.0.1 and ejabberd 24.12 are bookworm-backports'. A machine
+//     holds one version of a package, so they are not installed: .ci/run
+//     (install_interop_gen2) adds "deb http://deb.debian.org/debian
+//     bookworm-backports main" to apt's sources, fetches the packages with
+//     apt-get download and unpacks them with dpkg -x under
+//     /opt/fedrelay-interop/prosody13 and /opt/fedrelay-interop/ejabberd2412
+//     (FEDRELAY_INTEROP_GEN2_ROOT overrides /opt/fedrelay-interop). Each of
+//     their dependencies that bookworm satisfies is apt-get installed
+//     (Prosody 13 runs on bookworm's lua5.4, lua-sec, lua-socket, lua-expat,
+//     lua-filesystem, lua-bitop, lua-unbound; ejabberd 24.12 on bookworm's
+//     Erlang/OTP 25); those it does not (ejabberd 24.12 needs newer
+//     erlang-p1-xmpp, -tls, -xml, -utils, … and erlang-jose) are unpacked
+//     from backports beside it too, never installed, so that ejabberd 23.01
+//     keeps bookworm's. The start scripts then get their paths: prosody's
+//     and prosodyctl's CFG_SOURCEDIR and CFG_PLUGINDIR point at the
+//     unpacked usr/lib/prosody, and ejabberdctl's ERL_LIBS at the unpacked
+//     usr/lib/x86_64-linux-gnu (ejabberd-24.12) and usr/lib/erlang/lib (the
+//     newer libraries, which come before OTP's own library directory, where
+//     bookworm's versions are). The tests start them as the packages' own
+//     scripts (/opt/fedrelay-interop/prosody13/usr/bin/prosody -F --config
+//     …, …/ejabberd2412/usr/sbin/ejabberdctl … foreground) and check the
+//     version each server logs at start.
+//
+// Prosody 13 (with mod_s2s_bidi, which it ships, enabled) and ejabberd
+// 24.12 (with mod_s2s_bidi, on in its shipped configuration) offer and ask
+// for XEP-0288 bidirectional streams; the relay does not implement it,
+// ignores the requests and its streams stay unidirectional, which every
+// scenario then exercises.
+//
 // The topology, all on 127.0.77.0/24 (FEDRELAY_INTEROP_NET overrides the
 // first three octets):
 //
-//	a.test  Prosody, the internal server; its resolver is the relay's
+//	a.test  Prosody, an internal server; its resolver is the relay's
 //	        internal DNS responder (.53:53)                           .2
 //	d.test  Prosody, an internal server with s2s_secure_auth = true
-//	        that trusts the relay's internal CA (s2s_ssl.cafile); its
-//	        resolver is the relay's internal DNS responder            .5
-//	relay   fedrelay in process: federation face .10:5269, internal
-//	        face .11:5269, fronting a.test and d.test; its internal CA
-//	        (internal.ca_cert_file) signs the certificates it makes
+//	        (its shipped setting) that trusts the relay's internal CA
+//	        (s2s_ssl.cafile); its resolver is the relay's internal DNS
+//	        responder                                                 .5
+//	e.corp.test  ejabberd, an internal server with s2s_use_starttls:
+//	        required (its shipped setting) and ca_file the relay's
+//	        internal CA; SRV through the relay's internal DNS
+//	        responder, whose target fedrelay.internal is a tagged
+//	        /etc/hosts line                                           .6
+//	relay   fedrelay in process: federation face .10:5269 (and direct
+//	        TLS .10:5270 in 8-secure-federation), internal face
+//	        .11:5269, fronting a.test, d.test and e.corp.test; its
+//	        internal CA (internal.ca_cert_file) signs the certificates
+//	        it makes
 //	b.test  Prosody, a public peer; resolves through the test DNS
-//	        server (.54:53, in process) where a.test's and d.test's SRV
+//	        server (.54:53, in process) where the internal domains' SRV
 //	        records point at relay.test = the federation face        .3
 //	c.test  ejabberd, a public peer; SRV through the test DNS server,
 //	        A records through the system (a tagged /etc/hosts line)   .4
+//
+// 8-secure-federation then gives b.test, c.test and the relay's internal
+// domains certificates of a test "public" CA (e.corp.test's is a wildcard
+// certificate for *.corp.test), turns secure authentication on everywhere
+// (federation.secure_auth with tls.ca_file; s2s_secure_auth; ejabberd's
+// s2s_use_starttls: required with ca_file) and checks SASL EXTERNAL both
+// ways, then publishes _xmpps-server records and checks direct TLS
+// (XEP-0368) both ways: every generation of both servers dials it.
 //
 // Every server gets its own directory under a temporary run directory with
 // its configuration and logs; the directory is removed when the tests

@@ -4,6 +4,7 @@ package interop_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,19 +14,27 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fedrelay/fedrelay/test/harness"
 )
 
 // lab is the running topology (see doc.go) shared by the scenarios.
 type lab struct {
 	dir     string
-	net     string // first three octets of the loopback addresses
+	net     string    // first three octets of the loopback addresses
+	pgen    serverGen // the generation of every Prosody
+	egen    serverGen // the generation of every ejabberd
 	dns     *publicDNS
 	relay   *relay
 	a, b, d *prosody
-	c       *ejabberd
+	c, e    *ejabberd
 	clients *logWriter // c2s transcripts of every client
+	// internalCAPEM is the relay's internal CA certificate, which d.test
+	// and e.corp.test trust.
+	internalCAPEM []byte
+	pki           *harness.CA // the public CA of 8-secure-federation
 
-	alice, bob, dave, carol, erin Account
+	alice, bob, dave, carol, erin, frank Account
 
 	seq atomic.Int64
 }
@@ -45,10 +54,11 @@ func requireOrSkip(t *testing.T) {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root (Prosody runs as the prosody user, the DNS servers on port 53)")
 	}
-	for _, bin := range []string{"prosody", "prosodyctl", "ejabberdctl", "setpriv"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			missing = append(missing, bin+" (apt-get install prosody lua-unbound ejabberd)")
-		}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		missing = append(missing, "setpriv")
+	}
+	for _, g := range append(prosodyGens(), ejabberdGens()...) {
+		missing = append(missing, g.missing()...)
 	}
 	// Without lua-unbound Prosody falls back to a resolver that ignores
 	// the per-server resolv.conf the tests give it.
@@ -65,11 +75,12 @@ func requireOrSkip(t *testing.T) {
 	t.Skip(msg)
 }
 
-// newLab starts the whole topology; t.Cleanup stops every part of it, also
-// when a scenario fails or panics.
-func newLab(t *testing.T) *lab {
+// newLab starts the whole topology with Prosody servers of generation pgen
+// and ejabberd servers of generation egen; t.Cleanup stops every part of
+// it, also when a scenario fails or panics.
+func newLab(t *testing.T, pgen, egen serverGen) *lab {
 	requireOrSkip(t)
-	l := &lab{net: "127.0.77"}
+	l := &lab{net: "127.0.77", pgen: pgen, egen: egen}
 	if n := os.Getenv("FEDRELAY_INTEROP_NET"); n != "" {
 		l.net = n
 	}
@@ -78,7 +89,8 @@ func newLab(t *testing.T) *lab {
 		"tcp/" + l.ip(3) + ":5222", "tcp/" + l.ip(3) + ":5269",
 		"tcp/" + l.ip(4) + ":5222", "tcp/" + l.ip(4) + ":5269", "tcp/" + l.ip(4) + ":5290",
 		"tcp/" + l.ip(5) + ":5222", "tcp/" + l.ip(5) + ":5269",
-		"tcp/" + l.ip(10) + ":5269", "tcp/" + l.ip(11) + ":5269",
+		"tcp/" + l.ip(6) + ":5222", "tcp/" + l.ip(6) + ":5269", "tcp/" + l.ip(6) + ":5291",
+		"tcp/" + l.ip(10) + ":5269", "tcp/" + l.ip(10) + ":5270", "tcp/" + l.ip(11) + ":5269",
 		"tcp/" + l.ip(53) + ":53", "udp/" + l.ip(53) + ":53",
 		"tcp/" + l.ip(54) + ":53", "udp/" + l.ip(54) + ":53",
 	}); err != nil {
@@ -124,6 +136,7 @@ func newLab(t *testing.T) *lab {
 relay.test. 60 IN A %[1]s
 _xmpp-server._tcp.a.test. 60 IN SRV 0 5 5269 relay.test.
 _xmpp-server._tcp.d.test. 60 IN SRV 0 5 5269 relay.test.
+_xmpp-server._tcp.e.corp.test. 60 IN SRV 0 5 5269 relay.test.
 b.test. 60 IN A %[2]s
 _xmpp-server._tcp.b.test. 60 IN SRV 0 5 5269 b.test.
 c.test. 60 IN A %[3]s
@@ -136,8 +149,10 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 	})
 	t.Cleanup(l.dns.stop)
 
-	step("/etc/hosts: relay.test for ejabberd", func() error {
-		return addHosts(map[string]string{"relay.test": l.ip(10)})
+	// e.corp.test's ejabberd gets its SRV answers from the relay's
+	// internal DNS responder, whose target is fedrelay.internal.
+	step("/etc/hosts: relay.test and fedrelay.internal for ejabberd", func() error {
+		return addHosts(map[string]string{"relay.test": l.ip(10), "fedrelay.internal": l.ip(11)})
 	})
 	t.Cleanup(func() {
 		if err := removeHosts(); err != nil {
@@ -148,12 +163,14 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 	rdir := filepath.Join(l.dir, "relay")
 	os.MkdirAll(rdir, 0o755)
 	l.relay = &relay{dir: rdir, fed: l.ip(10) + ":5269", intl: l.ip(11) + ":5269", dnsAddr: l.ip(53) + ":53",
-		route: l.ip(2) + ":5269", routeD: l.ip(5) + ":5269", pubDNS: l.ip(54) + ":53"}
-	var caPEM []byte
-	step("the relay's internal CA", func() error {
-		caPEM, l.relay.caCert, l.relay.caKey, err = newInternalCA(rdir)
-		return err
-	})
+		pubDNS: l.ip(54) + ":53", domains: []relayDomain{
+			{name: "a.test", route: l.ip(2) + ":5269"},
+			{name: "d.test", route: l.ip(5) + ":5269"},
+			{name: "e.corp.test", route: l.ip(6) + ":5269"}}}
+	// the public CA of 8-secure-federation, and the relay's internal CA
+	l.pki = harness.NewCA(t)
+	ica := harness.NewCA(t)
+	l.relay.caCert, l.relay.caKey, l.internalCAPEM = ica.File(), ica.KeyFile(t), readFile(t, ica.File())
 	step("fedrelay (in process)", func() error { return l.relay.start(nil) })
 	t.Cleanup(func() {
 		if err := l.relay.shutdown(); err != nil {
@@ -169,38 +186,45 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 	l.dave = Account{Addr: l.ip(3) + ":5222", Domain: "b.test", User: "dave", Password: "dave-pw"}
 	l.carol = Account{Addr: l.ip(4) + ":5222", Domain: "c.test", User: "carol", Password: "carol-pw"}
 	l.erin = Account{Addr: l.ip(5) + ":5222", Domain: "d.test", User: "erin", Password: "erin-pw"}
+	l.frank = Account{Addr: l.ip(6) + ":5222", Domain: "e.corp.test", User: "frank", Password: "frank-pw"}
 
-	step("ejabberd c.test configured", func() error {
-		l.c, err = newEjabberd(filepath.Join(l.dir, "c.test"), "c.test", l.ip(4), 5290, l.ip(54))
+	step(egen.Name+" c.test configured", func() error {
+		l.c, err = newEjabberd(egen, filepath.Join(l.dir, "c.test"), "c.test", l.ip(4), 5290, l.cOpts(t, false))
 		return err
 	})
-	// ejabberd takes a second or two to start: let it while Prosody is set
-	// up. Its cleanup waits for the start to finish, so that a failure
-	// meanwhile cannot leave it running.
-	ejStarted, ejDone := make(chan error, 1), make(chan struct{})
-	go func() {
-		defer close(ejDone)
-		ejStarted <- l.c.start()
-	}()
-	t.Cleanup(func() {
-		<-ejDone
-		if err := l.c.stop(); err != nil {
-			t.Errorf("ejabberd: %v", err)
-		}
-	})
-	step("prosody a.test configured, alice registered", func() error {
-		l.a, err = newProsody(filepath.Join(l.dir, "a.test"), "a.test", l.ip(2), l.ip(53),
-			map[string]string{"alice": l.alice.Password}, nil)
+	step(egen.Name+" e.corp.test configured (s2s_use_starttls: required, trusting the relay's internal CA)", func() error {
+		l.e, err = newEjabberd(egen, filepath.Join(l.dir, "e.corp.test"), "e.corp.test", l.ip(6), 5291,
+			ejabberdOpts{resolverIP: l.ip(53), trustCA: l.internalCAPEM, starttlsRequired: true})
 		return err
 	})
-	step("prosody b.test configured, bob and dave registered", func() error {
-		l.b, err = newProsody(filepath.Join(l.dir, "b.test"), "b.test", l.ip(3), l.ip(54),
-			map[string]string{"bob": l.bob.Password, "dave": l.dave.Password}, nil)
+	// ejabberd takes a few seconds to start: let both while Prosody is
+	// set up. Their cleanup waits for the starts to finish, so that a
+	// failure meanwhile cannot leave one running.
+	var ejStarted [2]chan error
+	for i, e := range []*ejabberd{l.c, l.e} {
+		ejStarted[i] = make(chan error, 1)
+		go func() { ejStarted[i] <- e.start() }()
+		t.Cleanup(func() {
+			err := <-ejStarted[i]
+			ejStarted[i] <- err // for the step below, if it did not take it yet
+			if err := e.stop(); err != nil {
+				t.Errorf("ejabberd: %v", err)
+			}
+		})
+	}
+	step(pgen.Name+" a.test configured, alice registered", func() error {
+		l.a, err = newProsody(pgen, filepath.Join(l.dir, "a.test"), "a.test", l.ip(2),
+			map[string]string{"alice": l.alice.Password}, prosodyOpts{resolverIP: l.ip(53)})
 		return err
 	})
-	step("prosody d.test configured (s2s_secure_auth, trusting the relay's internal CA), erin registered", func() error {
-		l.d, err = newProsody(filepath.Join(l.dir, "d.test"), "d.test", l.ip(5), l.ip(53),
-			map[string]string{"erin": l.erin.Password}, caPEM)
+	step(pgen.Name+" b.test configured, bob and dave registered", func() error {
+		l.b, err = newProsody(pgen, filepath.Join(l.dir, "b.test"), "b.test", l.ip(3),
+			map[string]string{"bob": l.bob.Password, "dave": l.dave.Password}, l.bOpts(t, false))
+		return err
+	})
+	step(pgen.Name+" d.test configured (s2s_secure_auth, trusting the relay's internal CA), erin registered", func() error {
+		l.d, err = newProsody(pgen, filepath.Join(l.dir, "d.test"), "d.test", l.ip(5),
+			map[string]string{"erin": l.erin.Password}, prosodyOpts{resolverIP: l.ip(53), trustCA: l.internalCAPEM})
 		return err
 	})
 	t.Cleanup(func() {
@@ -213,12 +237,48 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 			}
 		}
 	})
-	step("prosody a.test started", l.a.start)
-	step("prosody b.test started", l.b.start)
-	step("prosody d.test started", l.d.start)
-	step("ejabberd c.test started", func() error { return <-ejStarted })
-	step("carol registered on c.test", func() error { return l.c.register(l.carol.User, l.carol.Password) })
+	step(pgen.Name+" a.test started", l.a.start)
+	step(pgen.Name+" b.test started", l.b.start)
+	step(pgen.Name+" d.test started", l.d.start)
+	started := func(i int) func() error {
+		return func() error {
+			err := <-ejStarted[i]
+			ejStarted[i] <- err // for the cleanup
+			return err
+		}
+	}
+	step(egen.Name+" c.test started", started(0))
+	step(egen.Name+" e.corp.test started", started(1))
+	// ejabberdctl starts an Erlang VM of its own for each command: both at
+	// once.
+	step("carol registered on c.test, frank on e.corp.test", func() error {
+		errc := make(chan error, 1)
+		go func() { errc <- l.e.register(l.frank.User, l.frank.Password) }()
+		return errors.Join(l.c.register(l.carol.User, l.carol.Password), <-errc)
+	})
 	return l
+}
+
+// bOpts is b.test's configuration: by default self-signed, dialback; with
+// secure (9-secure-federation), a certificate of the test's public CA,
+// s2s_secure_auth trusting that CA, and a direct TLS port.
+func (l *lab) bOpts(t testing.TB, secure bool) prosodyOpts {
+	if !secure {
+		return prosodyOpts{resolverIP: l.ip(54)}
+	}
+	crt, key := issuePEM(t, l.pki, "b.test")
+	return prosodyOpts{resolverIP: l.ip(54), trustCA: readFile(t, l.pki.File()), cert: crt, key: key, directTLS: true}
+}
+
+// cOpts is c.test's configuration, as bOpts: with secure,
+// s2s_use_starttls: required and ca_file the public CA.
+func (l *lab) cOpts(t testing.TB, secure bool) ejabberdOpts {
+	if !secure {
+		return ejabberdOpts{resolverIP: l.ip(54)}
+	}
+	crt, key := issuePEM(t, l.pki, "c.test")
+	return ejabberdOpts{resolverIP: l.ip(54), cert: crt, key: key, trustCA: readFile(t, l.pki.File()), starttlsRequired: true,
+		directTLS: true}
 }
 
 // logs lists every log file of the run.
@@ -228,6 +288,7 @@ func (l *lab) logs() []string {
 	out = append(out, l.a.logs()...)
 	out = append(out, l.b.logs()...)
 	out = append(out, l.d.logs()...)
+	out = append(out, l.e.logs()...)
 	return append(out, l.c.logs()...)
 }
 

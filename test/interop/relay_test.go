@@ -26,16 +26,22 @@ import (
 type relay struct {
 	dir     string
 	fed     string // federation face
+	fedTLS  string // federation face, direct TLS (XEP-0368)
 	intl    string // internal face
 	dnsAddr string // internal DNS responder
-	route   string // a.test's server
-	routeD  string // d.test's server
 	pubDNS  string // the "public" DNS server
+	// domains are the internal domains and their servers' routes.
+	domains []relayDomain
 	// caCert and caKey are the internal CA (internal.ca_cert_file and
 	// ca_key_file); with noCA set the next instance started runs without
 	// it, so its generated certificates are self-signed.
 	caCert, caKey string
 	noCA          bool
+	// With secureCA (a PEM file) the next instance started runs with
+	// federation.secure_auth and tls.ca_file = secureCA, and the domains'
+	// cert_file/key_file; without it, secure_auth is off and the relay
+	// generates the domains' certificates.
+	secureCA string
 
 	logf *os.File
 	gen  int        // instances started: restarts make new ones
@@ -44,6 +50,12 @@ type relay struct {
 
 	mu      sync.Mutex
 	bounces []bounce
+}
+
+// relayDomain is one of domains[]: cert and key are used with secureCA.
+type relayDomain struct {
+	name, route string
+	cert, key   string
 }
 
 // bounce is one error stanza the relay made, as OnBounce saw it.
@@ -65,17 +77,33 @@ func (r *relay) yaml(deny []string) string {
 	if !r.noCA {
 		ca = fmt.Sprintf(", ca_cert_file: %q, ca_key_file: %q", r.caCert, r.caKey)
 	}
+	var domains []string
+	for _, d := range r.domains {
+		files := ""
+		if r.secureCA != "" && d.cert != "" {
+			files = fmt.Sprintf(", cert_file: %q, key_file: %q", d.cert, d.key)
+		}
+		domains = append(domains, fmt.Sprintf("{name: %s, route: %q%s}", d.name, d.route, files))
+	}
+	listenTLS, secure, tlsCA := "", "false", ""
+	if r.fedTLS != "" {
+		listenTLS = fmt.Sprintf("%q", r.fedTLS)
+	}
+	if r.secureCA != "" {
+		secure, tlsCA = "true", fmt.Sprintf("tls: {ca_file: %q}\n", r.secureCA)
+	}
 	return fmt.Sprintf(`log: {level: debug}
-federation: {listen: [%q], listen_tls: [], secure_auth: false}
+federation: {listen: [%q], listen_tls: [%s], secure_auth: %s}
 internal: {listen: [%q], dns_listen: %q%s}
-domains: [{name: a.test, route: %q}, {name: d.test, route: %q}]
-dialback: {secret: "interop-test-secret-0123456789"}
+domains: [%s]
+%sdialback: {secret: "interop-test-secret-0123456789"}
 dns: {servers: [%q], timeout: 2s, retries: 1, allow_private: [127.0.0.0/8]}
 limits: {connect_timeout: 5s, negotiation_timeout: 10s}
 breaker: {failures: 2, open_for: %s, max_open_for: 30s}
 policy: {deny: [%s], audit_log: %q}
 admin: {listen: ""}
-`, r.fed, r.intl, r.dnsAddr, ca, r.route, r.routeD, r.pubDNS, breakerOpenFor, strings.Join(q, ", "), r.auditLog())
+`, r.fed, listenTLS, secure, r.intl, r.dnsAddr, ca, strings.Join(domains, ", "), tlsCA, r.pubDNS, breakerOpenFor,
+		strings.Join(q, ", "), r.auditLog())
 }
 
 // breakerOpenFor is breaker.open_for: short, so the remote-down scenario

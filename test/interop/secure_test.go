@@ -3,64 +3,46 @@
 package interop_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedrelay/fedrelay/test/harness"
 )
 
-// newInternalCA makes the relay's internal CA in dir: its certificate (PEM,
-// also returned for the servers that trust it) and key files.
-func newInternalCA(dir string) (certPEM []byte, certFile, keyFile string, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, "", "", err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "fedrelay interop internal CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, "", "", err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, "", "", err
-	}
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	certFile, keyFile = filepath.Join(dir, "internal-ca.crt"), filepath.Join(dir, "internal-ca.key")
-	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
-		return nil, "", "", err
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		return nil, "", "", err
-	}
-	return certPEM, certFile, keyFile, nil
+// issuePEM has ca issue a certificate for name (a DNS name such as b.test
+// or *.corp.test, usable as TLS server and client) and returns it and its
+// key (PEM), for a server's own certificate files.
+func issuePEM(t testing.TB, ca *harness.CA, name string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	certFile, keyFile := ca.Issue(t, name)
+	return readFile(t, certFile), readFile(t, keyFile)
 }
 
-// 7. Secure authentication on the internal side: d.test is a Prosody with
-// s2s_secure_auth = true that trusts the relay's internal CA
-// (s2s_ssl.cafile). Every stream between d.test and the relay must then
-// carry a certificate that chains to that CA and names the remote domain:
-// the one the relay presents as TLS server when d.test, which sends no SNI,
-// opens a stream to b.test or c.test (chosen by the stream's 'to'), and the
-// one it presents as TLS client on its own links to d.test. Messages flow
-// both ways with Prosody and ejabberd users, and d.test's log shows the
-// relay's certificates checked and found valid.
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// 7. Secure authentication on the internal side, two internal domains
+// behind the relay with their servers' shipped secure setting: d.test is a
+// Prosody with s2s_secure_auth = true that trusts the relay's internal CA
+// (s2s_ssl.cafile), e.corp.test an ejabberd with s2s_use_starttls:
+// required and ca_file that CA (TLS on every stream, authenticated by
+// dialback over it). Every stream between d.test and the relay
+// must then carry a certificate that chains to that CA and names the
+// remote domain: the one the relay presents as TLS server when d.test,
+// which sends no SNI, opens a stream to b.test or c.test (chosen by the
+// stream's 'to'), and the one it presents as TLS client on its own links to
+// d.test. Messages, subscriptions, pings and disco#info flow both ways
+// between each internal domain and b.test (Prosody) and c.test (ejabberd),
+// and d.test's log shows the relay's certificates checked and found valid.
 //
 // Sub-test without-ca: the relay restarted without internal.ca_cert_file
 // presents self-signed certificates, and d.test refuses them both ways
@@ -69,22 +51,49 @@ func newInternalCA(dir string) (certPEM []byte, certFile, keyFile string, err er
 func (l *lab) secureAuth(t *testing.T) {
 	l.watchLogs(t)
 	erin := l.login(t, l.erin, "s7")
+	frank := l.login(t, l.frank, "s7")
 	bob := l.login(t, l.bob, "s7")
 	carol := l.login(t, l.carol, "s7")
 	dlog := filepath.Join(l.d.dir, "prosody.log")
 	from := fileSize(dlog)
-	for _, p := range []struct{ from, to *Client }{{erin, bob}, {bob, erin}, {erin, carol}, {carol, erin}} {
+	pairs := []struct{ from, to *Client }{{erin, bob}, {bob, erin}, {erin, carol}, {carol, erin},
+		{frank, bob}, {bob, frank}, {frank, carol}, {carol, frank}}
+	for _, p := range pairs {
 		body := l.token("secure hello from " + p.from.Name)
 		took := l.deliver(t, p.from, p.to, body)
 		t.Logf("%s → %s delivered in %v", bare(p.from.JID), bare(p.to.JID), took.Round(time.Millisecond))
 	}
-	noErrors(t, erin, bob, carol)
+	for _, p := range [][2]*Client{{erin, bob}, {frank, carol}, {carol, erin}, {bob, frank}} {
+		subscribe(t, p[0], p[1])
+		t.Logf("%s and %s subscribed to each other and see each other online", bare(p[0].JID), bare(p[1].JID))
+	}
+	for _, p := range pairs {
+		ping(t, p.from, p.to.JID)
+	}
+	for _, p := range pairs {
+		disco(t, p.from, p.to.JID[strings.IndexByte(p.to.JID, '@')+1:strings.IndexByte(p.to.JID, '/')])
+	}
+	t.Log("pings between the users and disco#info of the servers answered both ways")
+	noErrors(t, erin, frank, bob, carol)
 	if bad := grepFrom(dlog, from, "Forbidding insecure connection"); len(bad) > 0 {
 		t.Errorf("d.test refused a connection with the relay's internal CA in place:\n\t%s", strings.Join(bad, "\n\t"))
 	}
 	for _, what := range []string{"certificate chain validation result: valid", "certificate identity validation result: valid"} {
 		if n := len(grepFrom(dlog, from, what)); n < 2 {
 			t.Errorf("d.test's log has %d lines %q, want one for each direction at least", n, what)
+		}
+	}
+	// ejabberd's s2s_use_starttls: required makes TLS mandatory on every
+	// stream and still accepts dialback; the relay uses SASL EXTERNAL only
+	// for domains with a cert_file, not with the certificates it mints:
+	// dialback over TLS both ways.
+	elog := filepath.Join(l.e.dir, "logs", "ejabberd.log")
+	for _, d := range []string{"b.test", "c.test"} {
+		for _, what := range []string{"Accepted inbound s2s dialback authentication " + d + " -> e.corp.test",
+			"Accepted outbound s2s dialback authentication e.corp.test -> " + d} {
+			if len(grepAll(elog, 0, "(tls|", what)) == 0 {
+				t.Errorf("e.corp.test's log: no %q on a TLS stream", what)
+			}
 		}
 	}
 

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedrelay/fedrelay/test/harness"
 )
 
 // checkXMPPNG is the monitoring plugin of Debian's nagios-check-xmppng.
@@ -39,12 +41,10 @@ func TestCheckXMPPNG(t *testing.T) {
 		net = n
 	}
 	dir := t.TempDir()
-	r := &relay{dir: dir, fed: net + ".20:5269", intl: net + ".21:5269", route: net + ".2:5269", routeD: net + ".5:5269",
-		pubDNS: net + ".54:53"}
-	var err error
-	if _, r.caCert, r.caKey, err = newInternalCA(dir); err != nil {
-		t.Fatal(err)
-	}
+	r := &relay{dir: dir, fed: net + ".20:5269", intl: net + ".21:5269", pubDNS: net + ".54:53",
+		domains: []relayDomain{{name: "a.test", route: net + ".2:5269"}, {name: "d.test", route: net + ".5:5269"}}}
+	ca := harness.NewCA(t)
+	r.caCert, r.caKey = ca.File(), ca.KeyFile(t)
 	if err := checkFree([]string{"tcp/" + r.fed, "tcp/" + r.intl}); err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,8 @@ func TestDocSnippets(t *testing.T) {
 	t.Run("prosody", func(t *testing.T) {
 		// a.test, the internal server of the lab (lab_test.go), resolving
 		// through the relay's internal DNS responder.
-		if _, err := newProsody(filepath.Join(dir, "a.test"), "a.test", "127.0.77.2", "127.0.77.53", nil, nil); err != nil {
+		if _, err := newProsody(prosodyGens()[0], filepath.Join(dir, "a.test"), "a.test", "127.0.77.2", nil,
+			prosodyOpts{resolverIP: "127.0.77.53"}); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(filepath.Join(dir, "a.test", "prosody.cfg.lua"))
@@ -169,11 +170,13 @@ func TestDocSnippets(t *testing.T) {
 	})
 
 	t.Run("ejabberd", func(t *testing.T) {
-		// c.test, the lab's ejabberd (a federation peer of the relay).
-		if _, err := newEjabberd(filepath.Join(dir, "c.test"), "c.test", "127.0.77.4", 5290, "127.0.77.54"); err != nil {
+		// e.corp.test, the lab's ejabberd behind the relay, with its
+		// shipped s2s_use_starttls: required and the relay's internal CA.
+		if _, err := newEjabberd(ejabberdGens()[0], filepath.Join(dir, "e.corp.test"), "e.corp.test", "127.0.77.6", 5291,
+			ejabberdOpts{resolverIP: "127.0.77.54", trustCA: []byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"), starttlsRequired: true}); err != nil {
 			t.Fatal(err)
 		}
-		b, err := os.ReadFile(filepath.Join(dir, "c.test", "ejabberd.yml"))
+		b, err := os.ReadFile(filepath.Join(dir, "e.corp.test", "ejabberd.yml"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,7 +239,7 @@ func TestDocSnippets(t *testing.T) {
 			}
 			return out
 		}
-		ib, err := os.ReadFile(filepath.Join(dir, "c.test", "inetrc"))
+		ib, err := os.ReadFile(filepath.Join(dir, "e.corp.test", "inetrc"))
 		if err != nil {
 			t.Fatal(err)
 		}

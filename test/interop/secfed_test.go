@@ -31,7 +31,10 @@ import (
 // TLS ports, with a better priority than _xmpp-server's) and fresh
 // streams, messages flow both ways again; the relay's links to b.test and
 // c.test and their streams to the relay are all direct TLS (the kernel's
-// table of the relay's sockets says which listener took each stream).
+// table of the relay's sockets says which listener took each stream);
+// with ejabberd 24.12, whose own outbound direct TLS is unreliable (see
+// below), the relay's domains publish no _xmpps-server record and the
+// servers' streams to the relay are all STARTTLS.
 func (l *lab) secureFederation(t *testing.T) {
 	l.watchLogs(t)
 	for i, d := range l.relay.domains {
@@ -135,8 +138,19 @@ func (l *lab) secureFederation(t *testing.T) {
 		l.watchLogs(t)
 		// XEP-0368 §3: both SRV sets are sorted together by priority; the
 		// direct TLS targets come first.
+		// ejabberd 24.12's own outbound direct TLS is broken now and then
+		// (described below: an upstream defect, seen in 5 of 14 runs, which
+		// would make CI fail at random). With that generation the relay's
+		// domains publish no _xmpps-server record, so the servers' streams
+		// to the relay use STARTTLS; the relay's direct TLS links to both
+		// servers are checked with every generation, and the servers'
+		// direct TLS streams to the relay with ejabberd 23.01 (beside both
+		// Prosody generations).
+		toRelayDirect := l.egen.Version != "24.12"
 		for _, d := range []string{"a.test", "d.test", "e.corp.test"} {
-			l.dns.set(fmt.Sprintf("_xmpps-server._tcp.%s. 60 IN SRV 0 5 5270 relay.test.", d))
+			if toRelayDirect {
+				l.dns.set(fmt.Sprintf("_xmpps-server._tcp.%s. 60 IN SRV 0 5 5270 relay.test.", d))
+			}
 			l.dns.set(fmt.Sprintf("_xmpp-server._tcp.%s. 60 IN SRV 10 5 5269 relay.test.", d))
 		}
 		for _, d := range []string{"b.test", "c.test"} {
@@ -207,12 +221,17 @@ func (l *lab) secureFederation(t *testing.T) {
 		// Prosody and ejabberd (both generations) dial the better SRV
 		// target, _xmpps-server.
 		for _, p := range []struct{ domain, gen string }{{"b.test", l.pgen.Name}, {"c.test", l.egen.Name}} {
-			if n := count[p.domain]; n[1] == 0 || n[0] != 0 {
+			n := count[p.domain]
+			switch {
+			case toRelayDirect && (n[1] == 0 || n[0] != 0):
 				t.Errorf("%s (%s) opened %d streams to the relay by STARTTLS and %d by direct TLS: want all by direct TLS",
+					p.domain, p.gen, n[0], n[1])
+			case !toRelayDirect && (n[0] == 0 || n[1] != 0):
+				t.Errorf("%s (%s) opened %d streams to the relay by STARTTLS and %d by direct TLS: want all by STARTTLS (no _xmpps-server record)",
 					p.domain, p.gen, n[0], n[1])
 			}
 		}
-		if len(grepFrom(blog, bfrom, "Next target to try is "+l.ip(10)+":5270")) == 0 {
+		if toRelayDirect && len(grepFrom(blog, bfrom, "Next target to try is "+l.ip(10)+":5270")) == 0 {
 			t.Errorf("b.test's log: no connection to the relay's direct TLS port %s:5270", l.ip(10))
 		}
 	})

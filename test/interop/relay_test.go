@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,6 +51,11 @@ type relay struct {
 
 	mu      sync.Mutex
 	bounces []bounce
+
+	// The sockets the running instance listens on, by address, for a
+	// handoff to its successor (as `fedrelay run` does on SIGUSR2).
+	lns map[string]net.Listener
+	pcs map[string]net.PacketConn
 }
 
 // relayDomain is one of domains[]: cert and key are used with secureCA.
@@ -123,7 +129,48 @@ func (r *relay) load(deny []string) (*config.Config, error) {
 }
 
 // start builds and starts a new instance.
-func (r *relay) start(deny []string) error {
+func (r *relay) start(deny []string) error { return r.startWith(deny, false) }
+
+// startWith starts a new instance; with inherit, it takes over the running
+// instance's listening sockets (duplicates of them, as tableflip passes
+// them to a new process), so that the ports never close.
+func (r *relay) startWith(deny []string, inherit bool) error {
+	old, oldPCs := r.lns, r.pcs
+	r.lns, r.pcs = map[string]net.Listener{}, map[string]net.PacketConn{}
+	listen := func(network, addr string) (net.Listener, error) {
+		var l net.Listener
+		var err error
+		if ol, ok := old[addr]; ok && inherit {
+			var f *os.File
+			if f, err = ol.(*net.TCPListener).File(); err == nil {
+				l, err = net.FileListener(f)
+				f.Close()
+			}
+		} else {
+			l, err = net.Listen(network, addr)
+		}
+		if err == nil {
+			r.lns[addr] = l
+		}
+		return l, err
+	}
+	listenPacket := func(network, addr string) (net.PacketConn, error) {
+		var pc net.PacketConn
+		var err error
+		if op, ok := oldPCs[addr]; ok && inherit {
+			var f *os.File
+			if f, err = op.(*net.UDPConn).File(); err == nil {
+				pc, err = net.FilePacketConn(f)
+				f.Close()
+			}
+		} else {
+			pc, err = net.ListenPacket(network, addr)
+		}
+		if err == nil {
+			r.pcs[addr] = pc
+		}
+		return pc, err
+	}
 	cfg, err := r.load(deny)
 	if err != nil {
 		return err
@@ -141,7 +188,7 @@ func (r *relay) start(deny []string) error {
 		r.mu.Lock()
 		r.bounces = append(r.bounces, b)
 		r.mu.Unlock()
-	}})
+	}, Listen: listen, ListenPacket: listenPacket})
 	if err != nil {
 		return err
 	}
@@ -173,6 +220,19 @@ func (r *relay) shutdown() error {
 	err := r.cur.Shutdown(ctx)
 	r.cur = nil
 	return err
+}
+
+// handoff replaces the running instance by a new one that takes over its
+// listening sockets (what `fedrelay run` does on SIGUSR2, in process); the
+// old one then drains and stops. The ports never close.
+func (r *relay) handoff() (old *app.Relay, err error) {
+	old = r.cur
+	if err := r.startWith(nil, true); err != nil {
+		return old, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return old, old.Shutdown(ctx)
 }
 
 // bouncesFrom returns the bounces recorded from index i on.

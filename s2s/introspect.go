@@ -3,6 +3,7 @@ package s2s
 import (
 	"crypto/tls"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -10,7 +11,6 @@ import (
 	"mellium.im/xmpp/stream"
 
 	"github.com/fedrelay/fedrelay/policy"
-	"github.com/fedrelay/fedrelay/routing"
 )
 
 // StreamInfo describes one stream for operators (the admin API): an inbound
@@ -122,7 +122,7 @@ func (c *inConn) info(now time.Time) StreamInfo {
 		auths = ps.auth
 	}
 	c.mu.Unlock()
-	si.Local, si.Remote = sortedKeys(locals), sortedKeys(remotes)
+	si.Local, si.Remote = slices.Sorted(maps.Keys(locals)), slices.Sorted(maps.Keys(remotes))
 	switch {
 	case both:
 		si.Auth = "both"
@@ -175,15 +175,6 @@ func (l *link) info(now time.Time) StreamInfo {
 		si.TLSVersion, si.Cipher = tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite)
 	}
 	return si
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // operatorClose is the reason of a stream the operator closed: the stream
@@ -242,10 +233,4 @@ func (s *Server) CloseDomain(domain string, cond stream.Error) int {
 func isOperatorClose(err error) bool {
 	var oc *operatorClose
 	return errors.As(err, &oc)
-}
-
-// operatorBounce is the delivery error of what a link closed by the operator
-// still held.
-func operatorBounce(err error) error {
-	return routing.Timeout(err)
 }

@@ -249,44 +249,27 @@ func (l *link) refuseOversized() {
 	}
 	q := l.pending
 	l.pending, l.qn, l.qbytes = nil, 0, 0
-	var refused []routing.Stanza
-	var sizes []int
+	// Each stanza goes through add again, which refuses the ones over the
+	// peer's limit; the others keep their order.
+	type refusal struct {
+		st  routing.Stanza
+		err error
+	}
+	var refused []refusal
 	for _, b := range q {
-		for i, st := range b.stanzas() {
-			if len(st.Raw) > max {
-				st.Raw = bytes.Clone(st.Raw)
-				refused, sizes = append(refused, st), append(sizes, len(st.Raw))
-				continue
+		for _, st := range b.stanzas() {
+			st.Body = nil // Raw is already the bytes for this stream
+			if err := l.add(&st); err != nil {
+				st.Raw = bytes.Clone(st.Raw) // b goes back to the pool below
+				refused = append(refused, refusal{st, err})
 			}
-			keep := st
-			keep.Body = nil
-			l.addRaw(&keep, b.recs[i])
 		}
 		b.release()
 	}
 	l.mu.Unlock()
-	for i := range refused {
-		l.s.Router.Settle(routing.Failed, l.pair, refused[i:i+1], routing.TooLarge(l.pair.To, sizes[i], max))
+	for _, r := range refused {
+		l.s.Router.Settle(routing.Failed, l.pair, []routing.Stanza{r.st}, r.err)
 	}
-}
-
-// addRaw appends a stanza already in wire form (st.Raw, written as is) with
-// its record rec. l.mu must be held.
-func (l *link) addRaw(st *routing.Stanza, rec routing.Stanza) {
-	var b *batch
-	if n := len(l.pending); n > 0 {
-		b = l.pending[n-1]
-	}
-	if b == nil || len(b.buf) > 0 && len(b.buf)+len(st.Raw) > cap(b.buf) {
-		b = batches.Get().(*batch)
-		l.pending = append(l.pending, b)
-	}
-	b.buf = append(b.buf, st.Raw...)
-	l.qn++
-	l.qbytes += len(st.Raw)
-	b.ends = append(b.ends, len(b.buf))
-	rec.Raw = nil
-	b.recs = append(b.recs, rec)
 }
 
 // deferLimit is how much a link lets pile up for a stream that said it
@@ -716,7 +699,7 @@ func (l *link) finish(err error) {
 	switch {
 	case isOperatorClose(err):
 		l.log.Info("outbound stream closed by the operator", "bounced", n)
-		settle(routing.Failed, operatorBounce(err))
+		settle(routing.Failed, routing.Timeout(err))
 	case errors.As(err, &de):
 		l.log.Warn("outbound stream failed", "err", err, "bounced", n)
 		settle(routing.Failed, err)

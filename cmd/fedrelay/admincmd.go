@@ -133,15 +133,10 @@ func printJSON(w io.Writer, raw []byte) error {
 func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
 
 func dur(d time.Duration) string {
-	switch {
-	case d <= 0:
+	if d <= 0 {
 		return "-"
-	case d >= time.Hour:
-		return d.Round(time.Minute).String()
-	case d >= time.Second:
-		return d.Round(time.Second).String()
 	}
-	return d.Round(time.Millisecond).String()
+	return app.Round(d)
 }
 
 func orDash(s string) string {

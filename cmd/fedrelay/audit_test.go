@@ -23,38 +23,12 @@ import (
 // /metrics: the SIGHUP's as a success, a broken configuration file's as a
 // failure.
 func TestSIGHUPReopensAudit(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: builds and runs the relay")
-	}
+	bin := relayBinary(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "fedrelay")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	free := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
-	fed, internal, admin := free(), free(), free()
+	fed, internal, admin := freeAddr(t), freeAddr(t), freeAddr(t)
 	audit := filepath.Join(dir, "audit.log")
-	conf := fmt.Sprintf(`log: {level: info}
-federation: {listen: [%q], listen_tls: [], secure_auth: false}
-internal: {listen: [%q], dns_listen: ""}
-domains: [{name: a.test, route: "127.0.0.1:9"}]
-dialback: {secret: "0123456789abcdef0123456789abcdef"}
-dns: {servers: ["127.0.0.1:9"], timeout: 1s, retries: 0}
-limits: {drain_timeout: 1s}
-policy: {deny: [evil.test], audit_log: %q}
-admin: {listen: %q}
-`, fed, internal, audit, admin)
-	path := filepath.Join(dir, "fedrelay.yaml")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeRelayConfig(t, dir, fed, internal,
+		fmt.Sprintf("policy: {deny: [evil.test], audit_log: %q}\nadmin: {listen: %q}", audit, admin))
 	var logs lockedBuffer
 	cmd := exec.Command(bin, "run", "--config", path)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -132,7 +106,11 @@ admin: {listen: %q}
 	}
 
 	// A broken file is refused (the watcher or a SIGHUP reloads it).
-	if err := os.WriteFile(path, []byte(conf+"policy: {default: maybe}\n"), 0o600); err != nil {
+	conf, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, append(conf, "policy: {default: maybe}\n"...), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd.Process.Signal(syscall.SIGHUP)

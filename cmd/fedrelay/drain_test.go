@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -22,19 +20,7 @@ func TestSIGTERMKeepsDrainTimeout(t *testing.T) {
 	dir := t.TempDir()
 	free := func() string { return freeAddr(t) }
 	fed, internal := free(), free()
-	conf := fmt.Sprintf(`log: {level: info}
-federation: {listen: [%q], listen_tls: [], secure_auth: false}
-internal: {listen: [%q], dns_listen: ""}
-domains: [{name: a.test, route: "127.0.0.1:9"}]
-dialback: {secret: "0123456789abcdef0123456789abcdef"}
-dns: {servers: ["127.0.0.1:9"], timeout: 1s, retries: 0}
-limits: {drain_timeout: 1s}
-admin: {listen: ""}
-`, fed, internal)
-	path := filepath.Join(dir, "fedrelay.yaml")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeRelayConfig(t, dir, fed, internal, "")
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "run", "--config", path)
 	cmd.Stdout, cmd.Stderr = &logs, &logs

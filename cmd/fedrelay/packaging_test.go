@@ -151,18 +151,7 @@ func TestRunNotifiesSystemd(t *testing.T) {
 	dir := t.TempDir()
 	free := func() string { return freeAddr(t) }
 	fed, internal := free(), free()
-	path := filepath.Join(dir, "fedrelay.yaml")
-	conf := fmt.Sprintf(`federation: {listen: [%q], listen_tls: []}
-internal: {listen: [%q]}
-domains: [{name: a.test, route: "127.0.0.1:9"}]
-dialback: {secret: "0123456789abcdef0123456789abcdef"}
-dns: {servers: ["127.0.0.1:9"]}
-limits: {drain_timeout: 1s}
-admin: {listen: ""}
-`, fed, internal)
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeRelayConfig(t, dir, fed, internal, "")
 	c, sock := notifySocket(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "run", "--config", path)

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -57,4 +59,30 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(filepath.Dir(builtBin))
 	}
 	os.Exit(code)
+}
+
+// writeRelayConfig writes the configuration of a relay run as a process in
+// the tests: a.test behind an address where nothing answers, no DNS, the
+// federation and internal faces at fed and internal, and the extra lines
+// (which may set policy and admin; admin is off otherwise). It returns the
+// file's path.
+func writeRelayConfig(t *testing.T, dir, fed, internal, extra string) string {
+	t.Helper()
+	if !strings.Contains(extra, "admin:") {
+		extra += "\nadmin: {listen: \"\"}"
+	}
+	conf := fmt.Sprintf(`log: {level: info}
+federation: {listen: [%q], listen_tls: [], secure_auth: false}
+internal: {listen: [%q], dns_listen: ""}
+domains: [{name: a.test, route: "127.0.0.1:9"}]
+dialback: {secret: "0123456789abcdef0123456789abcdef"}
+dns: {servers: ["127.0.0.1:9"], timeout: 1s, retries: 0}
+limits: {drain_timeout: 1s}
+%s
+`, fed, internal, extra)
+	path := filepath.Join(dir, "fedrelay.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

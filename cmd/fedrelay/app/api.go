@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -124,7 +125,7 @@ func (r *Relay) apiRoutes(mux *http.ServeMux) {
 		if c := req.URL.Query().Get("condition"); c != "" {
 			var ok bool
 			if cond, ok = streamErrors[c]; !ok {
-				apiError(w, http.StatusBadRequest, "condition: "+c+" is not one of "+strings.Join(slices.Sorted(mapsKeys(streamErrors)), ", "))
+				apiError(w, http.StatusBadRequest, "condition: "+c+" is not one of "+strings.Join(slices.Sorted(maps.Keys(streamErrors)), ", "))
 				return
 			}
 		}
@@ -332,16 +333,6 @@ var streamErrors = map[string]stream.Error{
 	"reset":               stream.Reset,
 	"undefined-condition": stream.UndefinedCondition,
 	"connection-timeout":  stream.ConnectionTimeout,
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

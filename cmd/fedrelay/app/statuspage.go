@@ -23,8 +23,9 @@ func (r *Relay) statusPage(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-// round makes a duration readable.
-func round(d time.Duration) string {
+// Round makes a duration readable, for the status page and the CLI: whole
+// minutes past an hour, whole seconds past a second, else milliseconds.
+func Round(d time.Duration) string {
 	switch {
 	case d >= time.Hour:
 		return d.Round(time.Minute).String()
@@ -34,7 +35,7 @@ func round(d time.Duration) string {
 	return d.Round(time.Millisecond).String()
 }
 
-var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap{"round": round}).Parse(`<!doctype html>
+var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap{"round": Round}).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fedrelay status</title>
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}

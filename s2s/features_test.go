@@ -107,6 +107,8 @@ func FuzzNegotiationParsers(f *testing.F) {
 	f.Add([]byte(`<stream:features><mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><mechanism>EXTERNAL</mechanism></mechanisms><dialback xmlns="urn:xmpp:features:dialback"><errors/></dialback></stream:features>`))
 	f.Add([]byte("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>YS50ZXN0</auth>"))
 	f.Add([]byte("<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>x</text></stream:error>"))
+	f.Add([]byte("<stream:features><dialback xmlns='urn:xmpp:features:dialback'/><limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>524288</max-bytes><idle-seconds>900</idle-seconds></limits></stream:features>"))
+	f.Add([]byte("<stream:features><limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>-1</max-bytes><idle-seconds>x</idle-seconds></limits></stream:features>"))
 	f.Add([]byte("alice@a.test/r"))
 	f.Add([]byte("<iq type='get' from='b.test' to='a.test' id='p'><ping xmlns='urn:xmpp:ping'/></iq>"))
 	f.Fuzz(func(t *testing.T, raw []byte) {

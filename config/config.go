@@ -258,6 +258,16 @@ type Limits struct {
 	// (SIGINT/SIGTERM): past it the connections left are closed and what
 	// was not written is bounced.
 	DrainTimeout time.Duration `mapstructure:"drain_timeout"`
+	// StreamManagement turns on XEP-0198 on the streams whose peer offers
+	// it (Prosody's mod_smacks does, once a stream is authenticated by
+	// SASL EXTERNAL): outbound, a stanza counts as delivered once the
+	// peer acknowledges it, and what a dead stream leaves unacknowledged
+	// is sent again over a new one; inbound, the relay offers it and
+	// acknowledges what it has taken charge of. AckTimeout is how long an
+	// acknowledgement request may stay unanswered before the stream is
+	// taken for dead (connection-timeout).
+	StreamManagement bool          `mapstructure:"stream_management"`
+	AckTimeout       time.Duration `mapstructure:"ack_timeout"`
 }
 
 // Breaker configures the circuit breaker kept per destination domain.

@@ -227,6 +227,7 @@ func (c *Config) validate(runnable bool) Errors {
 	positive("limits.negotiation_timeout", l.NegotiationTimeout, bad)
 	positive("limits.preauth_timeout", l.PreauthTimeout, bad)
 	positive("limits.write_timeout", l.WriteTimeout, bad)
+	positive("limits.ack_timeout", l.AckTimeout, bad)
 	if l.RouteRetry < 0 {
 		bad("limits.route_retry", l.RouteRetry.String(), "must not be negative")
 	}

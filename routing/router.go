@@ -264,7 +264,7 @@ func (r *Router) Settle(f Fate, pair Pair, sts []Stanza, err error) {
 				r.iqs.add(&sts[i], r.now())
 			}
 		}
-	case Written:
+	case Written, Acked:
 		if len(sts) == 0 {
 			return
 		}
@@ -281,6 +281,9 @@ func (r *Router) Settle(f Fate, pair Pair, sts []Stanza, err error) {
 		r.stats.Traffic.out(shard, &tally)
 		if theirs := int64(len(sts)) - own; theirs > 0 {
 			r.stats.Delivered.AddAt(shard, theirs)
+			if f == Acked {
+				r.stats.Acknowledged.AddAt(shard, theirs)
+			}
 		}
 		if own > 0 {
 			r.stats.BouncesDelivered.AddAt(shard, own)
@@ -488,10 +491,16 @@ func (r *Router) drop(st *Stanza) {
 // (by rule: it must not be answered), once its link has settled:
 // Accepted = Delivered + Bounced + Dropped.
 type Stats struct {
-	Accepted  Counter
+	Accepted Counter
+	// Delivered counts stanzas handed over for good: acknowledged by the
+	// peer on streams with XEP-0198 stream management, written to the
+	// connection on the others.
 	Delivered Counter
 	Bounced   Counter
 	Dropped   Counter
+	// Acknowledged counts the delivered stanzas the peer acknowledged
+	// (XEP-0198); the others were only written to their connection.
+	Acknowledged Counter
 	// Refused counts stanzas refused by policy or routing rules (they are
 	// also counted as bounced or dropped).
 	Refused Counter

@@ -98,7 +98,9 @@ const (
 	// not after, because the answer to an IQ request can cross the relay
 	// before the link has finished its write.
 	Sending Fate = iota
-	// Written: the link handed them to its connection.
+	// Written: the link handed them to its connection, for good: the
+	// stream has no acknowledgements (XEP-0198), so that is where the
+	// relay's responsibility ends. They count as delivered.
 	Written
 	// Failed: the link could not write them; they are bounced with the
 	// error given.
@@ -110,6 +112,12 @@ const (
 	// with an error, the IQ requests it wrote that are still unanswered get
 	// one; without (idle, shutdown), they are forgotten.
 	Down
+	// Acked: the peer acknowledged them (XEP-0198 on the stream): they
+	// count as delivered, and as acknowledged. On such a stream the link
+	// reports Sending before the write and Acked once the peer has them;
+	// what it wrote and the peer never acknowledged it reports Retired
+	// (sent again over a new stream) or Failed.
+	Acked
 )
 
 // Pair is an outbound stream's domain pair: stanzas from From (a domain the

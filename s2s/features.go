@@ -19,6 +19,7 @@ const (
 	NSBidi      = "urn:xmpp:bidi"
 	NSBidiFeat  = "urn:xmpp:features:bidi"
 	NSLimits    = "urn:xmpp:stream-limits:0" // XEP-0478
+	NSSM        = "urn:xmpp:sm:3"            // XEP-0198
 	nsPing      = "urn:xmpp:ping"
 	langDefault = "en"
 )
@@ -36,6 +37,8 @@ type features struct {
 	// zero when not advertised.
 	MaxBytes    int
 	IdleSeconds int
+	// SM: the peer offers XEP-0198 stream management (urn:xmpp:sm:3).
+	SM bool
 	// Required lists required features we cannot do, for
 	// unsupported-feature.
 	Unknown []string
@@ -83,6 +86,8 @@ func parseFeatures(raw []byte) (*features, error) {
 				f.Mechanisms = []string{}
 			case depth == 2 && t.Name.Space == dialback.NSFeature && t.Name.Local == "dialback":
 				f.Dialback = true
+			case depth == 2 && t.Name.Space == NSSM && t.Name.Local == "sm":
+				f.SM = true
 			case depth == 3 && path[1] == (xml.Name{Space: dialback.NSFeature, Local: "dialback"}) && t.Name.Local == "errors":
 				f.DialbackErrors = true
 			case depth == 3 && path[1] == (xml.Name{Space: NSSASL, Local: "mechanisms"}) && t.Name.Local == "mechanism":

@@ -23,6 +23,10 @@ func TestParseFeatures(t *testing.T) {
 			`<stream:features><mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><mechanism>EXTERNAL</mechanism></mechanisms>` +
 				`<dialback xmlns="urn:xmpp:features:dialback"><errors/></dialback><bidi xmlns="urn:xmpp:features:bidi"/></stream:features>`,
 			features{Mechanisms: []string{"EXTERNAL"}, Dialback: true, DialbackErrors: true}},
+		{"prosody after SASL EXTERNAL",
+			"<stream:features><sm xmlns='urn:xmpp:sm:2'><optional/></sm><sm xmlns='urn:xmpp:sm:3'><optional/></sm></stream:features>",
+			features{SM: true}},
+		{"stream management 2 only", "<stream:features><sm xmlns='urn:xmpp:sm:2'/></stream:features>", features{}},
 		{"empty", "<stream:features/>", features{}},
 		{"unknown required feature",
 			"<stream:features><foo xmlns='urn:example:foo'><required/></foo></stream:features>",
@@ -110,6 +114,9 @@ func FuzzNegotiationParsers(f *testing.F) {
 	f.Add([]byte("<stream:features><dialback xmlns='urn:xmpp:features:dialback'/><limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>524288</max-bytes><idle-seconds>900</idle-seconds></limits></stream:features>"))
 	f.Add([]byte("<stream:features><limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>-1</max-bytes><idle-seconds>x</idle-seconds></limits></stream:features>"))
 	f.Add([]byte("alice@a.test/r"))
+	f.Add([]byte("<a xmlns='urn:xmpp:sm:3' h='4294967295'/>"))
+	f.Add([]byte("<a xmlns='urn:xmpp:sm:3' h='-1'/>"))
+	f.Add([]byte("<stream:features><sm xmlns='urn:xmpp:sm:3'><optional/></sm></stream:features>"))
 	f.Add([]byte("<iq type='get' from='b.test' to='a.test' id='p'><ping xmlns='urn:xmpp:ping'/></iq>"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		if fe, err := parseFeatures(raw); err == nil {
@@ -121,6 +128,9 @@ func FuzzNegotiationParsers(f *testing.F) {
 			}
 		}
 		parseAuth(raw)
+		if h, err := parseAck(raw); err == nil && !bytes.Contains(raw, []byte("urn:xmpp:sm:3")) {
+			t.Fatalf("parseAck(%q) = %d without the namespace", raw, h)
+		}
 		if e := parseStreamError(raw); e.Condition == "" {
 			t.Fatal("empty condition")
 		}
@@ -179,5 +189,32 @@ func TestHeaderStringsDoNotAllocate(t *testing.T) {
 	}
 	if d, err := splitDomain("Alice@Example.ORG"); err != nil || d != "example.org" {
 		t.Errorf("splitDomain of a JID to normalise: %q, %v", d, err)
+	}
+}
+
+func TestParseAck(t *testing.T) {
+	tests := []struct {
+		raw     string
+		want    uint32
+		wantErr bool
+	}{
+		{"<a xmlns='urn:xmpp:sm:3' h='0'/>", 0, false},
+		{"<a xmlns='urn:xmpp:sm:3' h='4294967295'/>", 4294967295, false},
+		{`<a h=" 17 " xmlns="urn:xmpp:sm:3"></a>`, 17, false},
+		{"<a xmlns='urn:xmpp:sm:3' h='4294967296'/>", 0, true}, // beyond xs:unsignedInt
+		{"<a xmlns='urn:xmpp:sm:3' h='-1'/>", 0, true},
+		{"<a xmlns='urn:xmpp:sm:3'/>", 0, true},
+		{"<a xmlns='urn:xmpp:sm:2' h='1'/>", 0, true},
+		{"<r xmlns='urn:xmpp:sm:3' h='1'/>", 0, true},
+		{"<a xmlns='urn:xmpp:sm:3' h='1'", 0, true},
+	}
+	for _, tc := range tests {
+		h, err := parseAck([]byte(tc.raw))
+		if (err != nil) != tc.wantErr || h != tc.want {
+			t.Errorf("parseAck(%s) = %d, %v; want %d, error %v", tc.raw, h, err, tc.want, tc.wantErr)
+		}
+	}
+	if got := string(appendAck(nil, 4294967295)); got != "<a xmlns='urn:xmpp:sm:3' h='4294967295'/>" {
+		t.Errorf("appendAck = %s", got)
 	}
 }

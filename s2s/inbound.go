@@ -87,6 +87,8 @@ type inConn struct {
 	st            routing.Stanza // the stanza being routed, lent to the router (owner only)
 	body          elemBody       // st.Body: the element with the outbound fix-ups (owner only)
 	asleep        []routing.Link // links given stanzas with Defer, to wake before the next read (owner only)
+	smOn          bool           // the peer enabled stream management (XEP-0198, owner only)
+	smH           uint32         // stanzas taken charge of since, modulo 2^32 (owner only)
 	shard         uint32         // the stream's number, for counters
 
 	ctx    context.Context
@@ -236,6 +238,11 @@ func (c *inConn) finish(err error) {
 	}
 	c.wmu.Lock()
 	c.raw.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	if c.smOn && c.headerSent && !errors.Is(err, errHandshake) {
+		// XEP-0198 §4: a last count before the end, so that the peer
+		// knows what the relay took charge of.
+		c.w.WriteRaw(appendAck(nil, c.smH))
+	}
 	switch {
 	case errors.Is(err, errHandshake):
 		// RFC 6120 §5.4.3.3: a failed TLS handshake ends the TCP connection
@@ -339,22 +346,63 @@ const lingerFor = 3 * time.Second
 // nothing else would tell their senders they were lost (RFC 6120 §4.4).
 // They are routed like any other, so a stanza the new policy refuses is
 // bounced, not dropped.
+//
+// With stream management on, the relay acknowledged its last count before
+// closing (finish): the stanzas that arrive after it are the peer's, which
+// holds them as unacknowledged and sends them again or bounces them when
+// its stream ends; routing them too would deliver them twice.
 func (c *inConn) linger() {
 	c.dr.resume(time.Now().Add(lingerFor))
-	for n := 0; ; n++ {
+	n := 0
+	for {
 		el, err := c.r.Next()
 		if err != nil {
-			if n > 0 {
-				c.logger().Debug("stanzas read after closing the stream", "count", n)
-			}
-			return
+			break
 		}
 		if el.IsStanza() {
-			if c.stanza(el) != nil {
-				return
+			n++
+			if !c.smOn && c.stanza(el) != nil {
+				break
 			}
 		}
 	}
+	switch {
+	case n > 0 && c.smOn:
+		c.logger().Debug("stanzas read after closing the stream left unacknowledged to the peer (XEP-0198)", "count", n)
+	case n > 0:
+		c.logger().Debug("stanzas read after closing the stream", "count", n)
+	}
+}
+
+// streamManagement handles an XEP-0198 element from the peer: <enable/>
+// once the stream is authenticated, <r/> answered with the count, the
+// peer's own acknowledgements ignored (the relay sends no stanzas on an
+// inbound stream).
+func (c *inConn) streamManagement(local string) error {
+	switch local {
+	case "enable":
+		switch {
+		case c.smOn:
+			return c.write(smFailed("unexpected-request"))
+		case !c.authed || !c.s.Limits.StreamManagement:
+			return c.write(smFailed("feature-not-implemented"))
+		}
+		c.smOn, c.smH = true, 0
+		c.logger().Debug("stream management enabled by the peer")
+		return c.write(smEnabled)
+	case "r":
+		if !c.smOn {
+			c.events.log(c.logger(), slog.LevelDebug, "ignoring an acknowledgement request without stream management")
+			return nil
+		}
+		var b [64]byte
+		return c.write(appendAck(b[:0], c.smH))
+	case "resume":
+		return c.write(smFailed("item-not-found"))
+	case "a", "enabled", "failed":
+		return nil
+	}
+	return withText(stream.UnsupportedStanzaType, "unexpected element {%s}%s", NSSM, local)
 }
 
 // write writes elements and flushes them, within limits.write_timeout: a
@@ -426,6 +474,7 @@ func (c *inConn) readHeader() error {
 	}
 
 	c.id = newStreamID()
+	c.smOn, c.smH = false, 0 // stream management lasts one stream (XEP-0198 §3)
 	c.mu.Lock()
 	c.hdr = dialback.Pair{From: c.from, To: c.to}
 	if c.db != nil {
@@ -487,8 +536,13 @@ func (c *inConn) features() []byte {
 		}
 		b = append(b, dialbackFeature...)
 	default:
-		// Authenticated: dialback stays available for more pairs.
+		// Authenticated: dialback stays available for more pairs, and
+		// stream management may be enabled (XEP-0198; Prosody asks for it
+		// only after SASL EXTERNAL, in the features that follow).
 		b = append(b, dialbackFeature...)
+		if c.s.Limits.StreamManagement {
+			b = append(b, "<sm xmlns='"+NSSM+"'/>"...)
+		}
 	}
 	// XEP-0478: what this stream accepts once authenticated, so that the
 	// peer bounces a larger stanza itself instead of losing the stream.
@@ -507,6 +561,9 @@ const dialbackFeature = "<dialback xmlns='" + dialback.NSFeature + "'><errors/><
 func (c *inConn) handle(el *wire.Element) (restart bool, err error) {
 	switch el.Kind {
 	case wire.Message, wire.Presence, wire.IQ:
+		// With stream management on, every stanza read is one the relay
+		// takes charge of, routed or bounced before the next is read.
+		c.smH++
 		return false, c.stanza(el)
 	case wire.Space:
 		return false, nil
@@ -523,6 +580,8 @@ func (c *inConn) handle(el *wire.Element) (restart bool, err error) {
 		return true, c.handleStartTLS()
 	case ns == NSSASL && local == "auth":
 		return c.handleAuth(el)
+	case ns == NSSM:
+		return false, c.streamManagement(string(el.Local))
 	case ns == NSBidi || ns == NSBidiFeat:
 		// XEP-0288 is not offered; a request for it is ignored (§2: there
 		// is no reply) and the stream stays unidirectional.

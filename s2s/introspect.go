@@ -52,6 +52,12 @@ type StreamInfo struct {
 	Queue        int           `json:"queue"`
 	QueueBytes   int           `json:"queue_bytes"`
 	OldestQueued time.Duration `json:"oldest_queued_ns"`
+	// StreamManagement reports that a link's peer acknowledges what it
+	// receives (XEP-0198); then Acknowledged counts the stanzas it has
+	// acknowledged, and Unacknowledged those written that it has not yet.
+	StreamManagement bool  `json:"stream_management"`
+	Acknowledged     int64 `json:"acknowledged,omitempty"`
+	Unacknowledged   int   `json:"unacknowledged,omitempty"`
 }
 
 // Streams returns every stream the server holds, inbound streams first,
@@ -145,7 +151,7 @@ func (l *link) info(now time.Time) StreamInfo {
 		si.Local, si.Remote = []string{l.pair.To}, []string{l.pair.From}
 	}
 	l.mu.Lock()
-	o, up := l.out, l.up
+	o, up, sm := l.out, l.up, l.sm
 	si.Queue, si.QueueBytes = l.qn, l.qbytes
 	if len(l.pending) > 0 && len(l.pending[0].recs) > 0 {
 		if at := l.pending[0].recs[0].Received; !at.IsZero() {
@@ -153,6 +159,11 @@ func (l *link) info(now time.Time) StreamInfo {
 		}
 	}
 	l.mu.Unlock()
+	if sm != nil {
+		sm.mu.Lock()
+		si.StreamManagement, si.Acknowledged, si.Unacknowledged = true, sm.acked, sm.n
+		sm.mu.Unlock()
+	}
 	si.Up = up
 	si.Idle = si.Age
 	if o == nil {

@@ -57,6 +57,10 @@ type link struct {
 	remote   bool          // towards a remote domain: counted in Server.remoteLinks (lmu)
 	out      *outStream    // the stream once up (guarded by mu), for the admin API
 	peerMax  int           // the peer's XEP-0478 max-bytes once up, 0 if none (guarded by mu)
+	// sm is what the peer has not acknowledged yet, when the stream has
+	// XEP-0198 on (set before the writer and reader start; nil without).
+	sm     *smOut
+	ackDue atomic.Bool // the peer asked for our count (<r/>): the writer answers
 
 	started  time.Time    // when the link was made
 	bytesOut atomic.Int64 // their bytes
@@ -447,6 +451,9 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	if o.feats != nil {
 		l.peerMax = o.feats.MaxBytes
 	}
+	if o.sm {
+		l.sm = &smOut{}
+	}
 	l.conn, l.auth = o.raw, o.auth
 	stopped := l.stopErr
 	l.mu.Unlock()
@@ -455,7 +462,7 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	}
 	l.refuseOversized()
 	l.log.Info("outbound stream up", "addr", o.cand.Address(), "tls", o.tls, "peer_authenticated_by", o.peerIdentity(),
-		"took", time.Since(started).Round(time.Millisecond))
+		"stream_management", o.sm, "took", time.Since(started).Round(time.Millisecond))
 	return o, nil
 }
 
@@ -527,20 +534,47 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 	keepalive := time.NewTicker(keepaliveEvery(l.s.Limits.IdleTimeout))
 	defer keepalive.Stop()
 	wrote := false // since the last keepalive tick
+	// With stream management, ackC fires when the last acknowledgement
+	// request may have been answered by limits.ack_timeout.
+	var (
+		ackT *time.Timer
+		ackC <-chan time.Time
+	)
+	if l.sm != nil {
+		ackT = time.NewTimer(time.Hour)
+		ackT.Stop()
+		defer ackT.Stop()
+	}
 	for {
-		if q := l.take(l.wspare); len(q) > 0 {
-			err := l.write(o, q)
-			for i, b := range q {
-				b.release()
-				q[i] = nil
+		if l.ackDue.Swap(false) {
+			if err := l.answerAck(o); err != nil {
+				return err
 			}
+		}
+		// With stream management, what waits for its acknowledgement is
+		// bounded like the queue: when that is full the writer waits for
+		// the peer, and to its feeders the link is blocked on its peer.
+		if l.sm != nil && l.sm.full(l.s.Limits.QueueBytes, l.s.Limits.QueueStanzas) {
+			if l.writing.Load() == 0 {
+				l.writing.Store(time.Now().UnixNano())
+			}
+		} else if q := l.take(l.wspare); len(q) > 0 {
+			l.writing.Store(0)
+			err := l.write(o, q)
+			clear(q)
 			l.wspare = q[:0]
 			if err != nil {
 				return err
 			}
 			idle.Reset(l.idleTimeout())
 			wrote = true
+			if ackT != nil && ackC == nil {
+				ackT.Reset(l.s.Limits.AckTimeout)
+				ackC = ackT.C
+			}
 			continue
+		} else {
+			l.writing.Store(0)
 		}
 		l.mu.Lock()
 		draining, stopErr := l.draining, l.stopErr
@@ -555,7 +589,29 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 		case <-l.wake:
 		case err := <-readErr:
 			return err
+		case <-ackC:
+			n, asked := l.sm.waiting()
+			if n == 0 {
+				ackC = nil
+				continue
+			}
+			if left := l.s.Limits.AckTimeout - time.Since(asked); left > 0 {
+				ackT.Reset(left)
+				continue
+			}
+			// A stream error, not a delivery error: what the peer never
+			// acknowledged goes again over a new stream.
+			return withText(stream.ConnectionTimeout, "%d stanzas written %s ago were never acknowledged (XEP-0198)",
+				n, l.s.Limits.AckTimeout)
 		case <-idle.C:
+			if l.sm != nil {
+				if n, _ := l.sm.waiting(); n > 0 {
+					// Not idle until the peer has acknowledged what it
+					// was sent: closing now would send it again.
+					idle.Reset(l.idleTimeout())
+					continue
+				}
+			}
 			// Out of the table first, then closed: a stanza routed from
 			// now on finds a new link instead of this retiring one (which
 			// would refuse it and get it bounced). One that found this link
@@ -606,7 +662,9 @@ func keepaliveEvery(idle time.Duration) time.Duration {
 	return max(min(idle/3, 5*time.Minute), time.Second)
 }
 
-// write writes the batches of q, each in one call. Stanzas of a batch
+// write writes the batches of q, each in one call, and releases them, or,
+// with stream management, hands them to l.sm until the peer acknowledges
+// them, with an acknowledgement request after the last. Stanzas of a batch
 // whose write failed may or may not have reached the peer; they are
 // bounced, since silence would be worse than a possibly spurious error, and
 // so are those of the batches after it.
@@ -615,18 +673,50 @@ func (l *link) write(o *outStream, q []*batch) error {
 	l.writing.Store(now.UnixNano())
 	defer l.writing.Store(0)
 	o.raw.SetWriteDeadline(now.Add(l.s.Limits.WriteTimeout))
+	if l.sm != nil {
+		last := q[len(q)-1]
+		last.buf = append(last.buf, smRequest...) // after the stanzas' ends: never sent again
+	}
 	for i, b := range q {
 		l.s.Router.Settle(routing.Sending, l.pair, b.recs, nil)
 		if err := o.w.WriteDirect(b.buf); err != nil {
+			if l.sm != nil {
+				l.sm.wrote(q[:i], now) // written: the peer may have them
+			} else {
+				for _, b := range q[:i] {
+					b.release()
+				}
+			}
 			failed := routing.Timeout(fmt.Errorf("writing to %s: %w", l.pair.To, err))
 			for _, b := range q[i:] {
 				l.s.Router.Settle(routing.Failed, l.pair, b.stanzas(), failed)
+				b.release()
 			}
 			return err
 		}
-		l.s.Router.Settle(routing.Written, l.pair, b.recs, nil)
+		if l.sm == nil {
+			l.s.Router.Settle(routing.Written, l.pair, b.recs, nil)
+		}
 		l.written.Add(int64(len(b.recs)))
 		l.bytesOut.Add(int64(len(b.buf)))
+	}
+	if l.sm != nil {
+		l.sm.wrote(q, now)
+		return nil
+	}
+	for _, b := range q {
+		b.release()
+	}
+	return nil
+}
+
+// answerAck answers the peer's acknowledgement request on our outbound
+// stream: no stanza is read on it (no bidi), so the count is 0.
+func (l *link) answerAck(o *outStream) error {
+	o.raw.SetWriteDeadline(time.Now().Add(l.s.Limits.WriteTimeout))
+	o.w.WriteRaw(appendAck(nil, 0))
+	if err := o.w.Flush(); err != nil {
+		return routing.Timeout(fmt.Errorf("writing to %s: %w", l.pair.To, err))
 	}
 	return nil
 }
@@ -649,6 +739,20 @@ func (l *link) readLoop(o *outStream) error {
 			return parseStreamError(el.Raw)
 		case wire.Message, wire.Presence, wire.IQ:
 			l.log.Debug("ignoring a stanza on our outbound stream (no bidi)")
+		case wire.Other:
+			if string(el.NS) != NSSM || l.sm == nil {
+				l.log.Debug("ignoring an element on our outbound stream", "element", elementName(el))
+				break
+			}
+			switch string(el.Local) {
+			case "a":
+				if err := l.handleAck(el.Raw); err != nil {
+					return err
+				}
+			case "r":
+				l.ackDue.Store(true)
+				l.signal()
+			}
 		default:
 			l.log.Debug("ignoring an element on our outbound stream", "element", elementName(el))
 		}
@@ -673,18 +777,42 @@ func (l *link) finish(err error) {
 	}
 	l.mu.Unlock()
 	q := l.take(nil) // also wakes Enqueue calls waiting for room
-	n := 0
+	// With stream management, what the peer never acknowledged comes
+	// first: it was written before what is still queued.
+	var unacked []*batch
+	skip := 0
+	if l.sm != nil {
+		unacked, skip = l.sm.takeAll()
+	}
+	n := -skip
+	for _, b := range unacked {
+		n += len(b.recs)
+	}
 	for _, b := range q {
 		n += len(b.recs)
 	}
 	// settle hands what the link still held back to the router, in order.
 	settle := func(f routing.Fate, err error) {
+		for i, b := range unacked {
+			sts := b.stanzas()
+			if i == 0 {
+				sts = sts[skip:]
+			}
+			l.s.Router.Settle(f, l.pair, sts, err)
+			b.release()
+		}
 		for _, b := range q {
 			l.s.Router.Settle(f, l.pair, b.stanzas(), err)
 			b.release()
 		}
 	}
-	if wasUp {
+	if wasUp && l.sm != nil {
+		// The requests the peer acknowledged are its to answer; those it
+		// did not are routed again below and tracked anew by the link
+		// that takes them: nothing is left to answer here, and it is done
+		// before they are routed again.
+		l.s.Router.Settle(routing.Down, l.pair, nil, nil)
+	} else if wasUp {
 		// IQ requests written on the stream and still unanswered get an
 		// error if it died (RFC 6120 §8.2.3); after an idle close or a
 		// shutdown they are only forgotten.

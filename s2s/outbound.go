@@ -39,6 +39,7 @@ type outStream struct {
 	db            *dialback.Stream         // after authenticate
 	trust         peerTrust                // how the peer proved it is remote (checkPeer)
 	auth          policy.Auth              // how the relay authenticated (after authenticate)
+	sm            bool                     // XEP-0198 enabled (after authenticate)
 }
 
 // dial connects to remote: an internal domain at its configured route, any
@@ -218,10 +219,15 @@ func (o *outStream) next() (*wire.Element, error) {
 // authenticate authenticates local to remote on the stream: SASL EXTERNAL
 // when we hold a certificate remote can verify and it offers EXTERNAL (with
 // a fallback to dialback when it fails), else Server Dialback with a key
-// from the relay's secret (XEP-0220 §2.1). Errors are plain; the link makes
-// them delivery errors.
+// from the relay's secret (XEP-0220 §2.1); then it enables stream
+// management when the peer offers it (enableSM). Errors are plain; the link
+// makes them delivery errors.
 func (o *outStream) authenticate() (err error) {
-	aside(func() { err = o.authenticateAside() })
+	aside(func() {
+		if err = o.authenticateAside(); err == nil {
+			err = o.enableSM()
+		}
+	})
 	return err
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/stream"
@@ -44,6 +45,9 @@ type Inbound struct {
 
 	direct bool           // TLS from the first byte (XEP-0368)
 	secure bool           // owner only
+	sm     bool           // stream management enabled (owner only)
+	h      uint32         // stanzas received since, modulo 2^32 (owner only)
+	lost   atomic.Bool    // Server.Lose: what arrives is lost
 	key    []byte         // owner only: scratch for pair lookups
 	verify sync.WaitGroup // verification goroutines
 }
@@ -162,6 +166,9 @@ func (in *Inbound) run() error {
 		if n := in.s.maxBytes.Load(); n > 0 {
 			feats += "<limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>" + strconv.FormatInt(n, 10) + "</max-bytes></limits>"
 		}
+		if in.s.sm.Load() {
+			feats += "<sm xmlns='" + NSSM + "'/>"
+		}
 		feats += "</stream:features>"
 		if !in.secure {
 			feats = "<stream:features><starttls xmlns='" + NSTLS + "'><required/></starttls></stream:features>"
@@ -200,8 +207,12 @@ func (in *Inbound) framing(err error) error {
 
 // handle acts on one top-level element; restart is true after STARTTLS.
 func (in *Inbound) handle(el *wire.Element) (restart bool, err error) {
+	if in.lost.Load() && el.Kind != wire.StreamError {
+		return false, nil
+	}
 	switch el.Kind {
 	case wire.Message, wire.Presence, wire.IQ:
+		in.h++
 		return false, in.stanza(el)
 	case wire.StreamError:
 		e := ElementOf(el)
@@ -224,6 +235,24 @@ func (in *Inbound) handle(el *wire.Element) (restart bool, err error) {
 		d := in.db.Handle(e)
 		in.mu.Unlock()
 		return false, in.apply(d)
+	}
+	if string(el.NS) == NSSM && in.secure && in.s.sm.Load() {
+		switch string(el.Local) {
+		case "enable":
+			if in.sm {
+				in.violation("<enable/> twice")
+				return false, withText(stream.UnsupportedStanzaType, "stream management is already on")
+			}
+			in.sm, in.h = true, 0
+			return false, in.write(func(w *wire.Writer) { w.WriteRaw([]byte("<enabled xmlns='" + NSSM + "'/>")) })
+		case "r":
+			if !in.sm {
+				in.violation("<r/> without stream management")
+				return false, nil
+			}
+			a := "<a xmlns='" + NSSM + "' h='" + strconv.FormatUint(uint64(in.h), 10) + "'/>"
+			return false, in.write(func(w *wire.Writer) { w.WriteRaw([]byte(a)) })
+		}
 	}
 	if string(el.NS) == NSTLS && string(el.Local) == "starttls" {
 		if in.secure {

@@ -112,6 +112,7 @@ type Server struct {
 	cancel   context.CancelFunc
 
 	refuseVerify atomic.Bool
+	sm           atomic.Bool // offer XEP-0198 on accepted streams
 
 	dialMu sync.Mutex // serialises Connect, so that a pair gets one stream
 
@@ -197,6 +198,37 @@ func (s *Server) Certificate() tls.Certificate {
 // SetMaxBytes makes the Server advertise n as the XEP-0478 max-bytes of
 // the streams it accepts from now on (0: none); it does not enforce it.
 func (s *Server) SetMaxBytes(n int) { s.maxBytes.Store(int64(n)) }
+
+// SetStreamManagement makes the Server offer XEP-0198 stream management
+// (urn:xmpp:sm:3, without resumption) on the streams it accepts from now
+// on, in their features after TLS: a peer that enables it gets every
+// acknowledgement request answered with the count of stanzas received.
+func (s *Server) SetStreamManagement(on bool) { s.sm.Store(on) }
+
+// Lose makes the streams the Server has accepted so far lose what arrives
+// from now on, as a connection whose packets stop getting through would:
+// their stanzas are neither kept nor counted, acknowledgement requests go
+// unanswered. Cut then closes them, as the network's failure would be
+// noticed at last; streams accepted later are not affected.
+func (s *Server) Lose() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for in := range s.inbound {
+		in.lost.Store(true)
+	}
+}
+
+// Cut closes the connections of the streams the Server accepted that Lose
+// marked, without a closing element: a connection that died.
+func (s *Server) Cut() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for in := range s.inbound {
+		if in.lost.Load() {
+			in.raw.Close()
+		}
+	}
+}
 
 // SetRefuseVerify makes the Server answer every db:verify with
 // type='invalid' while on is true, as if the keys were forged: a peer that

@@ -15,6 +15,9 @@ import (
 // NSTLS qualifies STARTTLS (RFC 6120 §5).
 const NSTLS = "urn:ietf:params:xml:ns:xmpp-tls"
 
+// NSSM is the namespace of XEP-0198 stream management.
+const NSSM = "urn:xmpp:sm:3"
+
 // NewID returns a fresh stream id: 96 random bits in hex (RFC 6120 §4.7.3
 // asks for an unpredictable one; dialback keys are made with it).
 func NewID() string {

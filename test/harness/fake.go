@@ -138,6 +138,18 @@ func (f *FakeServer) authoritativeFor(domain string) string {
 // streams it accepts from now on.
 func (f *FakeServer) SetMaxBytes(n int) { f.srv.SetMaxBytes(n) }
 
+// SetStreamManagement makes the fake offer XEP-0198 stream management on
+// the streams it accepts from now on (peer.Server.SetStreamManagement).
+func (f *FakeServer) SetStreamManagement(on bool) { f.srv.SetStreamManagement(on) }
+
+// Lose makes the streams the fake has accepted so far lose what arrives
+// from now on, as a dead network path would; Cut then closes them
+// (peer.Server.Lose, Cut).
+func (f *FakeServer) Lose() { f.srv.Lose() }
+
+// Cut closes the connections Lose marked, without a closing element.
+func (f *FakeServer) Cut() { f.srv.Cut() }
+
 // SetRefuseVerify makes the fake answer every db:verify with
 // type='invalid', as if the keys were forged.
 func (f *FakeServer) SetRefuseVerify(on bool) { f.srv.SetRefuseVerify(on) }

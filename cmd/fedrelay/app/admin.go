@@ -32,7 +32,8 @@ func (r *Relay) startAdmin() error {
 	}
 	reg.MustRegister(newMetricsCollector(r))
 	counter("stanzas_accepted_total", "Stanzas read from authenticated streams.", rs.Accepted.Load)
-	counter("stanzas_delivered_total", "Stanzas written to their next hop's socket: handed to TCP, not acknowledged by the peer (without XEP-0198 a stanza written to a connection that dies unread is lost).", rs.Delivered.Load)
+	counter("stanzas_delivered_total", "Stanzas handed over to their next hop: acknowledged by the peer on streams with XEP-0198 stream management (see fedrelay_stanzas_acknowledged_total), written to the socket on the others (handed to TCP: a stanza written to a connection that dies unread is lost).", rs.Delivered.Load)
+	counter("stanzas_acknowledged_total", "Delivered stanzas the peer acknowledged (XEP-0198); a stream that dies sends what it left unacknowledged again over a new stream.", rs.Acknowledged.Load)
 	counter("stanzas_bounced_total", "Stanzas answered with an error stanza.", rs.Bounced.Load)
 	counter("stanzas_dropped_total", "Stanzas dropped by rule (errors, IQ results).", rs.Dropped.Load)
 	counter("stanzas_refused_total", "Stanzas refused by policy or routing rules.", rs.Refused.Load)

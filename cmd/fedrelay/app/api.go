@@ -216,6 +216,7 @@ func (r *Relay) status() Status {
 	st.Counters = map[string]int64{
 		"accepted": rs.Accepted.Load(), "delivered": rs.Delivered.Load(), "bounced": rs.Bounced.Load(),
 		"dropped": rs.Dropped.Load(), "refused": rs.Refused.Load(), "breaker_bounces": rs.BreakerBounces.Load(),
+		"acknowledged": rs.Acknowledged.Load(),
 	}
 	r.mu.Lock()
 	st.LastReload, st.LastReloadError = r.lastReload, r.lastReloadErr

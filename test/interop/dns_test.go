@@ -121,6 +121,13 @@ func (d *publicDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	w.WriteMsg(m)
 }
 
+// remove deletes every record of the owner name.
+func (d *publicDNS) remove(name string) {
+	d.mu.Lock()
+	delete(d.records, strings.ToLower(name))
+	d.mu.Unlock()
+}
+
 // set replaces the records of the owner name of each line (zone-file
 // syntax, all of one name) on the running server.
 func (d *publicDNS) set(lines ...string) {

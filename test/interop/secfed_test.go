@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedrelay/fedrelay/s2s"
 )
 
 // 8. Secure federation: the relay, b.test (Prosody) and c.test (ejabberd)
@@ -235,6 +237,127 @@ func (l *lab) secureFederation(t *testing.T) {
 			t.Errorf("b.test's log: no connection to the relay's direct TLS port %s:5270", l.ip(10))
 		}
 	})
+
+	t.Run("stream-management", func(t *testing.T) {
+		l.watchLogs(t)
+		l.streamManagement(t, restartAll)
+	})
+}
+
+// streamManagement (sub-test of 8): XEP-0198 with Prosody over streams
+// authenticated by SASL EXTERNAL, and a connection killed under the
+// relay's outbound stream to b.test with nothing lost or duplicated.
+//
+// The relay's links to b.test go through a TCP proxy (b.test's SRV target
+// smproxy.test). Alice (a.test, behind the relay) sends 20 messages to Bob
+// (b.test); the relay's link has stream management on and b.test
+// acknowledges them. Then the proxy loses what the relay sends (a path
+// that stopped getting packets through), Alice sends 20 more, the relay
+// writes them, b.test never sees them, and the proxy resets the
+// connection. Bob must get each of the 40 exactly once, Alice no error.
+// Without stream management the relay would have counted the 20 delivered
+// when it wrote them, and they would be lost. b.test's own streams to the
+// relay have stream management too (the relay's log).
+func (l *lab) streamManagement(t *testing.T, restartAll func()) {
+	relayLog := filepath.Join(l.relay.dir, "relay.log")
+	proxy, err := startCutProxy(l.ip(31)+":5269", l.ip(3)+":5269")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.close()
+	l.dns.remove("_xmpps-server._tcp.b.test.")
+	l.dns.set("_xmpp-server._tcp.b.test. 60 IN SRV 10 5 5269 smproxy.test.")
+	l.dns.set("smproxy.test. 60 IN A " + l.ip(31))
+	defer l.dns.set("_xmpp-server._tcp.b.test. 60 IN SRV 10 5 5269 b.test.")
+	restartAll() // a relay with an empty DNS cache
+	from := fileSize(relayLog)
+
+	alice := l.login(t, l.alice, "s8-sm")
+	bob := l.login(t, l.bob, "s8-sm")
+	bodies := make([]string, 40)
+	for i := range bodies {
+		bodies[i] = l.token(fmt.Sprintf("s8-sm message %d", i))
+	}
+	send := func(from, to int) {
+		for _, b := range bodies[from:to] {
+			if _, err := alice.Message(bare(bob.JID), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	link := func() (s2s.StreamInfo, bool) {
+		for _, si := range l.relay.cur.Server.Streams() {
+			if si.Face == "federation" && si.Direction == "out" && si.Up && len(si.Remote) == 1 && si.Remote[0] == "b.test" {
+				return si, true
+			}
+		}
+		return s2s.StreamInfo{}, false
+	}
+	waitLink := func(what string, cond func(s2s.StreamInfo) bool) s2s.StreamInfo {
+		t.Helper()
+		var si s2s.StreamInfo
+		for end := time.Now().Add(wait); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			var ok bool
+			if si, ok = link(); ok && cond(si) {
+				return si
+			}
+		}
+		t.Fatalf("the relay's link to b.test: %s; it is %+v", what, si)
+		return si
+	}
+	received := map[string]int{}
+	collect := func(n int) {
+		t.Helper()
+		for end := time.Now().Add(wait); len(received) < n && time.Now().Before(end); {
+			for _, el := range bob.Collect(200*time.Millisecond, func(e *Element) bool {
+				return e.Kind() == "message" && e.Type() != "error" && bare(e.From()) == bare(alice.JID)
+			}) {
+				received[el.Body()]++
+			}
+		}
+	}
+
+	send(0, 20)
+	collect(20)
+	si := waitLink("stream management on and 20 acknowledged", func(si s2s.StreamInfo) bool {
+		return si.StreamManagement && si.Acknowledged >= 20 && si.Unacknowledged == 0
+	})
+	t.Logf("link to b.test through the proxy: stream management %v, %d acknowledged, %d written", si.StreamManagement, si.Acknowledged, si.StanzasOut)
+	if proxy.accepted() == 0 {
+		t.Fatal("the relay's link to b.test did not go through the proxy")
+	}
+
+	lost := proxy.lose()
+	written := si.StanzasOut
+	send(20, 40)
+	si = waitLink("the next 20 written", func(si s2s.StreamInfo) bool { return si.StanzasOut >= written+20 })
+	t.Logf("20 more written to a connection that loses them: %d unacknowledged; resetting %d proxied connections", si.Unacknowledged, lost)
+	if si.Unacknowledged < 20 {
+		t.Errorf("the link says %d unacknowledged after 20 messages written to a connection that loses them", si.Unacknowledged)
+	}
+	proxy.cut()
+	collect(40)
+	// Anything sent twice would come within moments of the first.
+	for _, el := range bob.Collect(2*time.Second, func(e *Element) bool {
+		return e.Kind() == "message" && e.Type() != "error" && bare(e.From()) == bare(alice.JID)
+	}) {
+		received[el.Body()]++
+	}
+	for i, b := range bodies {
+		if n := received[b]; n != 1 {
+			t.Errorf("message %d reached Bob %d times, want once", i, n)
+		}
+	}
+	t.Logf("after the reset: %d of 40 messages at Bob, proxied connections %d", len(received), proxy.accepted())
+	// The other way: b.test's stream to the relay, where the relay
+	// acknowledges.
+	for i := range 5 {
+		l.deliver(t, bob, alice, l.token(fmt.Sprintf("s8-sm reply %d", i)))
+	}
+	noErrors(t, alice, bob)
+	if len(grepAll(relayLog, from, `msg="stream management enabled by the peer"`, "from=b.test")) == 0 {
+		t.Errorf("relay log: b.test's stream to the relay did not enable stream management")
+	}
 }
 
 // establishedTo returns the peers ("ip:port") of the established TCP

@@ -115,7 +115,10 @@ func (p *prosody) configure(o prosodyOpts) error {
 			secure += fmt.Sprintf("s2s_direct_tls_ssl = { cafile = %q }\n", filepath.Join(p.dir, "trusted-ca.crt"))
 		}
 	}
-	modules := `"roster", "saslauth", "tls", "dialback", "disco", "ping", "posix"`
+	// smacks is in Debian's shipped modules_enabled (both generations):
+	// with smacks_enabled_s2s (default true) it offers and uses XEP-0198
+	// on S2S streams authenticated by SASL EXTERNAL.
+	modules := `"roster", "saslauth", "tls", "dialback", "disco", "ping", "posix", "smacks"`
 	if p.gen.Bidi {
 		modules += `, "s2s_bidi"`
 	}

@@ -189,6 +189,17 @@ func (c teeConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// clip shortens what the transcript shows of a large write (the large
+// stanzas of 9-large-stanzas) to its start and its size. Reads need not be:
+// the decoder reads at most 4 KiB at a time.
+func clip(s string) string {
+	const keep = 4096
+	if len(s) <= keep {
+		return s
+	}
+	return fmt.Sprintf("%s… (%d bytes)", s[:keep], len(s))
+}
+
 // Login connects and logs acct in with resource res, ready to exchange
 // stanzas: roster fetched, initial presence sent. transcript receives the
 // XML both ways (not the password: PLAIN's payload is logged redacted).
@@ -424,7 +435,7 @@ func (c *Client) write(s string) error {
 
 // Send writes raw XML to the stream.
 func (c *Client) Send(s string) error {
-	fmt.Fprintf(c.transcript, "%s %s -> %s\n", time.Now().Format("15:04:05.000000"), c.Name, s)
+	fmt.Fprintf(c.transcript, "%s %s -> %s\n", time.Now().Format("15:04:05.000000"), c.Name, clip(s))
 	return c.write(s)
 }
 

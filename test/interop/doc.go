@@ -87,6 +87,14 @@
 // ways, then publishes _xmpps-server records and checks direct TLS
 // (XEP-0368) both ways: every generation of both servers dials it.
 //
+// 9-large-stanzas raises a.test's and b.test's c2s_stanza_size_limit
+// (1 MiB: Prosody's default, 256 KiB, is below its 400 KB message) and
+// s2s_stanza_size_limit (a.test 1 MiB; b.test 480,000, which Prosody 13
+// advertises as XEP-0478 max-bytes) from the start, and sends messages of
+// 400 KB (crossing both ways), 600 KB (over the relay's default
+// limits.max_stanza_bytes, 524288) and, with Prosody 13, 490,000 bytes
+// (over b.test's advertised limit).
+//
 // Every server gets its own directory under a temporary run directory with
 // its configuration and logs; the directory is removed when the tests
 // pass and kept (its path is printed) when they fail or when

@@ -23,6 +23,9 @@ type serverGen struct {
 	// the shipped configuration; ejabberd 24.12's mod_s2s_bidi, on in it):
 	// the tests enable it, so that these servers ask the relay for bidi.
 	Bidi bool
+	// StreamLimits: the generation advertises XEP-0478 stream limits and
+	// reads its peers' (Prosody 13's mod_s2s; see largeStanzas for when).
+	StreamLimits bool
 }
 
 // gen2Root is where .ci/run unpacks the second generation;
@@ -39,7 +42,7 @@ func prosodyGens() []serverGen {
 	return []serverGen{
 		{Name: "prosody 0.12", Version: "0.12.", Bin: "/usr/bin/prosody", Ctl: "/usr/bin/prosodyctl"},
 		{Name: "prosody 13", Version: "13.", Bin: filepath.Join(p13, "prosody"), Ctl: filepath.Join(p13, "prosodyctl"),
-			Bidi: true},
+			Bidi: true, StreamLimits: true},
 	}
 }
 

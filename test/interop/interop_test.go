@@ -38,7 +38,8 @@ func TestInterop(t *testing.T) {
 				t.Run("6-relay-restart", l.restart)
 				t.Run("7-secure-auth", l.secureAuth)
 				t.Run("8-secure-federation", l.secureFederation)
-				t.Run("9-counters", l.counters)
+				t.Run("9-large-stanzas", l.largeStanzas)
+				t.Run("10-counters", l.counters)
 			})
 		}
 	}
@@ -616,7 +617,7 @@ func (l *lab) restart(t *testing.T) {
 	})
 }
 
-// 9. Counters: every stanza the relay accepted was delivered, bounced or
+// 10. Counters: every stanza the relay accepted was delivered, bounced or
 // dropped, for every relay instance of the run.
 func (l *lab) counters(t *testing.T) {
 	l.watchLogs(t)

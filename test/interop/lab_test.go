@@ -214,7 +214,8 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 	}
 	step(pgen.Name+" a.test configured, alice registered", func() error {
 		l.a, err = newProsody(pgen, filepath.Join(l.dir, "a.test"), "a.test", l.ip(2),
-			map[string]string{"alice": l.alice.Password}, prosodyOpts{resolverIP: l.ip(53)})
+			map[string]string{"alice": l.alice.Password}, prosodyOpts{resolverIP: l.ip(53), c2sLimit: largeC2SLimit,
+				s2sLimit: largeS2SLimitA})
 		return err
 	})
 	step(pgen.Name+" b.test configured, bob and dave registered", func() error {
@@ -260,14 +261,15 @@ _xmpp-server._tcp.c.test. 60 IN SRV 0 5 5269 c.test.
 }
 
 // bOpts is b.test's configuration: by default self-signed, dialback; with
-// secure (9-secure-federation), a certificate of the test's public CA,
+// secure (8-secure-federation), a certificate of the test's public CA,
 // s2s_secure_auth trusting that CA, and a direct TLS port.
 func (l *lab) bOpts(t testing.TB, secure bool) prosodyOpts {
 	if !secure {
-		return prosodyOpts{resolverIP: l.ip(54)}
+		return prosodyOpts{resolverIP: l.ip(54), c2sLimit: largeC2SLimit, s2sLimit: largeS2SLimitB}
 	}
 	crt, key := issuePEM(t, l.pki, "b.test")
-	return prosodyOpts{resolverIP: l.ip(54), trustCA: readFile(t, l.pki.File()), cert: crt, key: key, directTLS: true}
+	return prosodyOpts{resolverIP: l.ip(54), trustCA: readFile(t, l.pki.File()), cert: crt, key: key, directTLS: true,
+		c2sLimit: largeC2SLimit, s2sLimit: largeS2SLimitB}
 }
 
 // cOpts is c.test's configuration, as bOpts: with secure,

@@ -71,6 +71,11 @@ type prosodyOpts struct {
 	cert, key []byte
 	// directTLS adds an S2S direct TLS port (XEP-0368), 5270.
 	directTLS bool
+	// c2sLimit and s2sLimit, when not zero, are its
+	// c2s_stanza_size_limit and s2s_stanza_size_limit (see
+	// largeStanzas); zero keeps Prosody's defaults (256 KiB and 512 KiB
+	// in both generations).
+	c2sLimit, s2sLimit int
 }
 
 // newProsody writes the configuration of a Prosody serving domain on ip
@@ -126,6 +131,14 @@ func (p *prosody) configure(o prosodyOpts) error {
 	if o.directTLS {
 		directTLS = "5270"
 	}
+	limits := ""
+	if o.c2sLimit > 0 {
+		limits += fmt.Sprintf("c2s_stanza_size_limit = %d\n", o.c2sLimit)
+	}
+	if o.s2sLimit > 0 {
+		// Prosody 13 also advertises it to its S2S peers (XEP-0478 max-bytes)
+		limits += fmt.Sprintf("s2s_stanza_size_limit = %d\n", o.s2sLimit)
+	}
 	files := map[string][]byte{
 		"trusted-ca.crt":             o.trustCA,
 		"certs/" + p.domain + ".crt": crt,
@@ -147,7 +160,7 @@ modules_enabled = { %[11]s }
 %[8]sunbound = { resolvconf = %[6]q; hoststxt = false; options = { ["local-zone:"] = "test. transparent" } }
 VirtualHost %[7]q
 `, filepath.Join(p.dir, "prosody.pid"), filepath.Join(p.dir, "data"), filepath.Join(p.dir, "certs"),
-			filepath.Join(p.dir, "prosody.log"), p.ip, filepath.Join(p.dir, "resolv.conf"), p.domain, secure, p.gen.Name,
+			filepath.Join(p.dir, "prosody.log"), p.ip, filepath.Join(p.dir, "resolv.conf"), p.domain, secure+limits, p.gen.Name,
 			directTLS, modules),
 	}
 	if o.trustCA == nil {

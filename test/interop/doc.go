@@ -85,7 +85,14 @@
 // (federation.secure_auth with tls.ca_file; s2s_secure_auth; ejabberd's
 // s2s_use_starttls: required with ca_file) and checks SASL EXTERNAL both
 // ways, then publishes _xmpps-server records and checks direct TLS
-// (XEP-0368) both ways: every generation of both servers dials it.
+// (XEP-0368) both ways: every generation of both servers dials it. Its
+// stream-management part sends the relay's links to b.test through a TCP
+// proxy (b.test's SRV target smproxy.test, .31): with Prosody's smacks
+// module on (Debian's shipped configuration; both generations use XEP-0198
+// on S2S streams authenticated by SASL EXTERNAL) the relay's link has
+// stream management; 20 messages are acknowledged, 20 more are written to
+// the proxied connection after it stopped passing anything to b.test, and
+// the connection is reset: each of the 40 must reach Bob exactly once.
 //
 // 9-large-stanzas raises a.test's and b.test's c2s_stanza_size_limit
 // (1 MiB: Prosody's default, 256 KiB, is below its 400 KB message) and

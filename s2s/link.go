@@ -62,6 +62,8 @@ type link struct {
 	bytesOut atomic.Int64 // their bytes
 	auth     policy.Auth  // how the relay authenticated, once up (metrics)
 	written  atomic.Int64 // stanzas written (metrics, admin API)
+
+	writers // once up, a writer runs only while there is work (linkwriter.go)
 }
 
 // batch is a run of stanzas waiting in a link: their bytes, one after the
@@ -284,6 +286,9 @@ func (l *link) signal() {
 	case l.wake <- struct{}{}:
 	default:
 	}
+	if l.parked.Load() {
+		l.unpark() // no writer runs: start one
+	}
 }
 
 // take removes and returns the batches that wait, in order, putting spare
@@ -358,14 +363,18 @@ func (l *link) deniedBy(p *policy.Policy) bool {
 	return true
 }
 
-// run owns the link: it connects, authenticates, then writes until the link
-// goes idle, fails or the server shuts down.
+// run sets the link up: it connects and authenticates while the stanzas
+// routed meanwhile wait. Once the link is up, its reader owns it (own), and
+// a writer runs only while there is something to write (linkwriter.go).
 func (l *link) run() {
 	defer l.s.wg.Done()
 	l.s.stats.OutboundOpen.Add(1)
 	l.s.stats.OutboundTotal.Add(1)
-	defer l.s.stats.OutboundOpen.Add(-1)
-	var err error
+	var (
+		o     *outStream
+		leave func()
+		err   error
+	)
 	func() {
 		defer func() {
 			if p := recover(); p != nil {
@@ -373,40 +382,74 @@ func (l *link) run() {
 				err = routing.Timeout(fmt.Errorf("internal error"))
 			}
 		}()
-		err = l.serve()
+		o, leave, err = l.serve()
 	}()
-	// A half-open breaker waits for this outcome: it is reported on every
-	// exit, a panic included (no-op if serve reported it).
-	l.reportOutcome(err)
-	l.finish(err)
+	if err == nil {
+		// The owner of the stream from now on is a goroutine of its own,
+		// whose stack holds nothing of the setup's.
+		l.s.wg.Add(1)
+		go l.own(o, leave)
+		return
+	}
+	l.end(err)
 }
 
-func (l *link) serve() error {
+// own runs the link once it is up, until it ends, then retires it. It
+// reads what the peer sends while writers (linkwriter.go) write what is
+// queued; whichever ends the stream, it closes it, once no writer runs.
+// While the link is idle, its goroutine waits on the socket, as shallow as
+// it can be, so that its stack shrinks to the smallest (see WaitIdle).
+func (l *link) own(o *outStream, leave func()) {
+	defer l.s.wg.Done()
+	l.startWriting(o)
+	err := l.closeStream(o, l.read(o))
+	leave()
+	l.end(err)
+}
+
+// end retires the link: the setup's outcome goes to the breaker (if
+// nothing reported it yet), the stanzas it holds go back to the router.
+func (l *link) end(err error) {
+	// A half-open breaker waits for this outcome: it is reported on every
+	// exit, a panic included (no-op if setup reported it).
+	l.reportOutcome(err)
+	l.finish(err)
+	l.s.stats.OutboundOpen.Add(-1)
+}
+
+// serve connects and authenticates the link's stream within its route's
+// gate, if it has one; leave releases the gate's connection once the
+// stream ends.
+func (l *link) serve() (o *outStream, leave func(), err error) {
 	started := time.Now()
 	setupEnded := func() {}
+	leave = func() {}
 	if l.gate != nil {
 		if err := l.gate.enter(started.Add(l.s.Limits.ConnectTimeout + l.s.Limits.NegotiationTimeout)); err != nil {
-			return err
+			return nil, nil, err
 		}
 		settingUp := true
 		defer func() {
 			if settingUp { // serve panicked during the setup
 				l.gate.setupDone()
 			}
-			l.gate.leave()
+			if o == nil { // failed or panicked: the stream is not carried
+				l.gate.leave()
+			}
 		}()
 		setupEnded = func() { l.gate.setupDone(); settingUp = false }
+		leave = l.gate.leave
 	}
-	o, err := l.setup(started, setupEnded)
+	o, err = l.setup(started, setupEnded)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	return l.carry(o)
+	return o, leave, nil
 }
 
 // setup connects and authenticates the link's stream, retrying an internal
-// route for limits.route_retry, and marks the link up. It is apart from
-// carry so that its frame is not under the idle link's.
+// route for limits.route_retry, and marks the link up. It runs on run's
+// goroutine, so that its stack is not the idle link's (own's).
 func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	o, err := l.open()
 	// The organisation's own server (a configured route) is not a remote
@@ -459,26 +502,31 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	return o, nil
 }
 
-// carry runs the stream once it is up: a reader for what the peer sends,
-// and the writer until the link ends.
-func (l *link) carry(o *outStream) error {
-	readErr := make(chan error, 1)
-	var rwg sync.WaitGroup
-	rwg.Add(1)
-	go func() {
-		defer rwg.Done()
-		readErr <- l.readLoop(o)
-	}()
-	err := l.writeLoop(o, readErr)
+// closeStream closes the stream once its reader has ended with err and no
+// writer runs any more, and returns what ended it.
+func (l *link) closeStream(o *outStream, err error) error {
+	if werr, ended := l.stopWriting(); ended {
+		err = werr // a writer ended the stream, and woke the reader to close it
+	}
 	var se stream.Error
 	if errors.As(err, &se) {
 		o.abort(err)
 	} else {
 		o.close()
 	}
-	rwg.Wait()
-	o.r.Release() // its reader has ended: the buffer goes back at once
+	o.r.Release() // the reader has ended: the buffer goes back at once
 	return err
+}
+
+// read runs readLoop; a panic there ends the link with an internal error.
+func (l *link) read(o *outStream) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			l.log.Error("panic in an outbound link; closing it", "panic", p, "stack", string(debug.Stack()))
+			err = routing.Timeout(fmt.Errorf("internal error"))
+		}
+	}()
+	return l.readLoop(o)
 }
 
 // open connects and authenticates the link's stream.
@@ -520,13 +568,10 @@ func (l *link) stopping() bool {
 var errIdle = errors.New("idle")
 
 // writeLoop writes queued stanzas in batches, flushing when the queue is
-// empty, until the link is idle, drained, stopped or its peer goes away.
-func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
-	idle := time.NewTimer(l.idleTimeout())
-	defer idle.Stop()
-	keepalive := time.NewTicker(keepaliveEvery(l.s.Limits.IdleTimeout))
-	defer keepalive.Stop()
-	wrote := false // since the last keepalive tick
+// empty, until the link is idle, drained, stopped or its peer goes away
+// (ended), or until it has had nothing to write for idleGrace: then it
+// parks (ended false) and the next wake-up starts a new writer.
+func (l *link) writeLoop(o *outStream) (err error, ended bool) {
 	for {
 		if q := l.take(l.wspare); len(q) > 0 {
 			err := l.write(o, q)
@@ -536,26 +581,27 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 			}
 			l.wspare = q[:0]
 			if err != nil {
-				return err
+				return err, true
 			}
-			idle.Reset(l.idleTimeout())
-			wrote = true
+			l.active = time.Now()
+			l.sent = l.active
 			continue
 		}
 		l.mu.Lock()
 		draining, stopErr := l.draining, l.stopErr
 		l.mu.Unlock()
 		if stopErr != nil {
-			return stopErr
+			return stopErr, true
 		}
 		if draining {
-			return nil
+			return nil, true
 		}
-		select {
-		case <-l.wake:
-		case err := <-readErr:
-			return err
-		case <-idle.C:
+		if l.ending.Load() {
+			return nil, false // the owner ends the stream
+		}
+		now := time.Now()
+		idleAt := l.active.Add(l.idleTimeout())
+		if !now.Before(idleAt) {
 			// Out of the table first, then closed: a stanza routed from
 			// now on finds a new link instead of this retiring one (which
 			// would refuse it and get it bounced). One that found this link
@@ -565,24 +611,39 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 			if l.qn == 0 {
 				l.closed = true
 				l.mu.Unlock()
-				return errIdle
+				return errIdle, true
 			}
 			l.mu.Unlock()
-			idle.Reset(l.idleTimeout())
-		case <-keepalive.C:
-			if !wrote {
-				// RFC 6120 §4.6.1: a single space between elements finds a
-				// dead connection, and keeps the peer's idle timer (and
-				// middleboxes) from closing a quiet but wanted stream.
-				o.raw.SetWriteDeadline(time.Now().Add(l.s.Limits.WriteTimeout))
-				o.w.WriteRaw([]byte{' '})
-				if err := o.w.Flush(); err != nil {
-					return routing.Timeout(fmt.Errorf("keepalive to %s: %w", l.pair.To, err))
-				}
+			l.active = now
+			continue
+		}
+		keepAt := l.sent.Add(keepaliveEvery(l.s.Limits.IdleTimeout))
+		if !now.Before(keepAt) {
+			// RFC 6120 §4.6.1: a single space between elements finds a
+			// dead connection, and keeps the peer's idle timer (and
+			// middleboxes) from closing a quiet but wanted stream.
+			o.raw.SetWriteDeadline(now.Add(l.s.Limits.WriteTimeout))
+			o.w.WriteRaw([]byte{' '})
+			if err := o.w.Flush(); err != nil {
+				return routing.Timeout(fmt.Errorf("keepalive to %s: %w", l.pair.To, err)), true
 			}
-			wrote = false
+			l.sent = now
+			continue
+		}
+		due := earliest(idleAt, keepAt)
+		quiet := l.active.Add(idleGrace)
+		if !now.Before(quiet) {
+			if l.park(now, due) {
+				return nil, false
+			}
+			continue // woken as it parked: it goes on
+		}
+		// Between two bursts: this writer waits for the next.
+		l.arm(now, earliest(due, quiet))
+		select {
+		case <-l.wake:
 		case <-l.s.ctx.Done():
-			return ErrServerClosed
+			return ErrServerClosed, true
 		}
 	}
 }

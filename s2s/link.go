@@ -84,14 +84,25 @@ const batchBytes = 64 << 10
 // stanzas wait in it or are being written.
 var batches = sync.Pool{New: func() any { return &batch{buf: make([]byte, 0, batchBytes)} }}
 
+// A link that is not up yet starts with a small batch: most links carry a
+// stanza or two while they connect, and thousands of them setting up at
+// once (a burst to new domains) would each hold a 64 KiB batch, which the
+// pool then keeps for two garbage collections (issue 11).
+const firstBatchBytes = 2 << 10
+
+var firstBatches = sync.Pool{New: func() any { return &batch{buf: make([]byte, 0, firstBatchBytes)} }}
+
 func (b *batch) release() {
 	clear(b.recs) // no strings kept alive by a pooled batch
 	b.recs, b.ends = b.recs[:0], b.ends[:0]
-	if cap(b.buf) > batchBytes {
-		return // grown for a big stanza: left to the garbage collector
-	}
 	b.buf = b.buf[:0]
-	batches.Put(b)
+	switch cap(b.buf) {
+	case batchBytes:
+		batches.Put(b)
+	case firstBatchBytes:
+		firstBatches.Put(b)
+	}
+	// Otherwise grown for a big stanza: left to the garbage collector.
 }
 
 // stanzas returns the records with Raw set to each stanza's bytes in buf:
@@ -205,7 +216,11 @@ func (l *link) add(st *routing.Stanza) error {
 	if b == nil || len(b.buf) > 0 && len(b.buf)+len(st.Raw) > cap(b.buf) {
 		// None yet, or the last is full: a fresh one rather than a grown
 		// one (a stanza bigger than a batch grows an empty one).
-		b = batches.Get().(*batch)
+		if !l.up && len(l.pending) == 0 && l.qn == 0 {
+			b = firstBatches.Get().(*batch)
+		} else {
+			b = batches.Get().(*batch)
+		}
 		l.pending = append(l.pending, b)
 	}
 	before := len(b.buf)

@@ -36,7 +36,7 @@ type outStream struct {
 	legacy        bool   // the peer answered without version: no features
 	feats         *features
 	serves        func(domain string) bool // the face's domains, for dialback
-	db            *dialback.Stream         // after authenticate
+	db            *dialback.Stream         // during authenticate
 	trust         peerTrust                // how the peer proved it is remote (checkPeer)
 	auth          policy.Auth              // how the relay authenticated (after authenticate)
 }
@@ -222,6 +222,7 @@ func (o *outStream) next() (*wire.Element, error) {
 // them delivery errors.
 func (o *outStream) authenticate() (err error) {
 	aside(func() { err = o.authenticateAside() })
+	o.db = nil // only authentication needs it: a link that is up keeps none
 	return err
 }
 

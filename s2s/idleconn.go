@@ -55,65 +55,86 @@ func aside(fn func()) {
 // only, like Read. Where the wait cannot be done on the socket (TLS holds
 // input already, another kind of connection), it returns at once and Read
 // waits as before.
+//
+// An idle stream's goroutine stays parked here for minutes: the runtime
+// halves its stack at a garbage collection only while the stack uses less
+// than a quarter of it (runtime.shrinkstack counts 800 bytes more), so the
+// frames from the owner down to the poller must stay under about 1.2 KiB
+// for an idle stream to keep a 4 KiB stack rather than 8. Hence this loop
+// keeps few locals, and the reckoning of deadlines is in nextWait.
 func (d *deadlineReader) WaitIdle() error {
 	if d.before != nil {
 		d.before() // what the stream deferred must not wait with it
 	}
-	if !d.waitable {
-		return nil
-	}
-	tc, _ := d.conn.(*tls.Conn)
-	if tc != nil && !tlsInputEmpty(tc) {
-		return nil
-	}
-	if !d.rcKnown {
-		// The socket under the stream, the same before and after STARTTLS.
-		d.rc, d.rcKnown = rawConnOf(d.raw), true
-	}
-	if d.rc == nil {
+	if !d.canWait() {
 		return nil
 	}
 	// A stream between two bursts finds input soon: for idleGrace it
 	// waits with its buffers, and drops them only if it is still quiet
 	// then (and authenticated, or an outbound link that is up), so that a
-	// busy stream does not allocate them again and again. The deadline is
-	// the idle timeout from now once authenticated, else d.until (the
-	// negotiation deadline; none for a link that is up).
+	// busy stream does not allocate them again and again.
 	d.waiting.Store(true)
 	defer d.waiting.Store(false)
-	start := time.Now()
-	grace := start.Add(idleGrace)
+	d.waitStart = time.Now()
 	for {
-		end, settled := d.until, d.until.IsZero()
-		if idle := time.Duration(d.idle.Load()); idle > 0 {
-			end, settled = start.Add(idle), true
-		}
-		if settled && !time.Now().Before(grace) {
-			return d.waitUntil(end, func() {
-				if tc != nil {
-					dropTLSInput(tc)
-				}
-			})
-		}
-		// Wait in slices of at most idleGrace: the stream may
-		// authenticate meanwhile (authenticated leaves the deadline of a
-		// waiting stream alone), and then its deadline changes.
-		slice := grace
-		if now := time.Now(); !now.Before(grace) {
-			slice = now.Add(idleGrace)
-		}
-		last := !end.IsZero() && !end.After(slice)
-		if last {
-			slice = end
-		}
-		err := d.waitUntil(slice, nil)
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
+		deadline, step := d.nextWait()
+		err := d.waitUntil(deadline, step == waitQuiet)
+		if step == waitQuiet || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return err
 		}
-		if last && (settled || d.idle.Load() == 0) {
+		if step == waitLast && (d.waitSettled || d.idle.Load() == 0) {
 			return err // the stream's own deadline
 		}
 	}
+}
+
+// canWait reports whether WaitIdle can wait on the socket.
+func (d *deadlineReader) canWait() bool {
+	if !d.waitable {
+		return false
+	}
+	if tc, _ := d.conn.(*tls.Conn); tc != nil && !tlsInputEmpty(tc) {
+		return false
+	}
+	if !d.rcKnown {
+		// The socket under the stream, the same before and after STARTTLS.
+		d.rc, d.rcKnown = rawConnOf(d.raw), true
+	}
+	return d.rc != nil
+}
+
+// The steps of WaitIdle.
+const (
+	waitSlice = iota // a slice of at most idleGrace, then look again
+	waitLast         // a slice that ends at the stream's deadline
+	waitQuiet        // past idleGrace: drop the buffers and wait until the deadline
+)
+
+// nextWait returns how long WaitIdle waits next. The deadline is the idle
+// timeout from the wait's start once authenticated, else d.until (the
+// negotiation deadline; none for a link that is up).
+func (d *deadlineReader) nextWait() (time.Time, uint8) {
+	end, settled := d.until, d.until.IsZero()
+	if idle := time.Duration(d.idle.Load()); idle > 0 {
+		end, settled = d.waitStart.Add(idle), true
+	}
+	d.waitSettled = settled
+	grace := d.waitStart.Add(idleGrace)
+	now := time.Now()
+	if settled && !now.Before(grace) {
+		return end, waitQuiet
+	}
+	// Wait in slices of at most idleGrace: the stream may authenticate
+	// meanwhile (authenticated leaves the deadline of a waiting stream
+	// alone), and then its deadline changes.
+	slice := grace
+	if !now.Before(grace) {
+		slice = now.Add(idleGrace)
+	}
+	if !end.IsZero() && !end.After(slice) {
+		return end, waitLast
+	}
+	return slice, waitSlice
 }
 
 // idleGrace is how long a quiet stream keeps its buffers before WaitIdle
@@ -121,8 +142,9 @@ func (d *deadlineReader) WaitIdle() error {
 var idleGrace = 2 * time.Second
 
 // waitUntil waits for input on the socket until deadline (the stream's read
-// deadline meanwhile; zero: none), calling quiet if it has to wait.
-func (d *deadlineReader) waitUntil(deadline time.Time, quiet func()) error {
+// deadline meanwhile; zero: none), dropping TLS's input buffers if quiet
+// and it has to wait.
+func (d *deadlineReader) waitUntil(deadline time.Time, quiet bool) error {
 	if err := d.conn.SetReadDeadline(deadline); err != nil {
 		return err
 	}
@@ -130,7 +152,11 @@ func (d *deadlineReader) waitUntil(deadline time.Time, quiet func()) error {
 	if d.stopped.Load() {
 		return errStopped
 	}
-	err := waitReadable(d.rc, quiet)
+	var tc *tls.Conn
+	if quiet {
+		tc, _ = d.conn.(*tls.Conn)
+	}
+	err := waitReadable(d.rc, tc)
 	if err != nil && d.stopped.Load() {
 		err = errStopped
 	}

@@ -2,7 +2,10 @@
 
 package s2s
 
-import "syscall"
+import (
+	"crypto/tls"
+	"syscall"
+)
 
 // waitReadable cannot wait without reading here: Read does the waiting.
-func waitReadable(syscall.RawConn, func()) error { return nil }
+func waitReadable(syscall.RawConn, *tls.Conn) error { return nil }

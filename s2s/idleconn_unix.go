@@ -3,6 +3,7 @@
 package s2s
 
 import (
+	"crypto/tls"
 	"errors"
 	"syscall"
 )
@@ -10,11 +11,11 @@ import (
 // waitReadable blocks until the socket has input (or end of file, or an
 // error, which the next read reports), honouring its read deadline and
 // returning at once when it is closed. It peeks and reads nothing. When it
-// has to wait, it calls idle first.
-func waitReadable(rc syscall.RawConn, idle func()) error {
-	var b [1]byte
+// has to wait, it first drops the input buffers of quiet, if not nil.
+func waitReadable(rc syscall.RawConn, quiet *tls.Conn) error {
 	return rc.Read(func(fd uintptr) bool {
 		for {
+			var b [1]byte
 			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 			if errors.Is(err, syscall.EINTR) {
 				continue
@@ -23,9 +24,9 @@ func waitReadable(rc syscall.RawConn, idle func()) error {
 				return true
 			}
 			// Not ready: wait for the poller, then peek again.
-			if idle != nil {
-				idle()
-				idle = nil
+			if quiet != nil {
+				dropTLSInput(quiet)
+				quiet = nil
 			}
 			return false
 		}

@@ -66,6 +66,8 @@ type link struct {
 	bytesOut atomic.Int64 // their bytes
 	auth     policy.Auth  // how the relay authenticated, once up (metrics)
 	written  atomic.Int64 // stanzas written (metrics, admin API)
+
+	writers // once up, a writer runs only while there is work (linkwriter.go)
 }
 
 // batch is a run of stanzas waiting in a link: their bytes, one after the
@@ -86,14 +88,25 @@ const batchBytes = 64 << 10
 // stanzas wait in it or are being written.
 var batches = sync.Pool{New: func() any { return &batch{buf: make([]byte, 0, batchBytes)} }}
 
+// A link that is not up yet starts with a small batch: most links carry a
+// stanza or two while they connect, and thousands of them setting up at
+// once (a burst to new domains) would each hold a 64 KiB batch, which the
+// pool then keeps for two garbage collections (issue 11).
+const firstBatchBytes = 2 << 10
+
+var firstBatches = sync.Pool{New: func() any { return &batch{buf: make([]byte, 0, firstBatchBytes)} }}
+
 func (b *batch) release() {
 	clear(b.recs) // no strings kept alive by a pooled batch
 	b.recs, b.ends = b.recs[:0], b.ends[:0]
-	if cap(b.buf) > batchBytes {
-		return // grown for a big stanza: left to the garbage collector
-	}
 	b.buf = b.buf[:0]
-	batches.Put(b)
+	switch cap(b.buf) {
+	case batchBytes:
+		batches.Put(b)
+	case firstBatchBytes:
+		firstBatches.Put(b)
+	}
+	// Otherwise grown for a big stanza: left to the garbage collector.
 }
 
 // stanzas returns the records with Raw set to each stanza's bytes in buf:
@@ -207,7 +220,11 @@ func (l *link) add(st *routing.Stanza) error {
 	if b == nil || len(b.buf) > 0 && len(b.buf)+len(st.Raw) > cap(b.buf) {
 		// None yet, or the last is full: a fresh one rather than a grown
 		// one (a stanza bigger than a batch grows an empty one).
-		b = batches.Get().(*batch)
+		if !l.up && len(l.pending) == 0 && l.qn == 0 {
+			b = firstBatches.Get().(*batch)
+		} else {
+			b = batches.Get().(*batch)
+		}
 		l.pending = append(l.pending, b)
 	}
 	before := len(b.buf)
@@ -288,6 +305,9 @@ func (l *link) signal() {
 	case l.wake <- struct{}{}:
 	default:
 	}
+	if l.parked.Load() {
+		l.unpark() // no writer runs: start one
+	}
 }
 
 // take removes and returns the batches that wait, in order, putting spare
@@ -362,14 +382,18 @@ func (l *link) deniedBy(p *policy.Policy) bool {
 	return true
 }
 
-// run owns the link: it connects, authenticates, then writes until the link
-// goes idle, fails or the server shuts down.
+// run sets the link up: it connects and authenticates while the stanzas
+// routed meanwhile wait. Once the link is up, its reader owns it (own), and
+// a writer runs only while there is something to write (linkwriter.go).
 func (l *link) run() {
 	defer l.s.wg.Done()
 	l.s.stats.OutboundOpen.Add(1)
 	l.s.stats.OutboundTotal.Add(1)
-	defer l.s.stats.OutboundOpen.Add(-1)
-	var err error
+	var (
+		o     *outStream
+		leave func()
+		err   error
+	)
 	func() {
 		defer func() {
 			if p := recover(); p != nil {
@@ -377,40 +401,74 @@ func (l *link) run() {
 				err = routing.Timeout(fmt.Errorf("internal error"))
 			}
 		}()
-		err = l.serve()
+		o, leave, err = l.serve()
 	}()
-	// A half-open breaker waits for this outcome: it is reported on every
-	// exit, a panic included (no-op if serve reported it).
-	l.reportOutcome(err)
-	l.finish(err)
+	if err == nil {
+		// The owner of the stream from now on is a goroutine of its own,
+		// whose stack holds nothing of the setup's.
+		l.s.wg.Add(1)
+		go l.own(o, leave)
+		return
+	}
+	l.end(err)
 }
 
-func (l *link) serve() error {
+// own runs the link once it is up, until it ends, then retires it. It
+// reads what the peer sends while writers (linkwriter.go) write what is
+// queued; whichever ends the stream, it closes it, once no writer runs.
+// While the link is idle, its goroutine waits on the socket, as shallow as
+// it can be, so that its stack shrinks to the smallest (see WaitIdle).
+func (l *link) own(o *outStream, leave func()) {
+	defer l.s.wg.Done()
+	l.startWriting(o)
+	err := l.closeStream(o, l.read(o))
+	leave()
+	l.end(err)
+}
+
+// end retires the link: the setup's outcome goes to the breaker (if
+// nothing reported it yet), the stanzas it holds go back to the router.
+func (l *link) end(err error) {
+	// A half-open breaker waits for this outcome: it is reported on every
+	// exit, a panic included (no-op if setup reported it).
+	l.reportOutcome(err)
+	l.finish(err)
+	l.s.stats.OutboundOpen.Add(-1)
+}
+
+// serve connects and authenticates the link's stream within its route's
+// gate, if it has one; leave releases the gate's connection once the
+// stream ends.
+func (l *link) serve() (o *outStream, leave func(), err error) {
 	started := time.Now()
 	setupEnded := func() {}
+	leave = func() {}
 	if l.gate != nil {
 		if err := l.gate.enter(started.Add(l.s.Limits.ConnectTimeout + l.s.Limits.NegotiationTimeout)); err != nil {
-			return err
+			return nil, nil, err
 		}
 		settingUp := true
 		defer func() {
 			if settingUp { // serve panicked during the setup
 				l.gate.setupDone()
 			}
-			l.gate.leave()
+			if o == nil { // failed or panicked: the stream is not carried
+				l.gate.leave()
+			}
 		}()
 		setupEnded = func() { l.gate.setupDone(); settingUp = false }
+		leave = l.gate.leave
 	}
-	o, err := l.setup(started, setupEnded)
+	o, err = l.setup(started, setupEnded)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	return l.carry(o)
+	return o, leave, nil
 }
 
 // setup connects and authenticates the link's stream, retrying an internal
-// route for limits.route_retry, and marks the link up. It is apart from
-// carry so that its frame is not under the idle link's.
+// route for limits.route_retry, and marks the link up. It runs on run's
+// goroutine, so that its stack is not the idle link's (own's).
 func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	o, err := l.open()
 	// The organisation's own server (a configured route) is not a remote
@@ -466,26 +524,31 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	return o, nil
 }
 
-// carry runs the stream once it is up: a reader for what the peer sends,
-// and the writer until the link ends.
-func (l *link) carry(o *outStream) error {
-	readErr := make(chan error, 1)
-	var rwg sync.WaitGroup
-	rwg.Add(1)
-	go func() {
-		defer rwg.Done()
-		readErr <- l.readLoop(o)
-	}()
-	err := l.writeLoop(o, readErr)
+// closeStream closes the stream once its reader has ended with err and no
+// writer runs any more, and returns what ended it.
+func (l *link) closeStream(o *outStream, err error) error {
+	if werr, ended := l.stopWriting(); ended {
+		err = werr // a writer ended the stream, and woke the reader to close it
+	}
 	var se stream.Error
 	if errors.As(err, &se) {
 		o.abort(err)
 	} else {
 		o.close()
 	}
-	rwg.Wait()
-	o.r.Release() // its reader has ended: the buffer goes back at once
+	o.r.Release() // the reader has ended: the buffer goes back at once
 	return err
+}
+
+// read runs readLoop; a panic there ends the link with an internal error.
+func (l *link) read(o *outStream) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			l.log.Error("panic in an outbound link; closing it", "panic", p, "stack", string(debug.Stack()))
+			err = routing.Timeout(fmt.Errorf("internal error"))
+		}
+	}()
+	return l.readLoop(o)
 }
 
 // open connects and authenticates the link's stream.
@@ -527,28 +590,18 @@ func (l *link) stopping() bool {
 var errIdle = errors.New("idle")
 
 // writeLoop writes queued stanzas in batches, flushing when the queue is
-// empty, until the link is idle, drained, stopped or its peer goes away.
-func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
-	idle := time.NewTimer(l.idleTimeout())
-	defer idle.Stop()
-	keepalive := time.NewTicker(keepaliveEvery(l.s.Limits.IdleTimeout))
-	defer keepalive.Stop()
-	wrote := false // since the last keepalive tick
-	// With stream management, ackC fires when the last acknowledgement
-	// request may have been answered by limits.ack_timeout.
-	var (
-		ackT *time.Timer
-		ackC <-chan time.Time
-	)
-	if l.sm != nil {
-		ackT = time.NewTimer(time.Hour)
-		ackT.Stop()
-		defer ackT.Stop()
-	}
+// empty, until the link is idle, drained, stopped or its peer goes away
+// (ended), or until it has had nothing to write for idleGrace: then it
+// parks (ended false) and the next wake-up starts a new writer. With stream
+// management it also answers the peer's acknowledgement requests, waits
+// for acknowledgements when as much as the queue holds is unacknowledged,
+// and ends the stream when a request stays unanswered for
+// limits.ack_timeout.
+func (l *link) writeLoop(o *outStream) (err error, ended bool) {
 	for {
 		if l.ackDue.Swap(false) {
 			if err := l.answerAck(o); err != nil {
-				return err
+				return err, true
 			}
 		}
 		// With stream management, what waits for its acknowledgement is
@@ -564,14 +617,10 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 			clear(q)
 			l.wspare = q[:0]
 			if err != nil {
-				return err
+				return err, true
 			}
-			idle.Reset(l.idleTimeout())
-			wrote = true
-			if ackT != nil && ackC == nil {
-				ackT.Reset(l.s.Limits.AckTimeout)
-				ackC = ackT.C
-			}
+			l.active = time.Now()
+			l.sent = l.active
 			continue
 		} else {
 			l.writing.Store(0)
@@ -580,38 +629,31 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 		draining, stopErr := l.draining, l.stopErr
 		l.mu.Unlock()
 		if stopErr != nil {
-			return stopErr
+			return stopErr, true
 		}
 		if draining {
-			return nil
+			return nil, true
 		}
-		select {
-		case <-l.wake:
-		case err := <-readErr:
-			return err
-		case <-ackC:
-			n, asked := l.sm.waiting()
-			if n == 0 {
-				ackC = nil
-				continue
-			}
-			if left := l.s.Limits.AckTimeout - time.Since(asked); left > 0 {
-				ackT.Reset(left)
-				continue
-			}
-			// A stream error, not a delivery error: what the peer never
-			// acknowledged goes again over a new stream.
-			return withText(stream.ConnectionTimeout, "%d stanzas written %s ago were never acknowledged (XEP-0198)",
-				n, l.s.Limits.AckTimeout)
-		case <-idle.C:
-			if l.sm != nil {
-				if n, _ := l.sm.waiting(); n > 0 {
-					// Not idle until the peer has acknowledged what it
-					// was sent: closing now would send it again.
-					idle.Reset(l.idleTimeout())
-					continue
+		if l.ending.Load() {
+			return nil, false // the owner ends the stream
+		}
+		now := time.Now()
+		var ackAt time.Time // when the last acknowledgement request is overdue
+		if l.sm != nil {
+			if n, asked := l.sm.waiting(); n > 0 {
+				if ackAt = asked.Add(l.s.Limits.AckTimeout); !now.Before(ackAt) {
+					// A stream error, not a delivery error: what the peer
+					// never acknowledged goes again over a new stream.
+					return withText(stream.ConnectionTimeout, "%d stanzas written %s ago were never acknowledged (XEP-0198)",
+						n, l.s.Limits.AckTimeout), true
 				}
+				// Not idle until the peer has acknowledged what it was
+				// sent: closing now would send it again.
+				l.active = now
 			}
+		}
+		idleAt := l.active.Add(l.idleTimeout())
+		if !now.Before(idleAt) {
 			// Out of the table first, then closed: a stanza routed from
 			// now on finds a new link instead of this retiring one (which
 			// would refuse it and get it bounced). One that found this link
@@ -621,24 +663,42 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 			if l.qn == 0 {
 				l.closed = true
 				l.mu.Unlock()
-				return errIdle
+				return errIdle, true
 			}
 			l.mu.Unlock()
-			idle.Reset(l.idleTimeout())
-		case <-keepalive.C:
-			if !wrote {
-				// RFC 6120 §4.6.1: a single space between elements finds a
-				// dead connection, and keeps the peer's idle timer (and
-				// middleboxes) from closing a quiet but wanted stream.
-				o.raw.SetWriteDeadline(time.Now().Add(l.s.Limits.WriteTimeout))
-				o.w.WriteRaw([]byte{' '})
-				if err := o.w.Flush(); err != nil {
-					return routing.Timeout(fmt.Errorf("keepalive to %s: %w", l.pair.To, err))
-				}
+			l.active = now
+			continue
+		}
+		keepAt := l.sent.Add(keepaliveEvery(l.s.Limits.IdleTimeout))
+		if !now.Before(keepAt) {
+			// RFC 6120 §4.6.1: a single space between elements finds a
+			// dead connection, and keeps the peer's idle timer (and
+			// middleboxes) from closing a quiet but wanted stream.
+			o.raw.SetWriteDeadline(now.Add(l.s.Limits.WriteTimeout))
+			o.w.WriteRaw([]byte{' '})
+			if err := o.w.Flush(); err != nil {
+				return routing.Timeout(fmt.Errorf("keepalive to %s: %w", l.pair.To, err)), true
 			}
-			wrote = false
+			l.sent = now
+			continue
+		}
+		due := earliest(idleAt, keepAt)
+		if !ackAt.IsZero() {
+			due = earliest(due, ackAt)
+		}
+		quiet := l.active.Add(idleGrace)
+		if !now.Before(quiet) {
+			if l.park(now, due) {
+				return nil, false
+			}
+			continue // woken as it parked: it goes on
+		}
+		// Between two bursts: this writer waits for the next.
+		l.arm(now, earliest(due, quiet))
+		select {
+		case <-l.wake:
 		case <-l.s.ctx.Done():
-			return ErrServerClosed
+			return ErrServerClosed, true
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -25,8 +26,7 @@ func TestLinkKeepalive(t *testing.T) {
 	defer theirs.Close()
 	l := s.newLink(routing.Pair{From: "a.test", To: "b.test"}, func(error) {})
 	o := &outStream{s: s, raw: ours, conn: ours, w: wire.NewWriter(ours)}
-	done := make(chan error, 1)
-	go func() { done <- l.writeLoop(o, make(chan error)) }()
+	done := writeUntilEnd(l, o)
 
 	if every := keepaliveEvery(s.Limits.IdleTimeout); every != time.Second {
 		t.Fatalf("keepaliveEvery(3s) = %v, want 1s", every)
@@ -43,10 +43,10 @@ func TestLinkKeepalive(t *testing.T) {
 	case err := <-done:
 		var de *routing.DeliveryError
 		if !errors.As(err, &de) {
-			t.Errorf("writeLoop ended with %v, want a delivery error from the keepalive", err)
+			t.Errorf("the writer ended with %v, want a delivery error from the keepalive", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("writeLoop did not end after the peer went away")
+		t.Fatal("the writer did not end after the peer went away")
 	}
 	ours.Close()
 }
@@ -71,12 +71,11 @@ func TestIdleLinkLeavesTableFirst(t *testing.T) {
 	l := s.newLink(pair, func(error) {})
 	s.links[pair] = l
 	o := &outStream{s: s, raw: ours, conn: ours, w: wire.NewWriter(ours)}
-	done := make(chan error, 1)
-	go func() { done <- l.writeLoop(o, make(chan error)) }()
+	done := writeUntilEnd(l, o)
 	select {
 	case err := <-done:
 		if !errors.Is(err, errIdle) {
-			t.Fatalf("writeLoop: %v, want idle", err)
+			t.Fatalf("the writer ended with %v, want idle", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the link did not go idle")
@@ -89,5 +88,85 @@ func TestIdleLinkLeavesTableFirst(t *testing.T) {
 	}
 	if err := l.Enqueue(&routing.Stanza{Raw: []byte("<message/>")}); !errors.Is(err, routing.ErrClosed) {
 		t.Errorf("Enqueue on the retired link: %v, want ErrClosed", err)
+	}
+}
+
+// writeUntilEnd runs the link's writers on o, as own does, until one
+// ends the stream, and returns why.
+func writeUntilEnd(l *link, o *outStream) <-chan error {
+	done := make(chan error, 1)
+	l.startWriting(o)
+	go func() {
+		for {
+			l.mu.Lock()
+			ended, err := l.wended, l.werr
+			l.mu.Unlock()
+			if ended {
+				l.stopWriting()
+				done <- err
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	return done
+}
+
+// TestIdleLinkParksWriter: a link that is up runs a writer only while it
+// has work (issue 11: an idle link keeps one goroutine, its reader). Once
+// it has had nothing to write for idleGrace its writer ends; a stanza
+// starts a new one, which writes it; drain ends the stream.
+func TestIdleLinkParksWriter(t *testing.T) {
+	defer func(g time.Duration) { idleGrace = g }(idleGrace)
+	idleGrace = 50 * time.Millisecond
+	s := &Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Limits: config.Limits{IdleTimeout: time.Minute, NegotiationTimeout: time.Second, WriteTimeout: time.Second,
+			QueueStanzas: 10, QueueBytes: 1 << 20}}
+	s.Router = routing.NewRouter(routing.Options{Table: routing.NewTable([]config.Domain{{Name: "a.test", Route: "127.0.0.1:1"}})})
+	s.init()
+	defer s.cancel()
+	ours, theirs := net.Pipe()
+	defer theirs.Close()
+	defer ours.Close()
+	l := s.newLink(routing.Pair{From: "a.test", To: "b.test"}, func(error) {})
+	l.up = true
+	o := &outStream{s: s, raw: ours, conn: ours, w: wire.NewWriter(ours)}
+	base := runtime.NumGoroutine()
+	done := writeUntilEnd(l, o) // one goroutine of the test's, one writer
+	parked := func() bool {
+		for range 200 {
+			if l.parked.Load() {
+				return true
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return false
+	}
+	buf := make([]byte, 64)
+	for i := range 3 {
+		if !parked() {
+			t.Fatalf("round %d: the writer of an idle link did not park", i)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if n := runtime.NumGoroutine() - base; n != 1 {
+			t.Errorf("round %d: %d goroutines besides the test's own with a parked writer, want none", i, n-1)
+		}
+		if err := l.Enqueue(&routing.Stanza{Raw: []byte("<message/>")}); err != nil {
+			t.Fatal(err)
+		}
+		theirs.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := theirs.Read(buf); err != nil || string(buf[:n]) != "<message/>" {
+			t.Fatalf("round %d: read %q, %v", i, buf[:n], err)
+		}
+	}
+	l.drain()
+	go io.Copy(io.Discard, theirs)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("drained: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("drain did not end the stream")
 	}
 }

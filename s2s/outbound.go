@@ -36,7 +36,7 @@ type outStream struct {
 	legacy        bool   // the peer answered without version: no features
 	feats         *features
 	serves        func(domain string) bool // the face's domains, for dialback
-	db            *dialback.Stream         // after authenticate
+	db            *dialback.Stream         // during authenticate
 	trust         peerTrust                // how the peer proved it is remote (checkPeer)
 	auth          policy.Auth              // how the relay authenticated (after authenticate)
 	sm            bool                     // XEP-0198 enabled (after authenticate)
@@ -228,6 +228,7 @@ func (o *outStream) authenticate() (err error) {
 			err = o.enableSM()
 		}
 	})
+	o.db = nil // only authentication needs it: a link that is up keeps none
 	return err
 }
 

@@ -126,6 +126,8 @@ type Server struct {
 	stats Stats
 
 	metrics Metrics // labelled counts (metrics.go)
+
+	tlsConfigs [4]atomic.Pointer[tls.Config] // serverTLS's, by face and direct TLS
 }
 
 // Stats counts streams.
@@ -502,12 +504,30 @@ func (s *Server) killAll() {
 // serverTLS returns the TLS configuration for inbound streams of a face.
 // The federation face presents only the internal domains' certificates; the
 // internal face also makes certificates on demand for the remote domains
-// the internal servers think they reach.
+// the internal servers think they reach. Every stream of a face shares one
+// (each tls.Conn keeps its configuration for its whole life): the
+// certificates are looked up at each handshake, so renewed ones are used.
 func (s *Server) serverTLS(face policy.Face, directTLS bool) *tls.Config {
+	i := 0
 	if face == policy.Federation {
-		return s.Certs.ConfiguredOnly().ServerConfig(directTLS)
+		i = 2
 	}
-	return s.Certs.ServerConfig(directTLS)
+	if directTLS {
+		i++
+	}
+	if cfg := s.tlsConfigs[i].Load(); cfg != nil {
+		return cfg
+	}
+	var cfg *tls.Config
+	if face == policy.Federation {
+		cfg = s.Certs.ConfiguredOnly().ServerConfig(directTLS)
+	} else {
+		cfg = s.Certs.ServerConfig(directTLS)
+	}
+	if !s.tlsConfigs[i].CompareAndSwap(nil, cfg) {
+		cfg = s.tlsConfigs[i].Load()
+	}
+	return cfg
 }
 
 // limits returns the framer limits from the configuration.

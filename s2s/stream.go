@@ -164,8 +164,12 @@ type deadlineReader struct {
 	waitable bool
 	until    time.Time
 	waiting  atomic.Bool
-	idle     atomic.Int64
-	stopped  atomic.Bool
+	// WaitIdle's state (owner-only): when the wait began, and whether its
+	// deadline was settled (authenticated, or none) at the last look.
+	waitStart   time.Time
+	waitSettled bool
+	idle        atomic.Int64
+	stopped     atomic.Bool
 	// bytes and last count what was read and when the last read ended
 	// (Unix ns), for the admin API.
 	bytes atomic.Int64

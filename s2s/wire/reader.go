@@ -97,8 +97,35 @@ type Reader struct {
 	skNames  []byte  // the names, one after the other
 	skOpen   []int32 // where each begins in skNames; the last may be the start tag being read
 
-	pooled *[]byte        // the pool's handle of buf, when it came from readBuffers
-	small  [idleRead]byte // buf when nothing larger is needed (see fill)
+	pooled *[]byte  // the pool's handle of buf, when it came from readBuffers
+	scr    *scratch // while reading (see fill): attrs, arena and aNS are its
+}
+
+// scratch is what a Reader needs only while it reads: the array it reads
+// into when nothing larger is needed, and the room for the current
+// element's attributes and decoded values. A Reader waiting between
+// top-level elements with nothing buffered holds none (see fill): an idle
+// stream's Reader is the size of its stream state only (issue 11).
+type scratch struct {
+	small [idleRead]byte
+	attrs []attr
+	arena []byte
+	aNS   []attrNS
+}
+
+var scratches = sync.Pool{New: func() any { return &scratch{arena: make([]byte, 0, 256)} }}
+
+// acquire takes a scratch for r, which holds none and nothing buffered,
+// and makes r read into its small array.
+func (r *Reader) acquire() {
+	s := scratches.Get().(*scratch)
+	n := max(r.lim.MaxAttrs, minHeaderAttrs)
+	if len(s.attrs) < n {
+		s.attrs = make([]attr, n)
+	}
+	r.scr = s
+	r.attrs, r.arena, r.aNS = s.attrs[:n], s.arena[:0], s.aNS[:0]
+	r.buf = s.small[:]
 }
 
 type span struct{ off, end int32 }
@@ -200,18 +227,17 @@ const (
 // their defaults). Call ReadHeader first.
 func NewReader(src io.Reader, lim Limits) *Reader {
 	lim = lim.withDefaults()
-	r := &Reader{lim: lim, arena: make([]byte, 0, 256), attrs: make([]attr, max(lim.MaxAttrs, minHeaderAttrs))}
+	r := &Reader{lim: lim}
 	// The working buffer is no bigger than an unauthenticated stream may
 	// need, and grows up to the limit in force. Until more than fits in
-	// r.small arrives at once, there is none (see fill).
+	// the scratch's small array arrives at once, there is none (see fill).
 	r.initCap = min(initialBuffer, max(lim.MaxStanzaPreAuth, lim.MaxHeader)+readSlack)
-	r.buf = r.small[:]
 	r.Reset(src)
 	return r
 }
 
 // readBuffers recycles initialBuffer-sized read buffers. A Reader reads
-// into r.small, an array of its own, whenever it has nothing buffered
+// into its scratch's small array whenever it has nothing buffered
 // between top-level elements, and takes a buffer from the pool only when
 // more than that arrives at once (see fill): an idle stream, or one that
 // only carries keepalives and small stanzas now and then, holds none.
@@ -226,11 +252,12 @@ type IdleWaiter interface {
 	WaitIdle() error
 }
 
-// idleRead is the size of r.small.
+// idleRead is the size of a scratch's small array.
 const idleRead = 512
 
 // release gives the working buffer back (to the pool if it came from
-// there) and makes r read into r.small again. Nothing may be buffered.
+// there), and the scratch: r holds no buffer until the next read
+// (acquire). Nothing may be buffered.
 func (r *Reader) release() {
 	r.pos0 += int64(r.end)
 	r.base, r.end, r.off = 0, 0, 0
@@ -238,7 +265,12 @@ func (r *Reader) release() {
 		readBuffers.Put(r.pooled)
 		r.pooled = nil
 	}
-	r.buf = r.small[:]
+	r.buf = nil
+	if s := r.scr; s != nil {
+		s.arena, s.aNS = r.arena[:0], r.aNS[:0]
+		r.scr, r.attrs, r.arena, r.aNS = nil, nil, nil, nil
+		scratches.Put(s)
+	}
 }
 
 // grow moves what r holds (from base) into a working buffer of n bytes, a
@@ -261,12 +293,14 @@ func (r *Reader) grow(n int) {
 	r.buf, r.pooled = nb, pooled
 }
 
-// inSmall reports whether r reads into r.small.
-func (r *Reader) inSmall() bool { return len(r.buf) == idleRead && &r.buf[0] == &r.small[0] }
+// inSmall reports whether r reads into its scratch's small array.
+func (r *Reader) inSmall() bool {
+	return r.scr != nil && len(r.buf) == idleRead && &r.buf[0] == &r.scr.small[0]
+}
 
 // Reset discards all buffered input and stream state and makes r read a new
 // stream from src, unauthenticated; limits and the ReportSpace setting stay.
-// Buffers are kept, so a Reader can be reused.
+// Its buffers go back to their pools until it reads again.
 //
 // For STARTTLS, call Reset with the TLS connection after <proceed/>: the
 // initiating server sends nothing between <starttls/> and its TLS handshake,
@@ -286,9 +320,7 @@ func (r *Reader) Reset(src io.Reader) {
 	r.clearHeaderNS()
 	r.el = Element{}
 	r.skipping, r.skipped, r.skNames, r.skOpen = false, 0, r.skNames[:0], r.skOpen[:0]
-	if r.pooled != nil || len(r.buf) > shrinkAbove {
-		r.release()
-	}
+	r.release()
 	r.pos0 = 0
 }
 
@@ -493,6 +525,9 @@ func (r *Reader) fill() error {
 				return err
 			}
 		}
+		r.acquire()
+	case r.buf == nil:
+		r.acquire() // the first read, or the first after Reset or Release
 	case r.inSmall():
 		// Compact, and read into the rest of r.small while it has room;
 		// once it is full, move to a working buffer.

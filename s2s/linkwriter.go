@@ -1,0 +1,162 @@
+package s2s
+
+import (
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fedrelay/fedrelay/routing"
+)
+
+// A link that is up has one goroutine for as long as it lives: its owner,
+// which reads what the peer sends (nearly nothing on an outbound stream)
+// and waits on the socket while there is nothing (WaitIdle), with a small
+// stack. Writing needs a deeper one (TLS), and an idle link has nothing to
+// write for minutes, so its writer runs only while there is work: a
+// writer writes what is queued, waits for more while the link is busy, and
+// after idleGrace without anything to write it parks, that is, it ends.
+// The next wake-up (a stanza, stop or drain, or the link's timer for its
+// idle timeout and keepalives) starts a new one. At most one writer runs
+// at a time; the owner waits for it before it closes the stream (issue 11:
+// an idle link costs one goroutine and one timer, not two goroutines, two
+// timers and their channels).
+type writers struct {
+	wmu    sync.Mutex     // guards starting a writer against stopWriting
+	parked atomic.Bool    // no writer runs; set and cleared under wmu
+	ending atomic.Bool    // stopWriting: no new writer (set under wmu)
+	wwg    sync.WaitGroup // the running writer
+	wo     *outStream     // the stream writers write to (set before the first)
+
+	// The writer's (one at a time, handed over through wmu).
+	tick   *time.Timer // wakes a writer: calls signal
+	tickAt time.Time   // when tick fires, zero if not armed
+	active time.Time   // when the link last wrote stanzas (idle timeout)
+	sent   time.Time   // when it last wrote anything (keepalives)
+	wended bool        // a writer ended the stream, with werr (guarded by link.mu)
+	werr   error
+}
+
+// startWriting starts the first writer of a link that is now up, which
+// writes what was queued during the setup.
+func (l *link) startWriting(o *outStream) {
+	now := time.Now()
+	l.wo, l.active, l.sent = o, now, now
+	l.tick = time.AfterFunc(time.Hour, l.signal)
+	l.tick.Stop()
+	l.wmu.Lock()
+	l.wwg.Add(1)
+	go l.writer(o)
+	l.wmu.Unlock()
+}
+
+// stopWriting makes sure that no writer runs or starts any more, and
+// reports whether one ended the stream, and why.
+func (l *link) stopWriting() (error, bool) {
+	l.wmu.Lock()
+	l.ending.Store(true)
+	l.wmu.Unlock()
+	select { // wakes a writer waiting for work
+	case l.wake <- struct{}{}:
+	default:
+	}
+	l.wwg.Wait()
+	l.tick.Stop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.wended && l.stopErr != nil {
+		// Stopped (kill) while the reader ended first (its connection
+		// closed under it): the reason is the stop's.
+		return l.stopErr, true
+	}
+	return l.werr, l.wended
+}
+
+// writer runs writeLoop. If it ends the stream, it wakes the owner (blocked
+// reading) to close it.
+func (l *link) writer(o *outStream) {
+	defer l.wwg.Done()
+	var (
+		err   error
+		ended bool
+	)
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				l.log.Error("panic in an outbound link's writer; closing it", "panic", p, "stack", string(debug.Stack()))
+				err, ended = routing.Timeout(fmt.Errorf("internal error")), true
+			}
+		}()
+		err, ended = l.writeLoop(o)
+	}()
+	if !ended {
+		return
+	}
+	l.mu.Lock()
+	if !l.wended {
+		l.wended, l.werr = true, err
+	}
+	l.mu.Unlock()
+	if o.dr != nil {
+		o.dr.stop()
+	}
+}
+
+// park ends the running writer, arming the link's timer for due (its idle
+// timeout or next keepalive). It reports false if a wake-up came as it
+// parked: then this writer goes on.
+func (l *link) park(now, due time.Time) bool {
+	l.arm(now, due)
+	l.wmu.Lock()
+	if l.ending.Load() {
+		l.wmu.Unlock()
+		return true
+	}
+	l.parked.Store(true)
+	l.wmu.Unlock()
+	// A signal from now on starts a new writer; one that came before
+	// left its token in wake.
+	select {
+	case <-l.wake:
+		l.wmu.Lock()
+		defer l.wmu.Unlock()
+		if l.parked.Load() && !l.ending.Load() {
+			l.parked.Store(false)
+			return false
+		}
+		return true // another writer started, or the owner ends
+	default:
+		return true
+	}
+}
+
+// unpark starts a writer if none runs.
+func (l *link) unpark() {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.parked.Load() && !l.ending.Load() {
+		l.parked.Store(false)
+		l.wwg.Add(1)
+		go l.writer(l.wo)
+	}
+}
+
+// arm makes the link's timer wake a writer at t at the latest. A timer
+// already armed for an earlier time is left alone: the writer it wakes
+// arms it again, so a busy link does not reset it on every batch.
+func (l *link) arm(now, t time.Time) {
+	if !l.tickAt.IsZero() && now.Before(l.tickAt) && !t.Before(l.tickAt) {
+		return
+	}
+	l.tick.Reset(t.Sub(now))
+	l.tickAt = t
+}
+
+// earliest returns the earlier of a and b.
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}

@@ -22,7 +22,12 @@ func TestParseFeatures(t *testing.T) {
 		{"ejabberd after TLS",
 			`<stream:features><mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><mechanism>EXTERNAL</mechanism></mechanisms>` +
 				`<dialback xmlns="urn:xmpp:features:dialback"><errors/></dialback><bidi xmlns="urn:xmpp:features:bidi"/></stream:features>`,
-			features{Mechanisms: []string{"EXTERNAL"}, Dialback: true, DialbackErrors: true}},
+			features{Mechanisms: []string{"EXTERNAL"}, Dialback: true, DialbackErrors: true, Bidi: true}},
+		{"ejabberd 24.12 offers bidi in the request namespace (ejabberd #4300)",
+			`<stream:features><dialback xmlns="urn:xmpp:features:dialback"><errors/></dialback><bidi xmlns="urn:xmpp:bidi"/></stream:features>`,
+			features{Dialback: true, DialbackErrors: true, Bidi: true}},
+		{"bidi in another namespace is not bidi",
+			`<stream:features><bidi xmlns="urn:example:bidi"/></stream:features>`, features{}},
 		{"empty", "<stream:features/>", features{}},
 		{"unknown required feature",
 			"<stream:features><foo xmlns='urn:example:foo'><required/></foo></stream:features>",

@@ -556,6 +556,11 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 		case err := <-readErr:
 			return err
 		case <-idle.C:
+			if o.rev.active(l.idleTimeout()) {
+				// The peer's stanzas still come on the stream (bidi).
+				idle.Reset(l.idleTimeout())
+				continue
+			}
 			// Out of the table first, then closed: a stanza routed from
 			// now on finds a new link instead of this retiring one (which
 			// would refuse it and get it bounced). One that found this link
@@ -631,10 +636,11 @@ func (l *link) write(o *outStream, q []*batch) error {
 	return nil
 }
 
-// readLoop reads what the peer sends on our outbound stream: nothing but
-// whitespace, dialback answers and, at the end, a stream error or the
-// closing tag. Stanzas are not accepted here without XEP-0288 bidi.
+// readLoop reads what the peer sends on our outbound stream: whitespace,
+// dialback answers, the peer's stanzas if the relay asked for XEP-0288 bidi
+// (refused otherwise) and, at the end, a stream error or the closing tag.
 func (l *link) readLoop(o *outStream) error {
+	rev := l.reverseOf(o) // nil without bidi
 	for {
 		el, err := o.r.Next()
 		if err != nil {
@@ -648,7 +654,9 @@ func (l *link) readLoop(o *outStream) error {
 		case wire.StreamError:
 			return parseStreamError(el.Raw)
 		case wire.Message, wire.Presence, wire.IQ:
-			l.log.Debug("ignoring a stanza on our outbound stream (no bidi)")
+			if err := rev.stanza(el); err != nil {
+				return err
+			}
 		default:
 			l.log.Debug("ignoring an element on our outbound stream", "element", elementName(el))
 		}

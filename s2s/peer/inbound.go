@@ -42,6 +42,7 @@ type Inbound struct {
 	log     *slog.Logger
 	stopErr error
 
+	bidi   bool           // the peer asked for XEP-0288 bidi (guarded by mu)
 	direct bool           // TLS from the first byte (XEP-0368)
 	secure bool           // owner only
 	key    []byte         // owner only: scratch for pair lookups
@@ -162,6 +163,9 @@ func (in *Inbound) run() error {
 		if n := in.s.maxBytes.Load(); n > 0 {
 			feats += "<limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>" + strconv.FormatInt(n, 10) + "</max-bytes></limits>"
 		}
+		if in.s.bidi.Load() {
+			feats += "<bidi xmlns='urn:xmpp:features:bidi'/>"
+		}
 		feats += "</stream:features>"
 		if !in.secure {
 			feats = "<stream:features><starttls xmlns='" + NSTLS + "'><required/></starttls></stream:features>"
@@ -224,6 +228,13 @@ func (in *Inbound) handle(el *wire.Element) (restart bool, err error) {
 		d := in.db.Handle(e)
 		in.mu.Unlock()
 		return false, in.apply(d)
+	}
+	if string(el.NS) == "urn:xmpp:bidi" && string(el.Local) == "bidi" && in.secure && in.s.bidi.Load() {
+		in.mu.Lock()
+		in.bidi = true
+		in.mu.Unlock()
+		in.note(slog.LevelDebug, "peer asked for a bidirectional stream")
+		return false, nil
 	}
 	if string(el.NS) == NSTLS && string(el.Local) == "starttls" {
 		if in.secure {
@@ -340,6 +351,12 @@ func (in *Inbound) stanza(el *wire.Element) error {
 	}
 	in.s.serveStanza(in, el)
 	return nil
+}
+
+// WriteRaw writes p, complete elements, on the stream, whatever was
+// negotiated: with bidi, stanzas from a hosted domain to the peer.
+func (in *Inbound) WriteRaw(p []byte) error {
+	return in.write(func(w *wire.Writer) { w.WriteRaw(p) })
 }
 
 func (in *Inbound) write(fn func(*wire.Writer)) error {

@@ -112,6 +112,7 @@ type Server struct {
 	cancel   context.CancelFunc
 
 	refuseVerify atomic.Bool
+	bidi         atomic.Bool
 
 	dialMu sync.Mutex // serialises Connect, so that a pair gets one stream
 
@@ -197,6 +198,30 @@ func (s *Server) Certificate() tls.Certificate {
 // SetMaxBytes makes the Server advertise n as the XEP-0478 max-bytes of
 // the streams it accepts from now on (0: none); it does not enforce it.
 func (s *Server) SetMaxBytes(n int) { s.maxBytes.Store(int64(n)) }
+
+// SetBidi makes the Server do XEP-0288: offer bidi on its accepted streams
+// once TLS is up (a peer that asks may then be sent stanzas on them,
+// Inbound.WriteRaw), and ask for it on the streams it opens to a peer that
+// offers it, taking the peer's stanzas on them.
+func (s *Server) SetBidi(on bool) { s.bidi.Store(on) }
+
+// BidiInbound returns an accepted stream on which the peer asked for bidi
+// and authenticated as from for the hosted domain to, or nil.
+func (s *Server) BidiInbound(from, to string) *Inbound {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := string(appendPairKey(nil, from, to))
+	for in := range s.inbound {
+		in.mu.Lock()
+		_, ok := in.pairs[key]
+		bidi := in.bidi
+		in.mu.Unlock()
+		if ok && bidi {
+			return in
+		}
+	}
+	return nil
+}
 
 // SetRefuseVerify makes the Server answer every db:verify with
 // type='invalid' while on is true, as if the keys were forged: a peer that

@@ -167,6 +167,14 @@ func (f *FakeServer) Wait(t testing.TB, what string, match func(Stanza) bool) St
 	return st
 }
 
+// SetBidi makes the server do XEP-0288 (peer.Server.SetBidi): offer it on
+// the streams it accepts, ask for it on those it opens.
+func (f *FakeServer) SetBidi(on bool) { f.srv.SetBidi(on) }
+
+// BidiInbound returns an accepted stream on which the peer asked for bidi
+// and authenticated from→to, or nil.
+func (f *FakeServer) BidiInbound(from, to string) *peer.Inbound { return f.srv.BidiInbound(from, to) }
+
 // WaitID waits for the stanza with this id.
 func (f *FakeServer) WaitID(t testing.TB, id string) Stanza {
 	t.Helper()

@@ -247,6 +247,14 @@ func (l *link) runBidi(bi *bidiIn) {
 		l.log.Debug("link up over the peer's bidirectional stream")
 		err = l.writeLoop(l.out, nil)
 	}()
+	if transportFailed(err) {
+		// The stream took nothing within limits.write_timeout, or its
+		// connection broke: it is closed, and what rode it rerouted, so
+		// that the pair's next link is not this stream again.
+		l.log.Info("write to the bidirectional stream failed; closing it", "err", err)
+		bi.c.shutdown(withText(stream.ConnectionTimeout, "writing to the stream failed"))
+		bi.c.endBidi()
+	}
 	l.finish(err)
 	l.s.lmu.Lock()
 	for i, x := range bi.links {
@@ -256,6 +264,19 @@ func (l *link) runBidi(bi *bidiIn) {
 		}
 	}
 	l.s.lmu.Unlock()
+}
+
+// transportFailed reports whether a bidi link ended because writing to the
+// connection failed, rather than being stopped, going idle or losing its
+// stream.
+func transportFailed(err error) bool {
+	var se stream.Error
+	switch {
+	case err == nil, errors.Is(err, errIdle), errors.Is(err, errBidiEnded), errors.Is(err, ErrServerClosed),
+		isOperatorClose(err), errors.As(err, &se):
+		return false
+	}
+	return true
 }
 
 // retireBidi ends a link whose stream ended: out of the table, refusing
@@ -430,6 +451,7 @@ func parseBidi(raw []byte) int {
 // limits and the accounting. Its methods run on the link's reader
 // goroutine, apart from active.
 type reverse struct {
+	on       bool // bidi was asked for: otherwise every stanza is refused
 	l        *link
 	o        *outStream
 	from, to string // the peer's domain R and ours L
@@ -449,14 +471,15 @@ type reverse struct {
 	last atomic.Int64 // when the last one came (Unix ns)
 }
 
-// reverseOf readies the reader of the peer's stanzas on o, nil without
-// bidi. It runs on the link's reader goroutine before its first read.
+// reverseOf readies the reader of the peer's stanzas on o; without bidi it
+// only refuses them. It runs on the link's reader goroutine before its first
+// read.
 func (l *link) reverseOf(o *outStream) *reverse {
 	r := o.rev
 	if r == nil {
-		return nil
+		return &reverse{l: l, o: o}
 	}
-	r.l, r.o = l, o
+	r.on, r.l, r.o = true, l, o
 	r.shard = uint32(l.s.stats.OutboundTotal.Load()) ^ 0x8000_0000
 	o.r.SetAuthenticated(true) // the peer's stanzas may be as large as an inbound stream's
 	o.dr.before = r.wake
@@ -482,10 +505,10 @@ func (r *reverse) active(d time.Duration) bool {
 }
 
 // stanza checks a stanza the peer sent on our outbound stream and routes
-// it; without bidi (r nil) it is refused with the stream.
+// it; without bidi it is refused with the stream.
 func (r *reverse) stanza(el *wire.Element) error {
-	if r == nil {
-		return withText(stream.NotAuthorized, "stanzas on this stream need XEP-0288 bidi, which was not negotiated")
+	if !r.on {
+		return r.refuse(withText(stream.NotAuthorized, "stanzas on this stream need XEP-0288 bidi, which was not negotiated"))
 	}
 	s := r.l.s
 	r.n.Add(1)

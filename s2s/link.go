@@ -640,7 +640,7 @@ func (l *link) write(o *outStream, q []*batch) error {
 // dialback answers, the peer's stanzas if the relay asked for XEP-0288 bidi
 // (refused otherwise) and, at the end, a stream error or the closing tag.
 func (l *link) readLoop(o *outStream) error {
-	rev := l.reverseOf(o) // nil without bidi
+	rev := l.reverseOf(o) // the peer's stanzas: routed with bidi, refused without
 	for {
 		el, err := o.r.Next()
 		if err != nil {

@@ -168,7 +168,9 @@ type Stats struct {
 	BidiInbound atomic.Int64
 	BidiLinks   atomic.Int64
 	// ReverseRefused counts outbound streams closed because the peer sent
-	// stanzas on them without bidi, or for a pair bidi does not allow.
+	// a stanza on them without bidi, or one bidi does not allow (a pair
+	// other than the reverse of the link's, bad addressing, too many
+	// oversized).
 	ReverseRefused atomic.Int64
 }
 

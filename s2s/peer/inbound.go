@@ -353,6 +353,13 @@ func (in *Inbound) stanza(el *wire.Element) error {
 	return nil
 }
 
+// Bidi reports whether the peer asked for XEP-0288 bidi on the stream.
+func (in *Inbound) Bidi() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.bidi
+}
+
 // WriteRaw writes p, complete elements, on the stream, whatever was
 // negotiated: with bidi, stanzas from a hosted domain to the peer.
 func (in *Inbound) WriteRaw(p []byte) error {

@@ -205,18 +205,18 @@ func (s *Server) SetMaxBytes(n int) { s.maxBytes.Store(int64(n)) }
 // offers it, taking the peer's stanzas on them.
 func (s *Server) SetBidi(on bool) { s.bidi.Store(on) }
 
-// BidiInbound returns an accepted stream on which the peer asked for bidi
-// and authenticated as from for the hosted domain to, or nil.
-func (s *Server) BidiInbound(from, to string) *Inbound {
+// InboundFor returns an accepted stream on which the peer authenticated as
+// from for the hosted domain to, or nil; Inbound.Bidi says whether the peer
+// asked for bidi on it.
+func (s *Server) InboundFor(from, to string) *Inbound {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key := string(appendPairKey(nil, from, to))
 	for in := range s.inbound {
 		in.mu.Lock()
 		_, ok := in.pairs[key]
-		bidi := in.bidi
 		in.mu.Unlock()
-		if ok && bidi {
+		if ok {
 			return in
 		}
 	}

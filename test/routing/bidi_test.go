@@ -152,11 +152,25 @@ func TestBidiInboundDies(t *testing.T) {
 			read[el.ID] = true
 		}
 	}
+	// The last ones may still be on their way from inside: wait until
+	// every stanza has met its fate, or the wait's end.
+	fate := func(id string) (r, b bool) {
+		r = s.Remote.Count(func(st harness.Stanza) bool { return st.ID == id }) > 0
+		b = s.Internal.Count(func(st harness.Stanza) bool { return st.ID == id && st.Type == "error" }) > 0
+		return r, b
+	}
+	pollFor(harness.WaitTimeout, func() bool {
+		for _, id := range ids {
+			if r, b := fate(id); !r && !b && !read[id] {
+				return false
+			}
+		}
+		return true
+	})
 	s.Relay.WaitBalanced(t)
 	rerouted, bounced := 0, 0
 	for _, id := range ids {
-		r := s.Remote.Count(func(st harness.Stanza) bool { return st.ID == id }) > 0
-		b := s.Internal.Count(func(st harness.Stanza) bool { return st.ID == id && st.Type == "error" }) > 0
+		r, b := fate(id)
 		switch {
 		case r && (b || read[id]):
 			t.Errorf("%s delivered over the new stream and also bounced or read on the dead one", id)

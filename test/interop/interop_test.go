@@ -146,8 +146,7 @@ func (l *lab) messages(t *testing.T) {
 	}
 	noErrors(t, alice, frank, bob, carol)
 	// Generations with XEP-0288 offer bidi on the streams the relay opens
-	// to them (and would request it on theirs if the relay offered it,
-	// which it does not): the relay goes on with one stream each way.
+	// to them and ask for it on theirs.
 	for _, p := range []struct {
 		gen  serverGen
 		name string
@@ -158,7 +157,7 @@ func (l *lab) messages(t *testing.T) {
 			t.Errorf("%s (%s, mod_s2s_bidi on) never offered XEP-0288 bidi: the scenario does not test what it says", p.name, p.gen.Name)
 		}
 	}
-	t.Logf("bidi requests the relay ignored: %d", len(grepFrom(filepath.Join(l.relay.dir, "relay.log"), 0, "ignoring a bidi request")))
+	l.checkBidi(t, false)
 	// A link counts a stanza delivered after writing it: the count may
 	// trail the recipient by a moment.
 	want := int64(len(pairs))
@@ -169,6 +168,74 @@ func (l *lab) messages(t *testing.T) {
 	}
 	if n < want {
 		t.Errorf("the relay delivered %d stanzas, fewer than the %d messages: did they bypass it?", n, want)
+	}
+}
+
+// checkBidi checks the relay's streams with each server (its stream list,
+// as the admin API shows it): with a generation that does XEP-0288 every
+// stream the server opened to the relay is bidirectional, and so is every
+// link of the relay's to an internal server (its route identifies it) and,
+// with secure (certificates verified both ways), to a federation server;
+// those domain pairs then use one TCP connection, not one per direction.
+// Without secure the relay knows the federation servers by DNS alone and
+// asks them for no bidi (it may still ride the streams they open). With a
+// generation without XEP-0288 nothing is bidirectional.
+func (l *lab) checkBidi(t *testing.T, secure bool) {
+	t.Helper()
+	genOf := map[string]serverGen{"a.test": l.pgen, "d.test": l.pgen, "b.test": l.pgen, "c.test": l.egen, "e.corp.test": l.egen}
+	type pair struct{ face, local, remote string }
+	conns := map[pair]map[string]bool{} // the peer addresses of each pair's streams: one per TCP connection
+	inPeers := map[string]bool{}
+	streams := l.relay.cur.Server.Streams()
+	for _, si := range streams {
+		if si.Direction == "in" {
+			inPeers[si.Peer] = true
+		}
+	}
+	for _, si := range streams {
+		if si.Peer == "" || len(si.Local) == 0 || len(si.Remote) == 0 {
+			continue // a link not up yet
+		}
+		server := si.Remote[0]
+		if si.Face == "internal" {
+			server = si.Local[0]
+		}
+		gen, ok := genOf[server]
+		if !ok {
+			continue
+		}
+		riding := si.Direction == "out" && inPeers[si.Peer]
+		t.Logf("relay stream: %s %s local=%v remote=%v peer=%s bidi=%v riding=%v (%s)", si.Face, si.Direction,
+			si.Local, si.Remote, si.Peer, si.Bidi, riding, gen.Name)
+		for _, lo := range si.Local {
+			for _, re := range si.Remote {
+				k := pair{si.Face, lo, re}
+				if conns[k] == nil {
+					conns[k] = map[string]bool{}
+				}
+				conns[k][si.Peer] = true
+			}
+		}
+		switch {
+		case !gen.Bidi && si.Bidi:
+			t.Errorf("%s stream %s with %s (%s, no XEP-0288) is bidi", si.Face, si.Direction, server, gen.Name)
+		case !gen.Bidi:
+		case si.Direction == "in" && !si.Bidi:
+			t.Errorf("%s (%s) opened a %s stream to the relay without bidi", server, gen.Name, si.Face)
+		case si.Direction == "out" && (si.Face == "internal" || secure) && !si.Bidi:
+			t.Errorf("the relay's %s link to %s (%s) is not bidi", si.Face, server, gen.Name)
+		case si.Direction == "out" && si.Face == "federation" && !secure && si.Bidi && !riding:
+			t.Errorf("the relay asked %s (%s), known by DNS only, for bidi", server, gen.Name)
+		}
+	}
+	for k, peers := range conns {
+		server := k.remote
+		if k.face == "internal" {
+			server = k.local
+		}
+		if gen := genOf[server]; gen.Bidi && (k.face == "internal" || secure) && len(peers) > 1 {
+			t.Errorf("%s %s↔%s (%s): %d connections, want one bidirectional one", k.face, k.local, k.remote, gen.Name, len(peers))
+		}
 	}
 }
 

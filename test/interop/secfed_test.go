@@ -72,6 +72,12 @@ func (l *lab) secureFederation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The first two parts check that each side authenticates the other on
+	// streams of its own, one per direction: without bidi, which would
+	// have b.test and c.test answer on the relay's streams instead. The
+	// last part turns it on.
+	l.relay.noBidi = true
+	defer func() { l.relay.noBidi = false }()
 	restartAll()
 	t.Logf("relay with federation.secure_auth and CA-issued certificates, b.test and c.test requiring certificates")
 
@@ -233,6 +239,28 @@ func (l *lab) secureFederation(t *testing.T) {
 		}
 		if toRelayDirect && len(grepFrom(blog, bfrom, "Next target to try is "+l.ip(10)+":5270")) == 0 {
 			t.Errorf("b.test's log: no connection to the relay's direct TLS port %s:5270", l.ip(10))
+		}
+	})
+
+	// With bidi, the relay asks b.test and c.test (certificates verified)
+	// for it; generations that do XEP-0288 then send their stanzas back on
+	// the relay's streams, and every pair uses one connection.
+	t.Run("bidi", func(t *testing.T) {
+		l.watchLogs(t)
+		l.relay.noBidi = false
+		restartAll()
+		from := fileSize(relayLog)
+		exchange(t, "s8-bidi")
+		l.checkBidi(t, true)
+		for _, p := range []struct {
+			domain string
+			gen    serverGen
+		}{{"b.test", l.pgen}, {"c.test", l.egen}} {
+			inbound := len(grepAll(relayLog, from, "peer authenticated by", "face=federation", "from="+p.domain+" "))
+			t.Logf("%s (%s): %d streams of its own authenticated to the relay", p.domain, p.gen.Name, inbound)
+			if p.gen.Bidi && inbound > 0 {
+				t.Errorf("%s (%s) authenticated %d streams of its own to the relay: it did not use the relay's bidirectional streams", p.domain, p.gen.Name, inbound)
+			}
 		}
 	})
 }

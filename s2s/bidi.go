@@ -387,6 +387,7 @@ func (o *outStream) requestBidi() {
 		return
 	}
 	o.w.WriteRaw(appendBidiRequest(nil, s.Limits.MaxStanzaBytes, int(s.Limits.IdleTimeout/time.Second)))
+	s.Log.Debug("asked the peer for a bidirectional stream", "face", face.String(), "dir", "out", "from", o.local, "to", o.remote)
 	auth := policy.AuthDialback
 	if face == policy.Federation {
 		auth = o.trust.auth

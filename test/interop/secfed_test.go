@@ -250,7 +250,7 @@ func (l *lab) secureFederation(t *testing.T) {
 		l.relay.noBidi = false
 		restartAll()
 		exchange(t, "s8-bidi")
-		l.checkBidi(t, true)
+		l.checkBidi(t, true, "a.test", "e.corp.test", "b.test", "c.test")
 	})
 }
 

@@ -332,3 +332,33 @@ func TestBidiOutboundInternal(t *testing.T) {
 	}
 	s.Relay.WaitBalanced(t)
 }
+
+// TestBidiInboundInternal: on the internal face, a.test's server asks for
+// bidi on its stream to remote.test; the relay then delivers remote.test's
+// stanzas for a.test on that stream instead of connecting to the route.
+func TestBidiInboundInternal(t *testing.T) {
+	s := harness.StartSite(t, "", "remote.test")
+	sc := s.Internal.DialBidi(t, s.Relay.InternalAddr, "a.test", "remote.test")
+	s.Relay.Logs.Wait(t, "bidirectional stream: the relay sends over it", "pair", "remote.test→a.test")
+	msg := harness.Message("bob@remote.test/x", "alice@a.test", "ii1", "to the internal server over its own stream")
+	s.FromOutside(t, "remote.test").Send(msg)
+	for {
+		el, err := sc.Next()
+		if err != nil {
+			t.Fatalf("reading the bidi stream: %v", err)
+		}
+		if el.ID == "ii1" {
+			if el.Raw != msg {
+				t.Errorf("a.test's stream carried %s, want %s", el.Raw, msg)
+			}
+			break
+		}
+	}
+	if n := s.Internal.Count(func(harness.Stanza) bool { return true }); n != 0 {
+		t.Errorf("a.test's server received %d stanzas on a stream of the relay's: bidi not used", n)
+	}
+	if n := s.Relay.Server.Stats().OutboundTotal.Load(); n != 0 {
+		t.Errorf("the relay opened %d outbound streams, want none", n)
+	}
+	s.Relay.WaitBalanced(t)
+}

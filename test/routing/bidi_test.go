@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedrelay/fedrelay/dialback"
 	"github.com/fedrelay/fedrelay/test/harness"
 )
 
@@ -360,5 +361,56 @@ func TestBidiInboundInternal(t *testing.T) {
 	if n := s.Relay.Server.Stats().OutboundTotal.Load(); n != 0 {
 		t.Errorf("the relay opened %d outbound streams, want none", n)
 	}
+	s.Relay.WaitBalanced(t)
+}
+
+// TestBidiWritesDoNotInterleave: while the relay's link writes a stream of
+// stanzas on a bidi stream, the stream's owner answers a dialback request
+// for another pair on it: each element arrives whole (the peer's framer
+// would refuse interleaved bytes), the answer among the stanzas, and the new
+// pair's reverse is offered too. (crypto/tls serialises Write calls by
+// itself, so this would pass without bidiConn's lock too: the lock is what
+// orders the links' writes against the owner's closing tag and deadlines.)
+func TestBidiWritesDoNotInterleave(t *testing.T) {
+	s := harness.StartSite(t, "", "remote.test", "other.test")
+	sc := s.Remote.DialBidi(t, s.Relay.FederationAddr, "remote.test", "a.test")
+	s.Relay.Logs.Wait(t, "bidirectional stream: the relay sends over it", "pair", "a.test→remote.test")
+	out := s.FromInside(t, "remote.test")
+	const n = 300
+	sent := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := out.Write(harness.Message("alice@a.test/phone", "bob@remote.test", fmt.Sprintf("w%03d", i), strings.Repeat("y", 2000))); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	messages, answered := 0, false
+	for messages < n || !answered {
+		el, err := sc.Next()
+		if err != nil {
+			t.Fatalf("after %d messages (dialback answered: %v): %v", messages, answered, err)
+		}
+		switch {
+		case el.Name == "message":
+			if messages++; messages == 20 {
+				// Mid-stream: ask for a second pair on the same stream.
+				key := s.Remote.Secret().Key("a.test", "other.test", sc.ID())
+				sc.Send(string(dialback.Element{Kind: dialback.KindResult, From: "other.test", To: "a.test", Key: key}.Append(nil)))
+			}
+		case el.Name == "result":
+			if !strings.Contains(el.Raw, "valid") || !strings.Contains(el.Raw, "other.test") {
+				t.Fatalf("dialback answer %s", el.Raw)
+			}
+			answered = true
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	// The second pair's reverse rides the stream too.
+	s.Relay.Logs.Wait(t, "bidirectional stream: the relay sends over it", "pair", "a.test→other.test")
 	s.Relay.WaitBalanced(t)
 }

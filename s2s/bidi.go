@@ -348,6 +348,7 @@ func (o *outStream) ridesInbound() bool {
 // BidiOutbound counts the outbound links up on which the relay asked for
 // bidi (the peer's stanzas come back on them), from the link table.
 func (s *Server) BidiOutbound() int64 {
+	s.init() // scraped perhaps before the first Serve
 	s.lmu.RLock()
 	defer s.lmu.RUnlock()
 	var n int64

@@ -55,6 +55,12 @@ type Federation struct {
 	// insecure may use dialback alone. Off, dialback alone is enough for
 	// every domain (identity then rests on DNS).
 	SecureAuth bool `mapstructure:"secure_auth"`
+	// Bidi offers XEP-0288 bidirectional streams on inbound streams of
+	// both faces (once TLS is up) and asks for them on outbound streams
+	// whose peer offers them and is authenticated enough: one TCP
+	// connection then carries a domain pair both ways. Off: one stream per
+	// direction.
+	Bidi bool `mapstructure:"bidi"`
 }
 
 // Internal is the face toward the organisation's own servers.

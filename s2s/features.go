@@ -33,6 +33,10 @@ type features struct {
 	Mechanisms     []string
 	Dialback       bool // urn:xmpp:features:dialback
 	DialbackErrors bool
+	// Bidi is XEP-0288 bidirectional streams, offered in either namespace:
+	// urn:xmpp:features:bidi, or urn:xmpp:bidi as ejabberd 24.10 to 24.12
+	// offer it (ejabberd #4300).
+	Bidi bool
 	// MaxBytes and IdleSeconds are the peer's stream limits (XEP-0478),
 	// zero when not advertised.
 	MaxBytes    int
@@ -88,6 +92,8 @@ func parseFeatures(raw []byte) (*features, error) {
 				f.Dialback = true
 			case depth == 2 && t.Name.Space == NSSM && t.Name.Local == "sm":
 				f.SM = true
+			case depth == 2 && (t.Name.Space == NSBidiFeat || t.Name.Space == NSBidi) && t.Name.Local == "bidi":
+				f.Bidi = true
 			case depth == 3 && path[1] == (xml.Name{Space: dialback.NSFeature, Local: "dialback"}) && t.Name.Local == "errors":
 				f.DialbackErrors = true
 			case depth == 3 && path[1] == (xml.Name{Space: NSSASL, Local: "mechanisms"}) && t.Name.Local == "mechanism":

@@ -199,6 +199,7 @@ func (c *inConn) run() error {
 		if err := c.readHeader(); err != nil {
 			return err
 		}
+		c.offerBidi() // a SASL pair, once our header after <success/> is out
 		for restart := false; !restart; {
 			el, err := c.r.Next()
 			if err != nil {
@@ -227,6 +228,7 @@ func (c *inConn) finish(err error) {
 	c.mu.Unlock()
 	c.wakeLinks()
 	c.dr.stop()
+	c.endBidi() // before the closing tag: the links riding the stream write no more
 
 	se := closeReason(err)
 	idle := isTimeout(err) && c.dr.idle.Load() != 0
@@ -535,6 +537,7 @@ func (c *inConn) features() []byte {
 			b = append(b, "<mechanisms xmlns='"+NSSASL+"'><mechanism>EXTERNAL</mechanism></mechanisms>"...)
 		}
 		b = append(b, dialbackFeature...)
+		b = c.appendBidiFeature(b)
 	default:
 		// Authenticated: dialback stays available for more pairs, and
 		// stream management may be enabled (XEP-0198; Prosody asks for it
@@ -583,10 +586,7 @@ func (c *inConn) handle(el *wire.Element) (restart bool, err error) {
 	case ns == NSSM:
 		return false, c.streamManagement(string(el.Local))
 	case ns == NSBidi || ns == NSBidiFeat:
-		// XEP-0288 is not offered; a request for it is ignored (§2: there
-		// is no reply) and the stream stays unidirectional.
-		c.logger().Debug("ignoring a bidi request: not offered")
-		return false, nil
+		return false, c.bidiRequest(el)
 	}
 	if err := el.CheckStanza(); err != nil {
 		return false, withText(err.(stream.Error), "unexpected element %s", elementName(el))
@@ -826,6 +826,9 @@ func (c *inConn) apply(dec dialback.Decision) error {
 		}
 		if err := c.write(r.Append(nil)); err != nil {
 			return err
+		}
+		if r.Kind == dialback.KindResult && r.Type == dialback.TypeValid {
+			c.offerBidi() // the peer has read its answer: the reverse pair may carry stanzas
 		}
 		if dec.Close != nil {
 			return dec.Close

@@ -39,6 +39,11 @@ type StreamInfo struct {
 	Peer string `json:"peer,omitempty"`
 	// Up is false for a link still connecting or authenticating.
 	Up bool `json:"up"`
+	// Bidi reports an XEP-0288 bidirectional stream: an inbound stream
+	// whose peer asked for it, a link that rides such a stream (Peer is
+	// then the inbound stream's), or an outbound link on which the relay
+	// asked for it (its StanzasIn and BytesIn are the peer's stanzas).
+	Bidi bool `json:"bidi"`
 	// Age is how long the stream has existed, Idle since it last read.
 	Age  time.Duration `json:"age_ns"`
 	Idle time.Duration `json:"idle_ns"`
@@ -102,6 +107,9 @@ func (s *Server) Streams() []StreamInfo {
 func (c *inConn) info(now time.Time) StreamInfo {
 	si := StreamInfo{Face: c.face.String(), Direction: "in", Peer: c.raw.RemoteAddr().String(),
 		Age: now.Sub(c.started), StanzasIn: c.nIn.Load(), BytesIn: c.dr.bytes.Load(), Up: true}
+	c.s.lmu.RLock()
+	si.Bidi = c.s.bidiIn[c] != nil
+	c.s.lmu.RUnlock()
 	if last := c.dr.last.Load(); last > 0 {
 		si.Idle = now.Sub(time.Unix(0, last))
 	} else {
@@ -173,6 +181,13 @@ func (l *link) info(now time.Time) StreamInfo {
 	si.Peer = o.raw.RemoteAddr().String()
 	if last := o.dr.last.Load(); last > 0 {
 		si.Idle = now.Sub(time.Unix(0, last))
+	}
+	switch {
+	case o.ridesInbound():
+		si.Bidi = true
+	case o.rev != nil:
+		si.Bidi = true
+		si.StanzasIn, si.BytesIn = o.rev.n.Load(), o.dr.bytes.Load()
 	}
 	switch {
 	case face == policy.Internal:

@@ -60,7 +60,9 @@ type link struct {
 	// sm is what the peer has not acknowledged yet, when the stream has
 	// XEP-0198 on (set before the writer and reader start; nil without).
 	sm     *smOut
-	ackDue atomic.Bool // the peer asked for our count (<r/>): the writer answers
+	ackDue atomic.Bool   // the peer asked for our count (<r/>): the writer answers
+	revIn  atomic.Uint32 // stanzas the peer sent on the stream (bidi), modulo 2^32: our count
+	rides  bool          // it rides an inbound stream (bidi): one writer, no owner (set before it runs)
 
 	started  time.Time    // when the link was made
 	bytesOut atomic.Int64 // their bytes
@@ -653,6 +655,11 @@ func (l *link) writeLoop(o *outStream) (err error, ended bool) {
 			}
 		}
 		idleAt := l.active.Add(l.idleTimeout())
+		if !now.Before(idleAt) && o.rev.active(l.idleTimeout()) {
+			// The peer's stanzas still come on the stream (bidi).
+			l.active = now
+			idleAt = now.Add(l.idleTimeout())
+		}
 		if !now.Before(idleAt) {
 			// Out of the table first, then closed: a stanza routed from
 			// now on finds a new link instead of this retiring one (which
@@ -687,14 +694,21 @@ func (l *link) writeLoop(o *outStream) (err error, ended bool) {
 			due = earliest(due, ackAt)
 		}
 		quiet := l.active.Add(idleGrace)
-		if !now.Before(quiet) {
+		wakeAt := due
+		switch {
+		case now.Before(quiet):
+			wakeAt = earliest(due, quiet)
+		case l.rides:
+			// A link riding an inbound stream (bidi) has no owner to
+			// start writers: its one writer waits.
+		default:
 			if l.park(now, due) {
 				return nil, false
 			}
 			continue // woken as it parked: it goes on
 		}
 		// Between two bursts: this writer waits for the next.
-		l.arm(now, earliest(due, quiet))
+		l.arm(now, wakeAt)
 		select {
 		case <-l.wake:
 		case <-l.s.ctx.Done():
@@ -771,20 +785,22 @@ func (l *link) write(o *outStream, q []*batch) error {
 }
 
 // answerAck answers the peer's acknowledgement request on our outbound
-// stream: no stanza is read on it (no bidi), so the count is 0.
+// stream with the number of stanzas it sent on it (only with bidi are there
+// any), each routed or refused before the next was read.
 func (l *link) answerAck(o *outStream) error {
 	o.raw.SetWriteDeadline(time.Now().Add(l.s.Limits.WriteTimeout))
-	o.w.WriteRaw(appendAck(nil, 0))
+	o.w.WriteRaw(appendAck(nil, l.revIn.Load()))
 	if err := o.w.Flush(); err != nil {
 		return routing.Timeout(fmt.Errorf("writing to %s: %w", l.pair.To, err))
 	}
 	return nil
 }
 
-// readLoop reads what the peer sends on our outbound stream: nothing but
-// whitespace, dialback answers and, at the end, a stream error or the
-// closing tag. Stanzas are not accepted here without XEP-0288 bidi.
+// readLoop reads what the peer sends on our outbound stream: whitespace,
+// dialback answers, the peer's stanzas if the relay asked for XEP-0288 bidi
+// (refused otherwise) and, at the end, a stream error or the closing tag.
 func (l *link) readLoop(o *outStream) error {
+	rev := l.reverseOf(o) // the peer's stanzas: routed with bidi, refused without
 	for {
 		el, err := o.r.Next()
 		if err != nil {
@@ -798,7 +814,12 @@ func (l *link) readLoop(o *outStream) error {
 		case wire.StreamError:
 			return parseStreamError(el.Raw)
 		case wire.Message, wire.Presence, wire.IQ:
-			l.log.Debug("ignoring a stanza on our outbound stream (no bidi)")
+			// With stream management the peer's stanzas (bidi) are what
+			// its acknowledgement requests count.
+			l.revIn.Add(1)
+			if err := rev.stanza(el); err != nil {
+				return err
+			}
 		case wire.Other:
 			if string(el.NS) != NSSM || l.sm == nil {
 				l.log.Debug("ignoring an element on our outbound stream", "element", elementName(el))

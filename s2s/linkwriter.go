@@ -41,14 +41,19 @@ type writers struct {
 // startWriting starts the first writer of a link that is now up, which
 // writes what was queued during the setup.
 func (l *link) startWriting(o *outStream) {
-	now := time.Now()
-	l.wo, l.active, l.sent = o, now, now
-	l.tick = time.AfterFunc(time.Hour, l.signal)
-	l.tick.Stop()
+	l.prepareWriting(o)
 	l.wmu.Lock()
 	l.wwg.Add(1)
 	go l.writer(o)
 	l.wmu.Unlock()
+}
+
+// prepareWriting sets up what writers share, before the first runs.
+func (l *link) prepareWriting(o *outStream) {
+	now := time.Now()
+	l.wo, l.active, l.sent = o, now, now
+	l.tick = time.AfterFunc(time.Hour, l.signal)
+	l.tick.Stop()
 }
 
 // stopWriting makes sure that no writer runs or starts any more, and

@@ -40,6 +40,9 @@ type outStream struct {
 	trust         peerTrust                // how the peer proved it is remote (checkPeer)
 	auth          policy.Auth              // how the relay authenticated (after authenticate)
 	sm            bool                     // XEP-0198 enabled (after authenticate)
+	// rev, when the relay asked for XEP-0288 bidi, reads the peer's
+	// stanzas on this stream (bidi.go); nil otherwise.
+	rev *reverse
 }
 
 // dial connects to remote: an internal domain at its configured route, any
@@ -233,6 +236,7 @@ func (o *outStream) authenticate() (err error) {
 }
 
 func (o *outStream) authenticateAside() error {
+	o.requestBidi() // XEP-0288 §2.2: after TLS, before SASL or dialback
 	if o.tls && o.feats != nil && o.feats.External() && o.s.ExternalDomains[o.local] {
 		authz := base64.StdEncoding.EncodeToString([]byte(o.local))
 		o.w.WriteRaw([]byte("<auth xmlns='" + NSSASL + "' mechanism='EXTERNAL'>" + authz + "</auth>"))

@@ -82,6 +82,10 @@ type Server struct {
 	TLS    config.TLS
 	// Audit receives stream-level policy records; nil discards them.
 	Audit func(policy.Record)
+	// Bidi offers XEP-0288 bidirectional streams on inbound streams and
+	// asks for them on outbound ones (federation.bidi; bidi.go). False:
+	// one stream per direction.
+	Bidi bool
 
 	mu            sync.Mutex
 	closing       bool
@@ -112,6 +116,11 @@ type Server struct {
 	linksShut   bool                  // no new links (set with lmu held)
 	remoteLinks int                   // links in links towards remote domains (lmu)
 	linkRate    *rate.Limiter         // new links towards remote domains (lmu)
+	// bidiIn are the inbound streams whose peers asked for bidi, and
+	// bidiRoutes the pairs the relay may send over one of them (lmu;
+	// bidi.go).
+	bidiIn     map[*inConn]*bidiIn
+	bidiRoutes map[routing.Pair]*bidiRoute
 
 	// domainRates holds the token bucket of new outbound streams towards
 	// each of the most recent remote domains (guarded by dmu).
@@ -154,6 +163,17 @@ type Stats struct {
 	// LinksRefused counts outbound streams to remote domains not started
 	// because of limits.max_links or limits.link_rate.
 	LinksRefused atomic.Int64
+	// BidiInbound counts the inbound streams open whose peers asked for
+	// XEP-0288 bidi; BidiLinks the links open that ride such a stream (the
+	// relay's stanzas to the peer's domain, with no connection of their
+	// own). Server.BidiOutbound counts the other way.
+	BidiInbound atomic.Int64
+	BidiLinks   atomic.Int64
+	// ReverseRefused counts outbound streams closed because the peer sent
+	// a stanza on them without bidi, or one bidi does not allow (a pair
+	// other than the reverse of the link's, bad addressing, too many
+	// oversized).
+	ReverseRefused atomic.Int64
 }
 
 // Stats returns the server's stream counters.
@@ -167,6 +187,8 @@ func (s *Server) init() {
 		s.perIP = map[netip.Addr]int{}
 		s.links = map[routing.Pair]*link{}
 		s.gates = map[string]*routeGate{}
+		s.bidiIn = map[*inConn]*bidiIn{}
+		s.bidiRoutes = map[routing.Pair]*bidiRoute{}
 		if s.Audit == nil {
 			s.Audit = func(policy.Record) {}
 		}
@@ -349,6 +371,12 @@ func (s *Server) Link(pair routing.Pair, admit func(to string) (func(error), err
 	}
 	if s.linksShut {
 		return nil, routing.Timeout(ErrServerClosed)
+	}
+	if r := s.bidiRoutes[pair]; r != nil {
+		// The peer's own stream carries the pair (XEP-0288): no
+		// connection to open, so neither the breaker nor the link caps
+		// are asked.
+		return s.startBidiLink(pair, r), nil
 	}
 	// Links to remote domains are bounded in number and in how fast they
 	// start (the internal routes have their gates): what strangers and

@@ -204,7 +204,11 @@ func newStreamsCmd() *cobra.Command {
 				if !s.Up {
 					up = " (setting up)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", s.Face, s.Direction,
+				dir := s.Direction
+				if s.Bidi {
+					dir += "/bidi" // XEP-0288: the stream carries both directions
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", s.Face, dir,
 					orDash(strings.Join(s.Local, ",")), orDash(strings.Join(s.Remote, ",")), s.Auth, up, cert,
 					orDash(s.TLSVersion), orDash(s.Peer), dur(s.Age), dur(s.Idle), s.StanzasIn, s.StanzasOut, s.Queue)
 			}

@@ -43,6 +43,7 @@ type Inbound struct {
 	log     *slog.Logger
 	stopErr error
 
+	bidi   bool           // the peer asked for XEP-0288 bidi (guarded by mu)
 	direct bool           // TLS from the first byte (XEP-0368)
 	secure bool           // owner only
 	sm     bool           // stream management enabled (owner only)
@@ -169,6 +170,9 @@ func (in *Inbound) run() error {
 		if in.s.sm.Load() {
 			feats += "<sm xmlns='" + NSSM + "'/>"
 		}
+		if in.s.bidi.Load() {
+			feats += "<bidi xmlns='urn:xmpp:features:bidi'/>"
+		}
 		feats += "</stream:features>"
 		if !in.secure {
 			feats = "<stream:features><starttls xmlns='" + NSTLS + "'><required/></starttls></stream:features>"
@@ -253,6 +257,13 @@ func (in *Inbound) handle(el *wire.Element) (restart bool, err error) {
 			a := "<a xmlns='" + NSSM + "' h='" + strconv.FormatUint(uint64(in.h), 10) + "'/>"
 			return false, in.write(func(w *wire.Writer) { w.WriteRaw([]byte(a)) })
 		}
+	}
+	if string(el.NS) == "urn:xmpp:bidi" && string(el.Local) == "bidi" && in.secure && in.s.bidi.Load() {
+		in.mu.Lock()
+		in.bidi = true
+		in.mu.Unlock()
+		in.note(slog.LevelDebug, "peer asked for a bidirectional stream")
+		return false, nil
 	}
 	if string(el.NS) == NSTLS && string(el.Local) == "starttls" {
 		if in.secure {
@@ -369,6 +380,19 @@ func (in *Inbound) stanza(el *wire.Element) error {
 	}
 	in.s.serveStanza(in, el)
 	return nil
+}
+
+// Bidi reports whether the peer asked for XEP-0288 bidi on the stream.
+func (in *Inbound) Bidi() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.bidi
+}
+
+// WriteRaw writes p, complete elements, on the stream, whatever was
+// negotiated: with bidi, stanzas from a hosted domain to the peer.
+func (in *Inbound) WriteRaw(p []byte) error {
+	return in.write(func(w *wire.Writer) { w.WriteRaw(p) })
 }
 
 func (in *Inbound) write(fn func(*wire.Writer)) error {

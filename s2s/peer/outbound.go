@@ -32,6 +32,7 @@ type client struct {
 	r              *wire.Reader
 	w              *wire.Writer
 	id             string // the peer's stream id: dialback keys are made with it
+	bidi           bool   // XEP-0288 asked for (the peer's stanzas come on this stream)
 }
 
 // negotiate connects to addr, opens a stream from→to and negotiates
@@ -80,8 +81,14 @@ func (s *Server) negotiate(ctx context.Context, addr, from, to string, direct bo
 	c.conn = tc
 	c.r.Reset(tc)
 	c.w.Reset(tc)
-	if _, err = c.open(); err != nil {
+	feats, err := c.open()
+	if err != nil {
 		return fail(err)
+	}
+	if s.bidi.Load() && (feats["urn:xmpp:features:bidi bidi"] || feats["urn:xmpp:bidi bidi"]) {
+		// Goes out with the db:result that follows.
+		c.w.WriteRaw([]byte("<bidi xmlns='urn:xmpp:bidi'/>"))
+		c.bidi = true
 	}
 	return c, nil
 }
@@ -389,10 +396,14 @@ func (o *Outbound) read() error {
 				s.note(o.log, slog.LevelDebug, o.tag, "dialback element ignored", "reason", d.Reason)
 			}
 		case wire.Message, wire.Presence, wire.IQ:
-			// Without bidi (XEP-0288), which this Server never
-			// negotiates, the receiving server sends its stanzas on
-			// streams of its own.
-			s.violation(o.log, o.tag, "stanza on the receiving side of a stream: %s", el.Raw)
+			// Without bidi (XEP-0288) the receiving server sends its
+			// stanzas on streams of its own; with it, only for the
+			// reverse of the stream's pair.
+			if !o.c.bidi {
+				s.violation(o.log, o.tag, "stanza on the receiving side of a stream: %s", el.Raw)
+			} else if from, to := domainBytes(el.From), domainBytes(el.To); string(from) != o.c.to || string(to) != o.c.from {
+				s.violation(o.log, o.tag, "stanza for %s→%s on the bidirectional stream %s→%s", from, to, o.c.from, o.c.to)
+			}
 			if s.Handler != nil {
 				s.Handler(nil, el)
 			} else {
@@ -404,6 +415,9 @@ func (o *Outbound) read() error {
 		}
 	}
 }
+
+// Bidi reports whether the Server asked for XEP-0288 bidi on the stream.
+func (o *Outbound) Bidi() bool { return o.c.bidi }
 
 // ID returns the stream id the other side sent; the keys of the stream are
 // made with it.

@@ -113,6 +113,7 @@ type Server struct {
 
 	refuseVerify atomic.Bool
 	sm           atomic.Bool // offer XEP-0198 on accepted streams
+	bidi         atomic.Bool
 
 	dialMu sync.Mutex // serialises Connect, so that a pair gets one stream
 
@@ -228,6 +229,30 @@ func (s *Server) Cut() {
 			in.raw.Close()
 		}
 	}
+}
+
+// SetBidi makes the Server do XEP-0288: offer bidi on its accepted streams
+// once TLS is up (a peer that asks may then be sent stanzas on them,
+// Inbound.WriteRaw), and ask for it on the streams it opens to a peer that
+// offers it, taking the peer's stanzas on them.
+func (s *Server) SetBidi(on bool) { s.bidi.Store(on) }
+
+// InboundFor returns an accepted stream on which the peer authenticated as
+// from for the hosted domain to, or nil; Inbound.Bidi says whether the peer
+// asked for bidi on it.
+func (s *Server) InboundFor(from, to string) *Inbound {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := string(appendPairKey(nil, from, to))
+	for in := range s.inbound {
+		in.mu.Lock()
+		_, ok := in.pairs[key]
+		in.mu.Unlock()
+		if ok {
+			return in
+		}
+	}
+	return nil
 }
 
 // SetRefuseVerify makes the Server answer every db:verify with

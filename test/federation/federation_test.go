@@ -92,14 +92,15 @@ func TestTwoRelaysDialback(t *testing.T) {
 }
 
 // TestTwoRelaysSASLExternal: with certificates from a CA both relays trust,
-// the federation hops authenticate by SASL EXTERNAL (XEP-0178).
+// the federation hops authenticate by SASL EXTERNAL (XEP-0178). Bidi is off:
+// each direction has its stream (TestTwoRelaysBidi has them share one).
 func TestTwoRelaysSASLExternal(t *testing.T) {
 	ca := harness.NewCA(t)
 	certA, keyA := ca.Issue(t, "a.test")
 	certB, keyB := ca.Issue(t, "b.test")
 	w := startWorld(t,
-		fmt.Sprintf("domains: [{name: a.test, route: $ROUTE, cert_file: %q, key_file: %q}]\ntls: {ca_file: %q}", certA, keyA, ca.File()),
-		fmt.Sprintf("domains: [{name: b.test, route: $ROUTE, cert_file: %q, key_file: %q}]\ntls: {ca_file: %q}", certB, keyB, ca.File()),
+		fmt.Sprintf("domains: [{name: a.test, route: $ROUTE, cert_file: %q, key_file: %q}]\ntls: {ca_file: %q}\nfederation: {bidi: false}", certA, keyA, ca.File()),
+		fmt.Sprintf("domains: [{name: b.test, route: $ROUTE, cert_file: %q, key_file: %q}]\ntls: {ca_file: %q}\nfederation: {bidi: false}", certB, keyB, ca.File()),
 		nil)
 	w.roundTrip(t, "sasl")
 	w.B.Logs.Wait(t, "peer authenticated by SASL EXTERNAL", "face", "federation", "domain", "a.test")

@@ -179,6 +179,14 @@ func (f *FakeServer) Wait(t testing.TB, what string, match func(Stanza) bool) St
 	return st
 }
 
+// SetBidi makes the server do XEP-0288 (peer.Server.SetBidi): offer it on
+// the streams it accepts, ask for it on those it opens.
+func (f *FakeServer) SetBidi(on bool) { f.srv.SetBidi(on) }
+
+// InboundFor returns an accepted stream on which the peer authenticated
+// from→to, or nil (peer.Server.InboundFor).
+func (f *FakeServer) InboundFor(from, to string) *peer.Inbound { return f.srv.InboundFor(from, to) }
+
 // WaitID waits for the stanza with this id.
 func (f *FakeServer) WaitID(t testing.TB, id string) Stanza {
 	t.Helper()
@@ -242,6 +250,32 @@ func (f *FakeServer) TryDial(t testing.TB, addr, from, to string) (*Script, erro
 	}
 	f.srv.Eventf("out %s→%s at %s: authenticated by dialback", from, to, addr)
 	return s, nil
+}
+
+// DialBidi is Dial asking for XEP-0288 bidi after TLS, before dialback: the
+// relay may then send stanzas for (to → from) on the stream, which Next
+// reads. It fails the test if the relay does not offer bidi.
+func (f *FakeServer) DialBidi(t testing.TB, addr, from, to string) *Script {
+	t.Helper()
+	s, err := TryDialScript(t, addr)
+	if err != nil {
+		t.Fatalf("fake %s: connect to %s: %v", f.Name, addr, err)
+	}
+	cert := f.srv.Certificate()
+	s.Cert = &cert
+	if err := s.Negotiate(from, to); err != nil {
+		t.Fatalf("fake %s: stream %s→%s at %s: %v", f.Name, from, to, addr, err)
+	}
+	if !s.Offers("bidi") {
+		t.Fatalf("fake %s: stream %s→%s at %s: bidi not offered in %s", f.Name, from, to, addr, s.Features.Raw)
+	}
+	s.Send("<bidi xmlns='urn:xmpp:bidi'/>")
+	typ, cond, err := s.Dialback(f.Secret(), from, to)
+	if err != nil || typ != dialback.TypeValid {
+		t.Fatalf("fake %s: stream %s→%s at %s: dialback: %v %s %v", f.Name, from, to, addr, typ, cond, err)
+	}
+	f.srv.Eventf("out %s→%s at %s: bidi, authenticated by dialback", from, to, addr)
+	return s
 }
 
 // Close stops the fake: no new streams, every open one closed.

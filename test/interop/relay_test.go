@@ -43,6 +43,8 @@ type relay struct {
 	// cert_file/key_file; without it, secure_auth is off and the relay
 	// generates the domains' certificates.
 	secureCA string
+	// noBidi turns federation.bidi off for the next instance started.
+	noBidi bool
 
 	logf *os.File
 	gen  int        // instances started: restarts make new ones
@@ -99,7 +101,7 @@ func (r *relay) yaml(deny []string) string {
 		secure, tlsCA = "true", fmt.Sprintf("tls: {ca_file: %q}\n", r.secureCA)
 	}
 	return fmt.Sprintf(`log: {level: debug}
-federation: {listen: [%q], listen_tls: [%s], secure_auth: %s}
+federation: {listen: [%q], listen_tls: [%s], secure_auth: %s, bidi: %v}
 internal: {listen: [%q], dns_listen: %q%s}
 domains: [%s]
 %sdialback: {secret: "interop-test-secret-0123456789"}
@@ -108,7 +110,7 @@ limits: {connect_timeout: 5s, negotiation_timeout: 10s}
 breaker: {failures: 2, open_for: %s, max_open_for: 30s}
 policy: {deny: [%s], audit_log: %q}
 admin: {listen: ""}
-`, r.fed, listenTLS, secure, r.intl, r.dnsAddr, ca, strings.Join(domains, ", "), tlsCA, r.pubDNS, breakerOpenFor,
+`, r.fed, listenTLS, secure, !r.noBidi, r.intl, r.dnsAddr, ca, strings.Join(domains, ", "), tlsCA, r.pubDNS, breakerOpenFor,
 		strings.Join(q, ", "), r.auditLog())
 }
 

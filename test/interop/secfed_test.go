@@ -74,6 +74,12 @@ func (l *lab) secureFederation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The first two parts check that each side authenticates the other on
+	// streams of its own, one per direction: without bidi, which would
+	// have b.test and c.test answer on the relay's streams instead. The
+	// last part turns it on.
+	l.relay.noBidi = true
+	defer func() { l.relay.noBidi = false }()
 	restartAll()
 	t.Logf("relay with federation.secure_auth and CA-issued certificates, b.test and c.test requiring certificates")
 
@@ -238,9 +244,22 @@ func (l *lab) secureFederation(t *testing.T) {
 		}
 	})
 
+	// Still without bidi: each side's stream management on its own
+	// stream.
 	t.Run("stream-management", func(t *testing.T) {
 		l.watchLogs(t)
 		l.streamManagement(t, restartAll)
+	})
+
+	// With bidi, the relay asks b.test and c.test (certificates verified)
+	// for it; generations that do XEP-0288 then send their stanzas back on
+	// the relay's streams (checkBidi).
+	t.Run("bidi", func(t *testing.T) {
+		l.watchLogs(t)
+		l.relay.noBidi = false
+		restartAll()
+		exchange(t, "s8-bidi")
+		l.checkBidi(t, true, "a.test", "e.corp.test", "b.test", "c.test")
 	})
 }
 

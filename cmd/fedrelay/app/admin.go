@@ -47,6 +47,10 @@ func (r *Relay) startAdmin() error {
 	counter("dialback_ignored_total", "Dialback elements dropped as unsolicited or repeated.", ss.DialbackIgnored.Load)
 	gauge("streams_inbound_open", "Inbound connections open (authenticated or not).", ss.InboundOpen.Load)
 	gauge("streams_outbound_open", "Outbound links running (being set up, up, or closing).", ss.OutboundOpen.Load)
+	gauge("bidi_inbound_open", "Inbound streams open whose peers asked for XEP-0288 bidi.", ss.BidiInbound.Load)
+	gauge("bidi_links_open", "Links open that ride a peer's bidirectional inbound stream (no connection of their own; not in fedrelay_streams_outbound_open).", ss.BidiLinks.Load)
+	gauge("bidi_outbound_open", "Outbound links on which the relay asked for XEP-0288 bidi (the peer's stanzas come back on them).", r.Server.BidiOutbound)
+	counter("bidi_refused_total", "Outbound streams closed because the peer sent a stanza on them without bidi, or one bidi does not allow (another pair, bad addressing).", ss.ReverseRefused.Load)
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

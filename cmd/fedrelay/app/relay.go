@@ -153,6 +153,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Relay, error) {
 		Log: log, Secret: secret, Certs: store, Verifier: verifier,
 		Dialer:          &resolve.Dialer{Resolver: res, Timeout: cfg.Limits.ConnectTimeout, Allowed: resolve.PublicOnly(allowPrivate(cfg.DNS))},
 		ExternalDomains: external, Limits: cfg.Limits, TLS: cfg.TLS, Audit: audit.write,
+		Bidi: cfg.Federation.Bidi,
 	}
 	router = routing.NewRouter(routing.Options{
 		Table: table, Policy: pol, Breaker: cfg.Breaker,

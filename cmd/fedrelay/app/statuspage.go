@@ -55,7 +55,7 @@ th{background:#f3f3f3}.num{text-align:right}.open{color:#a00;font-weight:bold}
 <h2>Streams</h2>
 <table id="streams"><tr><th>face</th><th>dir</th><th>local</th><th>remote</th><th>auth</th><th>cert</th><th>TLS</th>
 <th>peer</th><th>age</th><th>idle</th><th>stanzas in</th><th>stanzas out</th><th>queue</th></tr>
-{{range .Streams}}<tr><td>{{.Face}}</td><td>{{.Direction}}</td><td>{{range .Local}}{{.}} {{end}}</td>
+{{range .Streams}}<tr><td>{{.Face}}</td><td>{{.Direction}}{{if .Bidi}}/bidi{{end}}</td><td>{{range .Local}}{{.}} {{end}}</td>
 <td>{{range .Remote}}{{.}} {{end}}</td><td>{{.Auth}}</td><td>{{if .CertVerified}}verified{{else}}-{{end}}</td>
 <td>{{.TLSVersion}}</td><td>{{.Peer}}</td><td>{{round .Age}}</td><td>{{round .Idle}}</td>
 <td class="num">{{.StanzasIn}}</td><td class="num">{{.StanzasOut}}</td><td class="num">{{.Queue}}</td></tr>

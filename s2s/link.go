@@ -61,6 +61,10 @@ type link struct {
 	// XEP-0198 on (set before the writer and reader start; nil without).
 	sm     *smOut
 	ackDue atomic.Bool // the peer asked for our count (<r/>): the writer answers
+	// mux is the stream shared with other pairs (multiplex.go): the one
+	// this link carries them on (mux.carrier == l), or the one it rides.
+	// Set when the link comes up (guarded by mu; fixed once up).
+	mux *muxStream
 
 	started  time.Time    // when the link was made
 	bytesOut atomic.Int64 // their bytes
@@ -386,6 +390,9 @@ func (l *link) run() {
 }
 
 func (l *link) serve() error {
+	if rode, err := l.ride(); rode {
+		return err
+	}
 	started := time.Now()
 	setupEnded := func() {}
 	if l.gate != nil {
@@ -453,6 +460,9 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	}
 	if o.sm {
 		l.sm = &smOut{}
+	}
+	if l.mux = l.s.mux.up(l, o); l.mux != nil && l.sm != nil {
+		l.sm.shared, l.sm.owner = l.mux, l
 	}
 	l.conn, l.auth = o.raw, o.auth
 	stopped := l.stopErr
@@ -551,9 +561,15 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 				return err
 			}
 		}
+		if l.mux != nil {
+			if err := l.mux.tend(o); err != nil {
+				return err
+			}
+		}
 		// With stream management, what waits for its acknowledgement is
 		// bounded like the queue: when that is full the writer waits for
 		// the peer, and to its feeders the link is blocked on its peer.
+		written := false
 		if l.sm != nil && l.sm.full(l.s.Limits.QueueBytes, l.s.Limits.QueueStanzas) {
 			if l.writing.Load() == 0 {
 				l.writing.Store(time.Now().UnixNano())
@@ -566,6 +582,19 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 			if err != nil {
 				return err
 			}
+			written = true
+		} else {
+			l.writing.Store(0)
+		}
+		if l.mux != nil {
+			// The other pairs on the stream, in the same pass.
+			w, err := l.mux.writeRiders(o)
+			if err != nil {
+				return err
+			}
+			written = written || w
+		}
+		if written {
 			idle.Reset(l.idleTimeout())
 			wrote = true
 			if ackT != nil && ackC == nil {
@@ -573,8 +602,6 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 				ackC = ackT.C
 			}
 			continue
-		} else {
-			l.writing.Store(0)
 		}
 		l.mu.Lock()
 		draining, stopErr := l.draining, l.stopErr
@@ -590,7 +617,7 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 		case err := <-readErr:
 			return err
 		case <-ackC:
-			n, asked := l.sm.waiting()
+			n, asked := l.unacked()
 			if n == 0 {
 				ackC = nil
 				continue
@@ -605,7 +632,7 @@ func (l *link) writeLoop(o *outStream, readErr <-chan error) error {
 				n, l.s.Limits.AckTimeout)
 		case <-idle.C:
 			if l.sm != nil {
-				if n, _ := l.sm.waiting(); n > 0 {
+				if n, _ := l.unacked(); n > 0 {
 					// Not idle until the peer has acknowledged what it
 					// was sent: closing now would send it again.
 					idle.Reset(l.idleTimeout())
@@ -676,6 +703,9 @@ func (l *link) write(o *outStream, q []*batch) error {
 	if l.sm != nil {
 		last := q[len(q)-1]
 		last.buf = append(last.buf, smRequest...) // after the stanzas' ends: never sent again
+		if l.sm.shared != nil {
+			l.sm.shared.writing(q) // the peer may acknowledge them before wrote records them
+		}
 	}
 	for i, b := range q {
 		l.s.Router.Settle(routing.Sending, l.pair, b.recs, nil)
@@ -734,7 +764,13 @@ func (l *link) readLoop(o *outStream) error {
 			return err
 		}
 		switch el.Kind {
-		case wire.Space, wire.DialbackResult, wire.DialbackVerify:
+		case wire.Space, wire.DialbackVerify:
+		case wire.DialbackResult:
+			if l.mux != nil { // the answer for another pair (multiplex.go)
+				if err := l.mux.answer(el.Raw); err != nil {
+					return err
+				}
+			}
 		case wire.StreamError:
 			return parseStreamError(el.Raw)
 		case wire.Message, wire.Presence, wire.IQ:
@@ -766,6 +802,9 @@ var errPeerClosed = errors.New("the peer closed the stream")
 // the peer closed, shutdown) they are routed again over a new link.
 func (l *link) finish(err error) {
 	l.s.removeLink(l)
+	if l.mux != nil && l.mux.carrier == l {
+		l.mux.end(err) // the pairs that ride the stream end with it
+	}
 	defer l.s.metrics.retire(l)
 	l.mu.Lock()
 	l.closed = true

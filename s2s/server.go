@@ -119,6 +119,8 @@ type Server struct {
 	domainRates *lru.Cache[string, *rate.Limiter]
 	wg          sync.WaitGroup // every goroutine the server starts
 
+	mux muxTable // the outbound streams several pairs share (multiplex.go)
+
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	once   sync.Once
@@ -152,6 +154,12 @@ type Stats struct {
 	// LinksRefused counts outbound streams to remote domains not started
 	// because of limits.max_links or limits.link_rate.
 	LinksRefused atomic.Int64
+	// Multiplexed counts links whose pair was authenticated on, and
+	// carried by, another pair's outbound stream (limits.multiplex);
+	// MultiplexRefused those whose peer refused it, which then opened a
+	// stream of their own.
+	Multiplexed      atomic.Int64
+	MultiplexRefused atomic.Int64
 }
 
 // Stats returns the server's stream counters.
@@ -396,6 +404,7 @@ func (s *Server) removeLink(l *link) {
 		}
 	}
 	s.lmu.Unlock()
+	s.mux.forget(l) // new pairs no longer ride its stream
 }
 
 // shutLinks stops new links from starting (they would race with the

@@ -177,7 +177,7 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 			l.mu.Lock()
 		case <-timer.C:
 			l.mu.Lock()
-			ws := l.writing.Load()
+			ws := l.writingSince()
 			stuck := ws != 0 && time.Since(time.Unix(0, ws)) >= st.MaxWait
 			if !stuck && time.Since(start) < l.s.Limits.WriteTimeout {
 				// The writer is not blocked on the network (it only waits

@@ -382,6 +382,15 @@ func (ms *muxStream) request(pair routing.Pair) (<-chan dialback.Decision, error
 func (ms *muxStream) answer(raw []byte) error {
 	e, err := dialback.Parse(raw)
 	if err != nil {
+		ms.mu.Lock()
+		asked := len(ms.waits) > 0
+		ms.mu.Unlock()
+		if !asked {
+			// Nothing asked: ignored, as on a stream that does not
+			// multiplex.
+			ms.s.stats.DialbackIgnored.Add(1)
+			return nil
+		}
 		return err
 	}
 	ms.dbmu.Lock()
@@ -423,9 +432,31 @@ func (l *link) carried(ms *muxStream) error {
 		case <-l.wake:
 			ms.carrier.signal()
 		case <-ms.done:
-			return ms.err
+			return l.rideEnded(ms)
 		}
 	}
+}
+
+// errCarrierClosed ends a rider whose carrier's own pair was closed by the
+// policy or the operator: its stanzas go again over a stream of its own,
+// where its pair is judged anew.
+var errCarrierClosed = errors.New("the shared stream was closed for the pair that opened it")
+
+// rideEnded is why the ride on ms ended, for finish: the stream's reason,
+// or the link's own if it was stopped too; a close that concerned only the
+// carrier's pair (the policy, the operator) is not the rider's.
+func (l *link) rideEnded(ms *muxStream) error {
+	l.mu.Lock()
+	stopErr := l.stopErr
+	l.mu.Unlock()
+	if stopErr != nil {
+		return stopErr
+	}
+	var se stream.Error
+	if isOperatorClose(ms.err) || errors.As(ms.err, &se) && se.Err == stream.PolicyViolation.Err {
+		return fmt.Errorf("%w (%s → %s: %v)", errCarrierClosed, ms.carrier.pair.From, ms.carrier.pair.To, ms.err)
+	}
+	return ms.err
 }
 
 // leave asks the carrier's writer to let l go; gone is closed once it
@@ -654,6 +685,18 @@ func (l *link) ackCount(n uint32) {
 	if len(runs) > 0 {
 		l.signal()
 	}
+}
+
+// writingSince is when the writer of the link's stream began its current
+// write (Unix ns), 0 outside writes: a rider's stream is written by its
+// carrier's writer, which may be stuck on the peer with another pair's
+// batch. l.mu is held.
+func (l *link) writingSince() int64 {
+	ws := l.writing.Load()
+	if ws == 0 && l.mux != nil && l.mux.carrier != l {
+		ws = l.mux.carrier.writing.Load()
+	}
+	return ws
 }
 
 // isRider reports whether the link rides another pair's stream.

@@ -687,6 +687,42 @@ func (l *link) ackCount(n uint32) {
 	}
 }
 
+// multiplexReply returns the state to route a stanza from remote to local
+// with, that came on this federation-face stream although the stream is
+// authorized for another of the relay's domains: Prosody (0.12 and 13)
+// sends what the server itself says to a domain that rode the relay's
+// shared stream (its IQ results, its errors) on its own stream to the
+// first domain of that shared stream, because mod_s2s routes an inbound
+// session's replies to the session's header 'from', not to the stanza's
+// 'to'. It is accepted only while the relay's link (local → remote) rides
+// a shared stream whose first domain is the one this stream is authorized
+// for with remote as sender: the sender is authenticated on this stream,
+// and the relay serves local. nil otherwise (host-unknown, as before).
+func (c *inConn) multiplexReply(remote, local string) *pairState {
+	if c.face != policy.Federation {
+		return nil
+	}
+	c.s.lmu.RLock()
+	l := c.s.links[routing.Pair{From: local, To: remote}]
+	c.s.lmu.RUnlock()
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	ms := l.mux
+	l.mu.Unlock()
+	if ms == nil || ms.carrier == l {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	first := c.pairs[dialback.Pair{From: remote, To: ms.carrier.pair.From}]
+	if first == nil {
+		return nil
+	}
+	return &pairState{auth: first.auth}
+}
+
 // writingSince is when the writer of the link's stream began its current
 // write (Unix ns), 0 outside writes: a rider's stream is written by its
 // carrier's writer, which may be stuck on the peer with another pair's

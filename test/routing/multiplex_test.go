@@ -372,3 +372,27 @@ func TestMultiplexNotWithCertificate(t *testing.T) {
 	}
 	m.relay.WaitBalanced(t)
 }
+
+// TestMultiplexReplyOnFirstStream: Prosody sends what the server itself
+// says to a domain that rode the relay's shared stream (the result of a
+// disco#info to the server, an error) on its own stream to the shared
+// stream's first domain. The relay takes it there while the pair rides the
+// shared stream; otherwise such a stanza still closes the stream with
+// host-unknown.
+func TestMultiplexReplyOnFirstStream(t *testing.T) {
+	m := startMuxSite(t, "", "a.test", "e.test", "i.test")
+	m.send("a.test", 0, 1)
+	m.remote.WaitID(t, "a.test-0")
+	m.from["e.test"].Send(harness.IQ("alice@e.test/phone", "remote.test", "disco-1", "get"))
+	m.remote.WaitID(t, "disco-1")
+	in := m.remote.Dial(t, m.relay.FederationAddr, "remote.test", "a.test")
+	in.Send(harness.IQ("remote.test", "alice@e.test/phone", "disco-1", "result"))
+	m.internal.Wait(t, "the answer to disco-1", func(st harness.Stanza) bool { return st.ID == "disco-1" && st.Type == "result" })
+	in.Send(harness.Message("bob@remote.test", "alice@a.test", "still-open", "hi"))
+	m.internal.WaitID(t, "still-open")
+	// i.test has no link riding the stream: not accepted.
+	in.Send(harness.Message("bob@remote.test", "alice@i.test", "misdirected", "hi"))
+	in.ExpectStreamError("host-unknown")
+	notReceived(t, m.internal, "misdirected")
+	m.relay.WaitBalanced(t)
+}

@@ -268,7 +268,13 @@ func (l *lab) streamManagement(t *testing.T, restartAll func()) {
 	l.dns.remove("_xmpps-server._tcp.b.test.")
 	l.dns.set("_xmpp-server._tcp.b.test. 60 IN SRV 10 5 5269 smproxy.test.")
 	l.dns.set("smproxy.test. 60 IN A " + l.ip(31))
-	defer l.dns.set("_xmpp-server._tcp.b.test. 60 IN SRV 10 5 5269 b.test.")
+	defer func() {
+		// b.test's own SRV target again, and a relay that has not cached
+		// smproxy.test (gone with the proxy) for the scenarios after this.
+		l.dns.set("_xmpp-server._tcp.b.test. 60 IN SRV 10 5 5269 b.test.")
+		proxy.close()
+		restartAll()
+	}()
 	restartAll() // a relay with an empty DNS cache
 	from := fileSize(relayLog)
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"mellium.im/xmpp/stanza"
 	"mellium.im/xmpp/stream"
 
 	"github.com/fedrelay/fedrelay/dialback"
@@ -316,6 +317,12 @@ func (l *link) join(ms *muxStream) error {
 				if d.Answer.Condition != "" {
 					what += " (" + string(d.Answer.Condition) + ")"
 				}
+				if transientRefusal(d.Answer) {
+					// The peer could not check the key now (ejabberd
+					// answers so when its verification connection
+					// fails): not a refusal of multiplexing.
+					return fmt.Errorf("%w: db:result from %s answered %s", errMuxUnavailable, l.pair.From, what)
+				}
 				return fmt.Errorf("%w: db:result from %s answered %s", errMuxRefused, l.pair.From, what)
 			}
 		case <-ms.done:
@@ -350,6 +357,22 @@ func (l *link) join(ms *muxStream) error {
 	ms.mu.Unlock()
 	ms.carrier.signal() // what waits in our queue goes now
 	return nil
+}
+
+// transientRefusal reports whether a db:result answer of type='error'
+// says the peer could not verify the key at the moment (its connection to
+// the Authoritative server failed, it is busy) rather than that it does
+// not take the domain on the stream.
+func transientRefusal(answer dialback.Element) bool {
+	if answer.Type != dialback.TypeError {
+		return false
+	}
+	switch answer.Condition {
+	case stanza.RemoteServerNotFound, stanza.RemoteServerTimeout, stanza.ResourceConstraint,
+		stanza.InternalServerError, dialback.RemoteConnectionFailed:
+		return true
+	}
+	return false
 }
 
 // request has the carrier write a db:result for pair on the stream and

@@ -241,6 +241,8 @@ func (in *Inbound) handle(el *wire.Element) (restart bool, err error) {
 				switch how {
 				case "error":
 					return false, in.write(func(w *wire.Writer) { w.WriteRaw(e.ErrorResponse(stanza.NotAllowed).Append(nil)) })
+				case "busy":
+					return false, in.write(func(w *wire.Writer) { w.WriteRaw(e.ErrorResponse(stanza.RemoteServerNotFound).Append(nil)) })
 				case "invalid":
 					return false, in.write(func(w *wire.Writer) { w.WriteRaw(e.Response(dialback.TypeInvalid).Append(nil)) })
 				}

@@ -396,3 +396,29 @@ func TestMultiplexReplyOnFirstStream(t *testing.T) {
 	notReceived(t, m.internal, "misdirected")
 	m.relay.WaitBalanced(t)
 }
+
+// TestMultiplexPeerBusy: a peer that answers the db:result with a
+// transient error (remote-server-not-found: ejabberd, when its connection
+// to the Authoritative server failed) has not refused multiplexing: the
+// pair gets a stream of its own this time, and the next pair tries the
+// shared stream again.
+func TestMultiplexPeerBusy(t *testing.T) {
+	m := startMuxSite(t, "", "a.test", "e.test", "i.test")
+	m.send("a.test", 0, 5)
+	m.remote.WaitID(t, "a.test-0")
+	m.remote.SetRefuseMultiplex("busy")
+	m.send("e.test", 0, 5)
+	m.received(t, "e.test", 5)
+	m.remote.SetRefuseMultiplex("")
+	m.send("i.test", 0, 5)
+	m.received(t, "i.test", 5)
+	m.received(t, "a.test", 5)
+	if n := m.remote.Accepted(); n != 2 {
+		t.Errorf("remote.test's server accepted %d connections, want 2 (a.test and i.test on one, e.test on its own)", n)
+	}
+	ss := m.relay.Server.Stats()
+	if r, x := ss.MultiplexRefused.Load(), ss.Multiplexed.Load(); r != 0 || x != 1 {
+		t.Errorf("%d links refused multiplexing, %d multiplexed; want 0, 1", r, x)
+	}
+	m.relay.WaitBalanced(t)
+}

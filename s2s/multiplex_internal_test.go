@@ -1,13 +1,16 @@
 package s2s
 
 import (
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/fedrelay/fedrelay/config"
 	"github.com/fedrelay/fedrelay/routing"
+	"github.com/fedrelay/fedrelay/s2s/wire"
 )
 
 // TestSharedAcks: on a stream several pairs share, the peer's XEP-0198
@@ -90,4 +93,90 @@ func TestSharedAcks(t *testing.T) {
 	if n := router.Stats().Acknowledged.Load(); n != 9 {
 		t.Errorf("the router counted %d acknowledged, want 9", n)
 	}
+}
+
+// TestRiderLeaves: a rider that is stopped (its pair's policy withdrawn,
+// the operator) leaves the shared stream between two writes; the stream
+// goes on carrying the other pairs.
+func TestRiderLeaves(t *testing.T) {
+	s := &Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Limits: config.Limits{IdleTimeout: time.Minute, NegotiationTimeout: time.Second, WriteTimeout: time.Second,
+			QueueStanzas: 10, QueueBytes: 1 << 20}}
+	s.Router = routing.NewRouter(routing.Options{Table: routing.NewTable([]config.Domain{{Name: "a.test"}, {Name: "e.test"}})})
+	s.init()
+	defer s.cancel()
+	ours, theirs := net.Pipe()
+	defer theirs.Close()
+	defer ours.Close()
+	got := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := theirs.Read(buf)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	carrier := s.newLink(routing.Pair{From: "a.test", To: "b.test"}, func(error) {})
+	rider := s.newLink(routing.Pair{From: "e.test", To: "b.test"}, func(error) {})
+	o := &outStream{s: s, raw: ours, conn: ours, w: wire.NewWriter(ours)}
+	ms := &muxStream{s: s, carrier: carrier, o: o, done: make(chan struct{})}
+	carrier.mux, carrier.up = ms, true
+	rider.mux, rider.up = ms, true
+	ms.riders = []*link{rider}
+	done := make(chan error, 1)
+	go func() { done <- carrier.writeLoop(o, make(chan error)) }()
+	rode := make(chan error, 1)
+	go func() { rode <- rider.carried(ms) }()
+	send := func(l *link, id string) {
+		t.Helper()
+		st := routing.Stanza{Raw: []byte("<message id='" + id + "'/>"), FromDomain: l.pair.From, ToDomain: l.pair.To}
+		if err := l.Enqueue(&st); err != nil {
+			t.Fatalf("Enqueue %s: %v", id, err)
+		}
+	}
+	expect := func(id string) {
+		t.Helper()
+		select {
+		case b := <-got:
+			if b != "<message id='"+id+"'/>" {
+				t.Fatalf("the peer read %q, want %s", b, id)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s never written", id)
+		}
+	}
+	send(rider, "e1")
+	expect("e1")
+	send(carrier, "a1")
+	expect("a1")
+
+	stop := errors.New("stopped")
+	rider.stop(stop)
+	select {
+	case err := <-rode:
+		if !errors.Is(err, stop) {
+			t.Errorf("the ride ended with %v, want the stop", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stopped rider did not leave")
+	}
+	ms.mu.Lock()
+	left := len(ms.riders)
+	ms.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d riders on the stream after the rider left, want 0", left)
+	}
+	send(carrier, "a2")
+	expect("a2")
+	select {
+	case err := <-done:
+		t.Fatalf("the stream ended with the rider: %v", err)
+	default:
+	}
+	carrier.stop(errors.New("end"))
+	<-done
 }

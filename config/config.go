@@ -274,6 +274,12 @@ type Limits struct {
 	// taken for dead (connection-timeout).
 	StreamManagement bool          `mapstructure:"stream_management"`
 	AckTimeout       time.Duration `mapstructure:"ack_timeout"`
+	// Multiplex lets the pairs of several internal domains towards one
+	// remote domain share one authenticated outbound stream (XEP-0220
+	// §4.3): a new pair is authenticated by another db:result on the
+	// stream that is up, and gets a stream of its own only if the peer
+	// refuses (the refusal is remembered for the domain for an hour).
+	Multiplex bool `mapstructure:"multiplex"`
 }
 
 // Breaker configures the circuit breaker kept per destination domain.

@@ -1005,7 +1005,9 @@ func (c *inConn) stanza(el *wire.Element) error {
 		case !fromOK:
 			return withText(stream.InvalidFrom, "%s is not authenticated on this stream", from)
 		default:
-			return withText(stream.HostUnknown, "%s may not send to %s on this stream", from, to)
+			if ps = c.multiplexReply(from, to); ps == nil {
+				return withText(stream.HostUnknown, "%s may not send to %s on this stream", from, to)
+			}
 		}
 	}
 	if el.Oversize > 0 {

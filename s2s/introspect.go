@@ -78,7 +78,9 @@ func (s *Server) Streams() []StreamInfo {
 	s.lmu.RLock()
 	links := make([]*link, 0, len(s.links))
 	for _, l := range s.links {
-		links = append(links, l)
+		if !l.isRider() { // listed with the stream it rides
+			links = append(links, l)
+		}
 	}
 	s.lmu.RUnlock()
 
@@ -172,6 +174,7 @@ func (l *link) info(now time.Time) StreamInfo {
 		si.StreamManagement, si.Acknowledged, si.Unacknowledged = true, sm.acked, sm.n
 		sm.mu.Unlock()
 	}
+	l.addRiders(&si)
 	si.Up = up
 	si.Idle = si.Age
 	if o == nil {

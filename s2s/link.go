@@ -63,6 +63,10 @@ type link struct {
 	ackDue atomic.Bool   // the peer asked for our count (<r/>): the writer answers
 	revIn  atomic.Uint32 // stanzas the peer sent on the stream (bidi), modulo 2^32: our count
 	rides  bool          // it rides an inbound stream (bidi): one writer, no owner (set before it runs)
+	// mux is the stream shared with other pairs (multiplex.go): the one
+	// this link carries them on (mux.carrier == l), or the one it rides.
+	// Set when the link comes up (guarded by mu; fixed once up).
+	mux *muxStream
 
 	started  time.Time    // when the link was made
 	bytesOut atomic.Int64 // their bytes
@@ -188,7 +192,7 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 			l.mu.Lock()
 		case <-timer.C:
 			l.mu.Lock()
-			ws := l.writing.Load()
+			ws := l.writingSince()
 			stuck := ws != 0 && time.Since(time.Unix(0, ws)) >= st.MaxWait
 			if !stuck && time.Since(start) < l.s.Limits.WriteTimeout {
 				// The writer is not blocked on the network (it only waits
@@ -405,9 +409,10 @@ func (l *link) run() {
 		}()
 		o, leave, err = l.serve()
 	}()
-	if err == nil {
+	if err == nil && o != nil {
 		// The owner of the stream from now on is a goroutine of its own,
-		// whose stack holds nothing of the setup's.
+		// whose stack holds nothing of the setup's. (A link that rode
+		// another pair's stream has none: its ride is over.)
 		l.s.wg.Add(1)
 		go l.own(o, leave)
 		return
@@ -442,6 +447,9 @@ func (l *link) end(err error) {
 // gate, if it has one; leave releases the gate's connection once the
 // stream ends.
 func (l *link) serve() (o *outStream, leave func(), err error) {
+	if rode, err := l.ride(); rode {
+		return nil, nil, err // it rode another pair's stream, until err
+	}
 	started := time.Now()
 	setupEnded := func() {}
 	leave = func() {}
@@ -513,6 +521,9 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	}
 	if o.sm {
 		l.sm = &smOut{}
+	}
+	if l.mux = l.s.mux.up(l, o); l.mux != nil && l.sm != nil {
+		l.sm.shared, l.sm.owner = l.mux, l
 	}
 	l.conn, l.auth = o.raw, o.auth
 	stopped := l.stopErr
@@ -606,9 +617,15 @@ func (l *link) writeLoop(o *outStream) (err error, ended bool) {
 				return err, true
 			}
 		}
+		if l.mux != nil {
+			if err := l.mux.tend(o); err != nil {
+				return err, true
+			}
+		}
 		// With stream management, what waits for its acknowledgement is
 		// bounded like the queue: when that is full the writer waits for
 		// the peer, and to its feeders the link is blocked on its peer.
+		written := false
 		if l.sm != nil && l.sm.full(l.s.Limits.QueueBytes, l.s.Limits.QueueStanzas) {
 			if l.writing.Load() == 0 {
 				l.writing.Store(time.Now().UnixNano())
@@ -621,11 +638,22 @@ func (l *link) writeLoop(o *outStream) (err error, ended bool) {
 			if err != nil {
 				return err, true
 			}
+			written = true
+		} else {
+			l.writing.Store(0)
+		}
+		if l.mux != nil {
+			// The other pairs on the stream, in the same pass.
+			w, err := l.mux.writeRiders(o)
+			if err != nil {
+				return err, true
+			}
+			written = written || w
+		}
+		if written {
 			l.active = time.Now()
 			l.sent = l.active
 			continue
-		} else {
-			l.writing.Store(0)
 		}
 		l.mu.Lock()
 		draining, stopErr := l.draining, l.stopErr
@@ -642,7 +670,7 @@ func (l *link) writeLoop(o *outStream) (err error, ended bool) {
 		now := time.Now()
 		var ackAt time.Time // when the last acknowledgement request is overdue
 		if l.sm != nil {
-			if n, asked := l.sm.waiting(); n > 0 {
+			if n, asked := l.unacked(); n > 0 { // the whole stream's, its riders' too
 				if ackAt = asked.Add(l.s.Limits.AckTimeout); !now.Before(ackAt) {
 					// A stream error, not a delivery error: what the peer
 					// never acknowledged goes again over a new stream.
@@ -750,6 +778,9 @@ func (l *link) write(o *outStream, q []*batch) error {
 	if l.sm != nil {
 		last := q[len(q)-1]
 		last.buf = append(last.buf, smRequest...) // after the stanzas' ends: never sent again
+		if l.sm.shared != nil {
+			l.sm.shared.writing(q) // the peer may acknowledge them before wrote records them
+		}
 	}
 	for i, b := range q {
 		l.s.Router.Settle(routing.Sending, l.pair, b.recs, nil)
@@ -810,7 +841,13 @@ func (l *link) readLoop(o *outStream) error {
 			return err
 		}
 		switch el.Kind {
-		case wire.Space, wire.DialbackResult, wire.DialbackVerify:
+		case wire.Space, wire.DialbackVerify:
+		case wire.DialbackResult:
+			if l.mux != nil { // the answer for another pair (multiplex.go)
+				if err := l.mux.answer(el.Raw); err != nil {
+					return err
+				}
+			}
 		case wire.StreamError:
 			return parseStreamError(el.Raw)
 		case wire.Message, wire.Presence, wire.IQ:
@@ -847,6 +884,9 @@ var errPeerClosed = errors.New("the peer closed the stream")
 // the peer closed, shutdown) they are routed again over a new link.
 func (l *link) finish(err error) {
 	l.s.removeLink(l)
+	if l.mux != nil && l.mux.carrier == l {
+		l.mux.end(err) // the pairs that ride the stream end with it
+	}
 	defer l.s.metrics.retire(l)
 	l.mu.Lock()
 	l.closed = true

@@ -295,6 +295,9 @@ func (s *Server) OpenStreams() []StreamCount {
 	s.mu.Unlock()
 	s.lmu.RLock()
 	for _, l := range s.links {
+		if l.isRider() {
+			continue // not a stream of its own
+		}
 		l.mu.Lock()
 		a := policy.AuthNone
 		if l.up {

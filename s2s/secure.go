@@ -81,15 +81,21 @@ func (s *Server) authenticatePeer(ctx context.Context, o *outStream, p *policy.P
 // peer refused here; the link bounces its stanzas with the reason.
 func (s *Server) checkPeer(ctx context.Context, o *outStream) error {
 	p := s.Router.Policy()
-	t := s.authenticatePeer(ctx, o, p)
-	o.trust = t
+	o.trust = s.authenticatePeer(ctx, o, p)
+	return s.judgePeer(p, o, o.local)
+}
+
+// judgePeer applies policy p to the pair (local → o.remote) on o, whose
+// receiving server proved its identity as o.trust says: for a new stream
+// (checkPeer), or for another pair on a stream that is up (multiplexing).
+func (s *Server) judgePeer(p *policy.Policy, o *outStream, local string) error {
+	t := o.trust
 	st := policy.StreamState{Face: policy.Federation, Dir: policy.Out, Remote: o.remote, TLS: o.tls, Auth: t.auth}
 	d := p.Stream(st)
+	s.auditOut(d.Record(time.Now(), st, local), o)
 	if d.Allowed {
-		s.auditOut(d.Record(time.Now(), st, o.local), o)
 		return nil
 	}
-	s.auditOut(d.Record(time.Now(), st, o.local), o)
 	var why string
 	switch d.Reason {
 	case policy.ReasonInsecure:

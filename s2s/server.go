@@ -128,6 +128,8 @@ type Server struct {
 	domainRates *lru.Cache[string, *rate.Limiter]
 	wg          sync.WaitGroup // every goroutine the server starts
 
+	mux muxTable // the outbound streams several pairs share (multiplex.go)
+
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	once   sync.Once
@@ -174,6 +176,12 @@ type Stats struct {
 	// other than the reverse of the link's, bad addressing, too many
 	// oversized).
 	ReverseRefused atomic.Int64
+	// Multiplexed counts links whose pair was authenticated on, and
+	// carried by, another pair's outbound stream (limits.multiplex);
+	// MultiplexRefused those whose peer refused it, which then opened a
+	// stream of their own.
+	Multiplexed      atomic.Int64
+	MultiplexRefused atomic.Int64
 }
 
 // Stats returns the server's stream counters.
@@ -426,6 +434,7 @@ func (s *Server) removeLink(l *link) {
 		}
 	}
 	s.lmu.Unlock()
+	s.mux.forget(l) // new pairs no longer ride its stream
 }
 
 // shutLinks stops new links from starting (they would race with the

@@ -103,21 +103,30 @@ type smOut struct {
 	h       uint32    // the peer's last count
 	asked   time.Time // when the last <r/> went out while stanzas wait for their acknowledgement; zero when none wait
 	acked   int64     // stanzas acknowledged, for the admin API
+	// shared is the stream's, when the link shares it with other pairs
+	// (multiplex.go): the peer's count spans them all. owner is the link.
+	shared *muxStream
+	owner  *link
 }
 
 // wrote takes over the batches of q, written to the peer with an <r/>
 // after them at now.
 func (m *smOut) wrote(q []*batch, now time.Time) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	n := 0
 	for _, b := range q {
 		m.unacked = append(m.unacked, b)
 		m.n += len(b.recs)
 		m.bytes += len(b.buf)
 		m.sent += uint32(len(b.recs))
+		n += len(b.recs)
 	}
 	if m.n > 0 {
 		m.asked = now
+	}
+	m.mu.Unlock()
+	if m.shared != nil {
+		m.shared.wrote(m.owner, n) // after: it may settle acknowledgements at once
 	}
 }
 
@@ -197,6 +206,9 @@ func (l *link) handleAck(raw []byte) error {
 	h, err := parseAck(raw)
 	if err != nil {
 		return withText(stream.InvalidXML, "%v", err)
+	}
+	if l.mux != nil {
+		return l.mux.handleAck(h) // the count spans the stream's pairs
 	}
 	runs, err := l.sm.ack(h, nil)
 	for _, r := range runs {

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"mellium.im/xmpp/stanza"
 	"mellium.im/xmpp/stream"
 
 	"github.com/fedrelay/fedrelay/dialback"
@@ -234,6 +235,23 @@ func (in *Inbound) handle(el *wire.Element) (restart bool, err error) {
 		if e.Kind == dialback.KindVerify && e.Type == dialback.TypeRequest && in.s.refuseVerify.Load() {
 			in.note(slog.LevelInfo, "db:verify answered invalid (refusing every key)", "pair", pairString(e.Pair()))
 			return false, in.write(func(w *wire.Writer) { w.WriteRaw(e.Response(dialback.TypeInvalid).Append(nil)) })
+		}
+		if how, _ := in.s.refuseMux.Load().(string); how != "" && e.Kind == dialback.KindResult && e.Type == dialback.TypeRequest {
+			in.mu.Lock()
+			more := len(in.pairs) > 0
+			in.mu.Unlock()
+			if more {
+				in.note(slog.LevelInfo, "db:result for another pair on the stream refused (multiplexing off)", "pair", pairString(e.Pair()), "how", how)
+				switch how {
+				case "error":
+					return false, in.write(func(w *wire.Writer) { w.WriteRaw(e.ErrorResponse(stanza.NotAllowed).Append(nil)) })
+				case "busy":
+					return false, in.write(func(w *wire.Writer) { w.WriteRaw(e.ErrorResponse(stanza.RemoteServerNotFound).Append(nil)) })
+				case "invalid":
+					return false, in.write(func(w *wire.Writer) { w.WriteRaw(e.Response(dialback.TypeInvalid).Append(nil)) })
+				}
+				return false, nil
+			}
 		}
 		in.mu.Lock()
 		d := in.db.Handle(e)

@@ -114,6 +114,8 @@ type Server struct {
 	refuseVerify atomic.Bool
 	sm           atomic.Bool // offer XEP-0198 on accepted streams
 	bidi         atomic.Bool
+	refuseMux    atomic.Value // of string: how a db:result for another pair on an authenticated stream is answered ("": accepted)
+	accepted     atomic.Int64 // connections accepted
 
 	dialMu sync.Mutex // serialises Connect, so that a pair gets one stream
 
@@ -260,6 +262,16 @@ func (s *Server) InboundFor(from, to string) *Inbound {
 // refuses a relay's dialback.
 func (s *Server) SetRefuseVerify(on bool) { s.refuseVerify.Store(on) }
 
+// SetRefuseMultiplex makes the Server refuse, on the streams it accepts, a
+// db:result for a further pair once a pair is authorized on the stream
+// (XEP-0220 §4.3 multiplexing), as how says: "error" answers it with
+// type='error' and <not-allowed/>, "invalid" with type='invalid', "ignore"
+// not at all; "" accepts it again (the default, as Prosody and ejabberd do).
+func (s *Server) SetRefuseMultiplex(how string) { s.refuseMux.Store(how) }
+
+// Accepted returns how many connections the Server has accepted.
+func (s *Server) Accepted() int { return int(s.accepted.Load()) }
+
 // Serve accepts streams on l until Shutdown or Close, and returns
 // ErrServerClosed then. It closes l.
 func (s *Server) Serve(l net.Listener) error { return s.serve(l, false) }
@@ -299,6 +311,7 @@ func (s *Server) serve(l net.Listener, direct bool) error {
 			}
 			return err
 		}
+		s.accepted.Add(1)
 		in := newInbound(s, c, direct)
 		if !s.goTracked(in.serve, c, in) {
 			c.Close()

@@ -154,6 +154,14 @@ func (f *FakeServer) Cut() { f.srv.Cut() }
 // type='invalid', as if the keys were forged.
 func (f *FakeServer) SetRefuseVerify(on bool) { f.srv.SetRefuseVerify(on) }
 
+// SetRefuseMultiplex makes the fake refuse a further pair on an
+// authenticated stream (peer.Server.SetRefuseMultiplex): "error",
+// "invalid", "ignore", or "" to accept it.
+func (f *FakeServer) SetRefuseMultiplex(how string) { f.srv.SetRefuseMultiplex(how) }
+
+// Accepted is how many connections the fake has accepted.
+func (f *FakeServer) Accepted() int { return f.srv.Accepted() }
+
 // Events returns what happened on the fake's streams, for failure output.
 func (f *FakeServer) Events() []string { return f.srv.Events() }
 

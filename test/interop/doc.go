@@ -85,6 +85,16 @@
 //	c.test  ejabberd, a public peer; SRV through the test DNS server,
 //	        A records through the system (a tagged /etc/hosts line)   .4
 //
+// 1-messages also checks outbound multiplexing (XEP-0220 §4.3,
+// limits.multiplex): the relay's links from a.test and e.corp.test to
+// b.test, and to c.test, share one stream each, and the peer's log says it
+// authenticated the second domain on it (Prosody: "connection a.test->b.test
+// is now authenticated for e.corp.test"; ejabberd: "Accepted inbound s2s
+// dialback authentication e.corp.test -> c.test"); a peer that refused
+// would leave one stream per pair, which the check accepts. In
+// 8-secure-federation every internal domain has a certificate of its own,
+// so none rides another's stream: each keeps SASL EXTERNAL.
+//
 // 8-secure-federation then gives b.test, c.test and the relay's internal
 // domains certificates of a test "public" CA (e.corp.test's is a wildcard
 // certificate for *.corp.test), turns secure authentication on everywhere

@@ -139,6 +139,7 @@ func (l *lab) messages(t *testing.T) {
 	bob := l.login(t, l.bob, "s1")
 	carol := l.login(t, l.carol, "s1")
 	delivered := l.relay.cur.Router.Stats().Delivered.Load()
+	marks := l.logMarks()
 	pairs := []struct{ from, to *Client }{{alice, bob}, {bob, alice}, {alice, carol}, {carol, alice},
 		{frank, bob}, {bob, frank}, {frank, carol}, {carol, frank}}
 	for _, p := range pairs {
@@ -147,6 +148,8 @@ func (l *lab) messages(t *testing.T) {
 		t.Logf("%s → %s delivered in %v", bare(p.from.JID), bare(p.to.JID), took.Round(time.Millisecond))
 	}
 	noErrors(t, alice, frank, bob, carol)
+	// Two internal domains to one remote domain: one stream (limits.multiplex).
+	l.checkMultiplexed(t, marks)
 	// Generations with XEP-0288 offer bidi on the streams the relay opens
 	// to them and ask for it on theirs.
 	for _, p := range []struct {

@@ -42,6 +42,8 @@ func (r *Relay) startAdmin() error {
 	counter("streams_outbound_total", "Outbound links started (one per domain pair; a link whose setup fails counts too, see fedrelay_stream_setups_total). Dialback verification connections are not counted.", ss.OutboundTotal.Load)
 	counter("streams_refused_total", "Inbound connections closed at once by limits.max_streams(_per_ip) or max_internal_streams.", ss.InboundRefused.Load)
 	counter("links_refused_total", "Outbound streams to remote domains not started because of limits.max_links or limits.link_rate (their stanzas bounced with resource-constraint).", ss.LinksRefused.Load)
+	counter("links_multiplexed_total", "Outbound links whose pair was authenticated on, and carried by, the stream of another internal domain to the same remote domain (limits.multiplex, XEP-0220 §4.3).", ss.Multiplexed.Load)
+	counter("links_multiplex_refused_total", "Outbound links whose peer refused their domain on a shared stream; they opened a stream of their own.", ss.MultiplexRefused.Load)
 	counter("streams_evicted_total", "Federation-face connections not authenticated yet, closed to admit a new one at limits.max_streams.", ss.InboundEvicted.Load)
 	counter("dialback_verifications_refused_total", "db:result requests answered at once with resource-constraint because limits.verifications or verifications_per_ip were reached.", ss.VerificationsRefused.Load)
 	counter("dialback_ignored_total", "Dialback elements dropped as unsolicited or repeated.", ss.DialbackIgnored.Load)

@@ -131,7 +131,15 @@ type hop struct {
 type snapshot struct{ in, out []s2s.StreamInfo }
 
 func (l *lab) snap(h hop) snapshot {
-	return snapshot{l.streamsOf(h.inFace, "in", h.local, h.remote), l.streamsOf(h.outFace, "out", h.local, h.remote)}
+	in := l.streamsOf(h.inFace, "in", h.local, h.remote)
+	// With XEP-0288 the sender's server may send on the relay's own
+	// stream to it instead (a bidi link, whose stanzas in are the peer's).
+	for _, si := range l.streamsOf(h.inFace, "out", h.local, h.remote) {
+		if si.Bidi && si.StanzasIn > 0 {
+			in = append(in, si)
+		}
+	}
+	return snapshot{in, l.streamsOf(h.outFace, "out", h.local, h.remote)}
 }
 
 func peers(ss []s2s.StreamInfo) []string {

@@ -388,7 +388,7 @@ func (o *outStream) requestBidi() {
 			"from", o.local, "to", o.remote, "rule", d.Rule)
 		return
 	}
-	o.w.WriteRaw(appendBidiRequest(nil, s.Limits.MaxStanzaBytes, int(s.Limits.IdleTimeout/time.Second)))
+	o.w.WriteRaw(appendBidiRequest(nil, s.advertisedMaxBytes(), int(s.Limits.IdleTimeout/time.Second)))
 	s.Log.Debug("asked the peer for a bidirectional stream", "face", face.String(), "dir", "out", "from", o.local, "to", o.remote)
 	auth := policy.AuthDialback
 	if face == policy.Federation {

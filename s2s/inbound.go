@@ -547,10 +547,11 @@ func (c *inConn) features() []byte {
 			b = append(b, "<sm xmlns='"+NSSM+"'/>"...)
 		}
 	}
-	// XEP-0478: what this stream accepts once authenticated, so that the
-	// peer bounces a larger stanza itself instead of losing the stream.
+	// XEP-0478: what this stream takes once authenticated without closing
+	// (advertisedMaxBytes), so that the peer bounces a larger stanza
+	// itself instead of losing the stream.
 	b = append(b, "<limits xmlns='"+NSLimits+"'><max-bytes>"...)
-	b = strconv.AppendInt(b, int64(c.s.Limits.MaxStanzaBytes), 10)
+	b = strconv.AppendInt(b, int64(c.s.advertisedMaxBytes()), 10)
 	b = append(b, "</max-bytes><idle-seconds>"...)
 	b = strconv.AppendInt(b, int64(c.s.Limits.IdleTimeout/time.Second), 10)
 	b = append(b, "</idle-seconds></limits>"...)

@@ -568,6 +568,18 @@ func (s *Server) serverTLS(face policy.Face, directTLS bool) *tls.Config {
 }
 
 // limits returns the framer limits from the configuration.
+// advertisedMaxBytes is the max-bytes the relay advertises (XEP-0478):
+// the size beyond which it closes a stream, not limits.max_stanza_bytes.
+// Below it, a stanza over max_stanza_bytes is skipped without being kept
+// and bounced to its sender with an error naming its size, and the stream
+// goes on. A peer that honours the advertised limit refuses larger
+// stanzas itself, and Prosody 13 (13.0.1) does so without telling the
+// sender (its mod_s2s has a TODO there): advertising max_stanza_bytes made
+// such stanzas vanish, advertising this makes them come back as errors.
+func (s *Server) advertisedMaxBytes() int {
+	return max(s.limits().MaxSkip, s.Limits.MaxStanzaBytes)
+}
+
 func (s *Server) limits() wire.Limits {
 	return wire.Limits{MaxStanza: s.Limits.MaxStanzaBytes, MaxStanzaPreAuth: s.Limits.MaxPreauthBytes,
 		MaxSkip: wire.RecommendedMaxSkip}

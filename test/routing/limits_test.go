@@ -8,7 +8,9 @@ import (
 )
 
 // TestStreamLimits (XEP-0478): the relay advertises its limits in its
-// stream features, and honours a peer's: a stanza larger than the
+// stream features — as max-bytes the size beyond which it closes a stream
+// (16 MiB), not limits.max_stanza_bytes, since below it a larger stanza is
+// bounced with an error and the stream goes on — and honours a peer's: a stanza larger than the
 // max-bytes remote.test's server advertised is not sent (the peer would
 // close the whole stream) but bounced to its sender with policy-violation
 // (modify) naming both sizes, whether it was queued before the link came up
@@ -21,7 +23,7 @@ func TestStreamLimits(t *testing.T) {
 	if err := sc.Negotiate("remote.test", "a.test"); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(sc.Features.Raw, "<limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>300000</max-bytes><idle-seconds>60</idle-seconds></limits>") {
+	if !strings.Contains(sc.Features.Raw, "<limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>16777216</max-bytes><idle-seconds>60</idle-seconds></limits>") {
 		t.Errorf("features without the stream limits: %s", sc.Features.Raw)
 	}
 

@@ -1157,19 +1157,9 @@ func isPing(raw []byte) bool {
 // speaks as (RFC 6120 §8.1.2.1: the server answers IQs to its bare domain):
 // the ping tests the stream to the relay, which is this hop.
 func (c *inConn) answerPing(el *wire.Element, from, to string) {
-	var b bytes.Buffer
-	b.WriteString("<iq type='result' from='")
-	xml.EscapeText(&b, el.To)
-	b.WriteString("' to='")
-	xml.EscapeText(&b, el.From)
-	if el.ID != nil {
-		b.WriteString("' id='")
-		xml.EscapeText(&b, el.ID)
-	}
-	b.WriteString("'/>")
 	c.s.Router.Route(&routing.Stanza{
 		Kind: policy.IQ, Type: "result", From: string(el.To), To: string(el.From), ID: string(el.ID),
-		FromDomain: to, ToDomain: from, Raw: b.Bytes(), Face: c.face, TLS: c.tls, Received: time.Now(),
+		FromDomain: to, ToDomain: from, Raw: pingResult(el), Face: c.face, TLS: c.tls, Received: time.Now(),
 		Answer: true, Shard: c.shard,
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,8 +132,16 @@ func TestIdleLinkParksWriter(t *testing.T) {
 	l := s.newLink(routing.Pair{From: "a.test", To: "b.test"}, func(error) {})
 	l.up = true
 	o := &outStream{s: s, raw: ours, conn: ours, w: wire.NewWriter(ours)}
-	base := runtime.NumGoroutine()
+	// writers counts the goroutines running a link's writer (the count
+	// of all goroutines would also see other tests' come and go).
+	writers := func() int {
+		buf := make([]byte, 1<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "s2s.(*link).writer(")
+	}
 	done := writeUntilEnd(l, o) // one goroutine of the test's, one writer
+	if n := writers(); n != 1 {
+		t.Fatalf("%d writer goroutines once the link is up, want 1", n)
+	}
 	parked := func() bool {
 		for range 200 {
 			if l.parked.Load() {
@@ -148,8 +157,8 @@ func TestIdleLinkParksWriter(t *testing.T) {
 			t.Fatalf("round %d: the writer of an idle link did not park", i)
 		}
 		time.Sleep(20 * time.Millisecond)
-		if n := runtime.NumGoroutine() - base; n != 1 {
-			t.Errorf("round %d: %d goroutines besides the test's own with a parked writer, want none", i, n-1)
+		if n := writers(); n != 0 {
+			t.Errorf("round %d: %d writer goroutines with a parked writer, want none", i, n)
 		}
 		if err := l.Enqueue(&routing.Stanza{Raw: []byte("<message/>")}); err != nil {
 			t.Fatal(err)

@@ -468,6 +468,7 @@ type reverse struct {
 	via       routing.Link // the link of (from → to), cached
 	asleep    routing.Link // given stanzas with Defer, to wake before the next read
 	oversized int
+	events    eventLog // events the peer can repeat, logged once a minute with a count
 	stall     stallBudget
 
 	n    atomic.Int64 // stanzas read (admin API)
@@ -541,6 +542,7 @@ func (r *reverse) stanza(el *wire.Element) error {
 		if r.oversized > maxOversized {
 			return r.refuse(withText(stream.PolicyViolation, "more than %d stanzas over %d bytes", maxOversized, s.Limits.MaxStanzaBytes))
 		}
+		r.events.log(r.l.log, slog.LevelInfo, "stanza over limits.max_stanza_bytes skipped and bounced", "size", el.Oversize)
 	}
 	if el.Kind == wire.IQ && string(el.Type) == "get" && string(el.To) == to && el.Oversize == 0 && isPing(el.Raw) {
 		// A ping to our domain tests this hop: answered, as on an inbound

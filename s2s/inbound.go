@@ -1020,7 +1020,7 @@ func (c *inConn) stanza(el *wire.Element) error {
 			return withText(stream.PolicyViolation, "more than %d stanzas over %d bytes", maxOversized, c.s.Limits.MaxStanzaBytes)
 		}
 		c.events.log(c.logger(), slog.LevelInfo, "stanza over limits.max_stanza_bytes skipped and bounced",
-			"size", el.Oversize, "from", from, "to", to)
+			"size", el.Oversize, "sender", from, "recipient", to)
 	}
 	if el.Kind == wire.IQ && string(el.Type) == "get" && string(el.To) == to && el.Oversize == 0 && isPing(el.Raw) {
 		c.answerPing(el, from, to)

@@ -832,6 +832,7 @@ func (l *link) answerAck(o *outStream) error {
 // (refused otherwise) and, at the end, a stream error or the closing tag.
 func (l *link) readLoop(o *outStream) error {
 	rev := l.reverseOf(o) // the peer's stanzas: routed with bidi, refused without
+	defer rev.events.flush(l.log)
 	for {
 		el, err := o.r.Next()
 		if err != nil {

@@ -139,8 +139,10 @@ func TestIdleLinkParksWriter(t *testing.T) {
 		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "s2s.(*link).writer(")
 	}
 	done := writeUntilEnd(l, o) // one goroutine of the test's, one writer
-	if n := writers(); n != 1 {
-		t.Fatalf("%d writer goroutines once the link is up, want 1", n)
+	for end := time.Now().Add(time.Second); writers() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%d writer goroutines once the link is up, want 1", writers())
+		}
 	}
 	parked := func() bool {
 		for range 200 {

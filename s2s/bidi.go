@@ -222,7 +222,7 @@ func (s *Server) startBidiLink(pair routing.Pair, r *bidiRoute) *link {
 	bc := &bidiConn{Conn: c.raw, in: r.in, timeout: s.Limits.WriteTimeout}
 	o := &outStream{s: s, local: pair.From, remote: pair.To, raw: bc, conn: r.in.conn, dr: c.dr,
 		w: wire.NewWriter(bc), tls: true, trust: peerTrust{auth: r.auth, how: "its own bidirectional stream"}}
-	l.up, l.out, l.peerMax, l.auth, l.rides = true, o, r.in.peerMax, r.auth, true
+	l.up, l.out, l.peerMax, l.auth, l.onInbound = true, o, r.in.peerMax, r.auth, true
 	r.in.links = append(r.in.links, l)
 	s.links[pair] = l
 	s.stats.BidiLinks.Add(1)

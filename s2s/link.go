@@ -59,10 +59,10 @@ type link struct {
 	peerMax  int           // the peer's XEP-0478 max-bytes once up, 0 if none (guarded by mu)
 	// sm is what the peer has not acknowledged yet, when the stream has
 	// XEP-0198 on (set before the writer and reader start; nil without).
-	sm     *smOut
-	ackDue atomic.Bool   // the peer asked for our count (<r/>): the writer answers
-	revIn  atomic.Uint32 // stanzas the peer sent on the stream (bidi), modulo 2^32: our count
-	rides  bool          // it rides an inbound stream (bidi): one writer, no owner (set before it runs)
+	sm        *smOut
+	ackDue    atomic.Bool   // the peer asked for our count (<r/>): the writer answers
+	revIn     atomic.Uint32 // stanzas the peer sent on the stream (bidi), modulo 2^32: our count
+	onInbound bool          // it writes on an inbound stream (bidi): one writer, no owner (set before it runs)
 	// mux is the stream shared with other pairs (multiplex.go): the one
 	// this link carries them on (mux.carrier == l), or the one it rides.
 	// Set when the link comes up (guarded by mu; fixed once up).
@@ -726,7 +726,7 @@ func (l *link) writeLoop(o *outStream) (err error, ended bool) {
 		switch {
 		case now.Before(quiet):
 			wakeAt = earliest(due, quiet)
-		case l.rides:
+		case l.onInbound:
 			// A link riding an inbound stream (bidi) has no owner to
 			// start writers: its one writer waits.
 		default:

@@ -129,7 +129,7 @@ func TestRiderLeaves(t *testing.T) {
 	ms.riders = []*link{rider}
 	done := make(chan error, 1)
 	carrier.prepareWriting(o)
-	carrier.rides = true // one writer that does not park: this test has no owner to start another
+	carrier.onInbound = true // one writer that does not park: this test has no owner to start another
 	go func() {
 		err, _ := carrier.writeLoop(o)
 		done <- err

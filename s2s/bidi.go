@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
 	"mellium.im/xmpp/stream"
 
 	"github.com/fedrelay/fedrelay/dialback"
@@ -544,14 +543,10 @@ func (r *reverse) stanza(el *wire.Element) error {
 		}
 		r.events.log(r.l.log, slog.LevelInfo, "stanza over limits.max_stanza_bytes skipped and bounced", "size", el.Oversize)
 	}
-	if el.Kind == wire.IQ && string(el.Type) == "get" && string(el.To) == to && el.Oversize == 0 && isPing(el.Raw) {
+	if isPingTo(el, to) {
 		// A ping to our domain tests this hop: answered, as on an inbound
 		// stream; the answer goes back on this very stream.
-		s.Router.Route(&routing.Stanza{
-			Kind: policy.IQ, Type: "result", From: string(el.To), To: string(el.From), ID: string(el.ID),
-			FromDomain: to, ToDomain: from, Raw: pingResult(el), Face: r.face, TLS: r.o.tls, Received: time.Now(),
-			Answer: true, Shard: r.shard,
-		})
+		s.Router.Route(pingAnswer(el, from, to, r.face, r.o.tls, r.shard))
 		return nil
 	}
 	r.body.el = el
@@ -582,51 +577,4 @@ func (r *reverse) refuse(err stream.Error) error {
 	r.l.s.stats.ReverseRefused.Add(1)
 	r.l.log.Info("peer's stanza refused on our bidirectional stream; closing it", "err", err)
 	return err
-}
-
-// pingResult is the answer to an XEP-0199 ping.
-func pingResult(el *wire.Element) []byte {
-	var b bytes.Buffer
-	b.WriteString("<iq type='result' from='")
-	xml.EscapeText(&b, el.To)
-	b.WriteString("' to='")
-	xml.EscapeText(&b, el.From)
-	if el.ID != nil {
-		b.WriteString("' id='")
-		xml.EscapeText(&b, el.ID)
-	}
-	b.WriteString("'/>")
-	return b.Bytes()
-}
-
-// stallBudget is a reader's budget of waits on stalled links
-// (limits.stall_budget, refilling at a tenth of itself per second), as an
-// inbound stream keeps its own: while it has a whole limits.stall_timeout
-// left, the next stanza may wait that long for room.
-type stallBudget struct {
-	lim *rate.Limiter
-	ok  bool
-}
-
-func (b *stallBudget) maxWait(stall, budget time.Duration) time.Duration {
-	if b.ok {
-		return stall
-	}
-	if b.lim == nil {
-		ms := max(1, int(budget/time.Millisecond))
-		b.lim = rate.NewLimiter(rate.Limit(float64(ms)/10), ms)
-		b.ok = true
-		return stall
-	}
-	if b.lim.Tokens() >= float64(stall/time.Millisecond) {
-		b.ok = true
-		return stall
-	}
-	return 0
-}
-
-func (b *stallBudget) charge(d, stall time.Duration) {
-	ms := int((d + time.Millisecond - 1) / time.Millisecond)
-	b.lim.ReserveN(time.Now(), min(ms, b.lim.Burst()))
-	b.ok = b.lim.Tokens() >= float64(stall/time.Millisecond)
 }

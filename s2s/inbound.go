@@ -81,8 +81,7 @@ type inConn struct {
 	// its first verification (owner only).
 	shortDeadline bool
 	oversized     int            // stanzas skipped for their size (owner only)
-	stall         *rate.Limiter  // the stream's stall budget, in milliseconds (owner only)
-	stallOK       bool           // the budget has room for a full limits.stall_timeout (owner only)
+	stall         stallBudget    // the stream's waits on stalled links (owner only)
 	scratch       []byte         // the attributes of the stanza being read (owner only)
 	st            routing.Stanza // the stanza being routed, lent to the router (owner only)
 	body          elemBody       // st.Body: the element with the outbound fix-ups (owner only)
@@ -1022,8 +1021,8 @@ func (c *inConn) stanza(el *wire.Element) error {
 		c.events.log(c.logger(), slog.LevelInfo, "stanza over limits.max_stanza_bytes skipped and bounced",
 			"size", el.Oversize, "sender", from, "recipient", to)
 	}
-	if el.Kind == wire.IQ && string(el.Type) == "get" && string(el.To) == to && el.Oversize == 0 && isPing(el.Raw) {
-		c.answerPing(el, from, to)
+	if isPingTo(el, to) {
+		c.s.Router.Route(pingAnswer(el, from, to, c.face, c.tls, c.shard))
 		return nil
 	}
 	// The stanza is lent to the router, which keeps nothing of it: the
@@ -1036,7 +1035,7 @@ func (c *inConn) stanza(el *wire.Element) error {
 		FromDomain: from, ToDomain: to,
 		Raw: el.Raw, Body: &c.body,
 		Face: c.face, TLS: c.tls, Auth: auth, Received: c.dr.at,
-		Shard: c.shard, Via: &ps.via, Defer: true, MaxWait: c.maxWait(),
+		Shard: c.shard, Via: &ps.via, Defer: true, MaxWait: c.stall.maxWait(c.s.Limits.StallTimeout, c.s.Limits.StallBudget),
 		Oversize: int(el.Oversize),
 	}
 	c.s.Router.Route(&c.st)
@@ -1049,7 +1048,7 @@ func (c *inConn) stanza(el *wire.Element) error {
 	waited := c.st.Waited
 	c.st, c.body.el = routing.Stanza{}, nil
 	if waited > 0 {
-		c.stalled(waited)
+		c.stall.charge(waited, c.s.Limits.StallTimeout)
 	}
 	return nil
 }
@@ -1076,34 +1075,6 @@ func (c *inConn) wakeLinks() {
 type elemBody struct{ el *wire.Element }
 
 func (b *elemBody) AppendTo(dst []byte) []byte { return b.el.AppendTo(dst, langDefault) }
-
-// maxWait is how long the next stanza may wait on a stalled link:
-// limits.stall_timeout while the stream's stall budget (refilling at a
-// tenth of itself per second) has that much left, else nothing. Owner
-// only; the clock is read only once the budget ran low.
-func (c *inConn) maxWait() time.Duration {
-	if c.stallOK {
-		return c.s.Limits.StallTimeout
-	}
-	if c.stall == nil {
-		budget := max(1, int(c.s.Limits.StallBudget/time.Millisecond))
-		c.stall = rate.NewLimiter(rate.Limit(float64(budget)/10), budget)
-		c.stallOK = true
-		return c.s.Limits.StallTimeout
-	}
-	if c.stall.Tokens() >= float64(c.s.Limits.StallTimeout/time.Millisecond) {
-		c.stallOK = true
-		return c.s.Limits.StallTimeout
-	}
-	return 0
-}
-
-// stalled charges a wait to the stream's stall budget.
-func (c *inConn) stalled(d time.Duration) {
-	ms := int((d + time.Millisecond - 1) / time.Millisecond)
-	c.stall.ReserveN(time.Now(), min(ms, c.stall.Burst()))
-	c.stallOK = c.stall.Tokens() >= float64(c.s.Limits.StallTimeout/time.Millisecond)
-}
 
 // deniedBy closes the stream with policy-violation if p no longer allows
 // one of its pairs (hot reload), and reports whether it did.
@@ -1153,13 +1124,68 @@ func isPing(raw []byte) bool {
 	}
 }
 
-// answerPing answers an XEP-0199 ping addressed to a domain this face
-// speaks as (RFC 6120 §8.1.2.1: the server answers IQs to its bare domain):
-// the ping tests the stream to the relay, which is this hop.
-func (c *inConn) answerPing(el *wire.Element, from, to string) {
-	c.s.Router.Route(&routing.Stanza{
+// isPingTo reports whether el is an XEP-0199 ping to the domain to itself
+// (not to a user): the relay answers it, since it speaks as to on this hop
+// (RFC 6120 §8.1.2.1: the server answers IQs to its bare domain).
+func isPingTo(el *wire.Element, to string) bool {
+	return el.Kind == wire.IQ && string(el.Type) == "get" && string(el.To) == to && el.Oversize == 0 && isPing(el.Raw)
+}
+
+// pingAnswer is the relay's result for a ping from from to its domain to,
+// read on a stream of face, for the router to send back.
+func pingAnswer(el *wire.Element, from, to string, face policy.Face, tls bool, shard uint32) *routing.Stanza {
+	return &routing.Stanza{
 		Kind: policy.IQ, Type: "result", From: string(el.To), To: string(el.From), ID: string(el.ID),
-		FromDomain: to, ToDomain: from, Raw: pingResult(el), Face: c.face, TLS: c.tls, Received: time.Now(),
-		Answer: true, Shard: c.shard,
-	})
+		FromDomain: to, ToDomain: from, Raw: pingResult(el), Face: face, TLS: tls, Received: time.Now(),
+		Answer: true, Shard: shard,
+	}
+}
+
+// pingResult is the answer to an XEP-0199 ping.
+func pingResult(el *wire.Element) []byte {
+	var b bytes.Buffer
+	b.WriteString("<iq type='result' from='")
+	xml.EscapeText(&b, el.To)
+	b.WriteString("' to='")
+	xml.EscapeText(&b, el.From)
+	if el.ID != nil {
+		b.WriteString("' id='")
+		xml.EscapeText(&b, el.ID)
+	}
+	b.WriteString("'/>")
+	return b.Bytes()
+}
+
+// stallBudget is a reader's budget of waits on stalled links
+// (limits.stall_budget, refilling at a tenth of itself per second), kept by
+// an inbound stream and by the reverse reader of a bidi outbound stream:
+// while it has a whole limits.stall_timeout left, the next stanza may wait
+// that long for room (maxWait), and a wait is charged to it (charge). The
+// clock is read only once the budget ran low. Owner only.
+type stallBudget struct {
+	lim *rate.Limiter
+	ok  bool
+}
+
+func (b *stallBudget) maxWait(stall, budget time.Duration) time.Duration {
+	if b.ok {
+		return stall
+	}
+	if b.lim == nil {
+		ms := max(1, int(budget/time.Millisecond))
+		b.lim = rate.NewLimiter(rate.Limit(float64(ms)/10), ms)
+		b.ok = true
+		return stall
+	}
+	if b.lim.Tokens() >= float64(stall/time.Millisecond) {
+		b.ok = true
+		return stall
+	}
+	return 0
+}
+
+func (b *stallBudget) charge(d, stall time.Duration) {
+	ms := int((d + time.Millisecond - 1) / time.Millisecond)
+	b.lim.ReserveN(time.Now(), min(ms, b.lim.Burst()))
+	b.ok = b.lim.Tokens() >= float64(stall/time.Millisecond)
 }

@@ -708,12 +708,7 @@ func (l *link) ackCount(n uint32) {
 	if err != nil {
 		return
 	}
-	for _, r := range runs {
-		l.s.Router.Settle(routing.Acked, l.pair, r.b.recs[r.from:r.to], nil)
-		if r.release {
-			r.b.release()
-		}
-	}
+	l.settleAcked(runs)
 	if len(runs) > 0 {
 		l.signal()
 	}

@@ -211,17 +211,23 @@ func (l *link) handleAck(raw []byte) error {
 		return l.mux.handleAck(h) // the count spans the stream's pairs
 	}
 	runs, err := l.sm.ack(h, nil)
+	l.settleAcked(runs)
+	if err != nil {
+		return err
+	}
+	l.signal() // the writer may be waiting for room, or to close
+	return nil
+}
+
+// settleAcked reports what an acknowledgement took off l.sm to the router,
+// and releases the batches it emptied.
+func (l *link) settleAcked(runs []ackRun) {
 	for _, r := range runs {
 		l.s.Router.Settle(routing.Acked, l.pair, r.b.recs[r.from:r.to], nil)
 		if r.release {
 			r.b.release()
 		}
 	}
-	if err != nil {
-		return err
-	}
-	l.signal() // the writer may be waiting for room, or to close
-	return nil
 }
 
 // enableSM asks the peer for stream management when it offers it and

@@ -18,11 +18,8 @@ import (
 // TestLinkKeepalive: a link that has nothing to write sends a single space
 // every keepaliveEvery (RFC 6120 §4.6.1), and a failing keepalive ends it.
 func TestLinkKeepalive(t *testing.T) {
-	s := &Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Limits: config.Limits{IdleTimeout: 3 * time.Second, NegotiationTimeout: time.Second, WriteTimeout: time.Second, QueueStanzas: 10, QueueBytes: 1 << 20}}
-	s.Router = routing.NewRouter(routing.Options{Table: routing.NewTable([]config.Domain{{Name: "a.test", Route: "127.0.0.1:1"}})})
-	s.init()
-	defer s.cancel()
+	s := testServer(t, config.Limits{IdleTimeout: 3 * time.Second, NegotiationTimeout: time.Second, WriteTimeout: time.Second, QueueStanzas: 10, QueueBytes: 1 << 20},
+		[]config.Domain{{Name: "a.test", Route: "127.0.0.1:1"}})
 	ours, theirs := net.Pipe()
 	defer theirs.Close()
 	l := s.newLink(routing.Pair{From: "a.test", To: "b.test"}, func(error) {})
@@ -59,12 +56,8 @@ func TestLinkKeepalive(t *testing.T) {
 // failed). The pipe's peer never reads, so the closing tag could take long
 // to flush.
 func TestIdleLinkLeavesTableFirst(t *testing.T) {
-	s := &Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Limits: config.Limits{IdleTimeout: 100 * time.Millisecond, NegotiationTimeout: time.Second, WriteTimeout: time.Second,
-			QueueStanzas: 10, QueueBytes: 1 << 20}}
-	s.Router = routing.NewRouter(routing.Options{Table: routing.NewTable([]config.Domain{{Name: "a.test", Route: "127.0.0.1:1"}})})
-	s.init()
-	defer s.cancel()
+	s := testServer(t, config.Limits{IdleTimeout: 100 * time.Millisecond, NegotiationTimeout: time.Second, WriteTimeout: time.Second, QueueStanzas: 10, QueueBytes: 1 << 20},
+		[]config.Domain{{Name: "a.test", Route: "127.0.0.1:1"}})
 	ours, theirs := net.Pipe()
 	defer theirs.Close()
 	defer ours.Close()
@@ -120,12 +113,8 @@ func writeUntilEnd(l *link, o *outStream) <-chan error {
 func TestIdleLinkParksWriter(t *testing.T) {
 	defer func(g time.Duration) { idleGrace = g }(idleGrace)
 	idleGrace = 50 * time.Millisecond
-	s := &Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Limits: config.Limits{IdleTimeout: time.Minute, NegotiationTimeout: time.Second, WriteTimeout: time.Second,
-			QueueStanzas: 10, QueueBytes: 1 << 20}}
-	s.Router = routing.NewRouter(routing.Options{Table: routing.NewTable([]config.Domain{{Name: "a.test", Route: "127.0.0.1:1"}})})
-	s.init()
-	defer s.cancel()
+	s := testServer(t, config.Limits{IdleTimeout: time.Minute, NegotiationTimeout: time.Second, WriteTimeout: time.Second, QueueStanzas: 10, QueueBytes: 1 << 20},
+		[]config.Domain{{Name: "a.test", Route: "127.0.0.1:1"}})
 	ours, theirs := net.Pipe()
 	defer theirs.Close()
 	defer ours.Close()
@@ -180,4 +169,16 @@ func TestIdleLinkParksWriter(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("drain did not end the stream")
 	}
+}
+
+// testServer is a Server with limits and a routing table of domains, its
+// background work stopped when the test ends: for tests that drive links
+// by hand.
+func testServer(t *testing.T, limits config.Limits, domains []config.Domain) *Server {
+	t.Helper()
+	s := &Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Limits: limits}
+	s.Router = routing.NewRouter(routing.Options{Table: routing.NewTable(domains)})
+	s.init()
+	t.Cleanup(s.cancel)
+	return s
 }

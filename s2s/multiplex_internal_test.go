@@ -2,8 +2,6 @@ package s2s
 
 import (
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -19,11 +17,9 @@ import (
 // stanzas being written, not recorded yet, waits for them; one beyond what
 // was written is a stream error; a pair that left is skipped.
 func TestSharedAcks(t *testing.T) {
-	s := &Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Limits: config.Limits{QueueStanzas: 100, QueueBytes: 1 << 20}}
-	router := routing.NewRouter(routing.Options{Table: routing.NewTable([]config.Domain{{Name: "a.test"}, {Name: "e.test"}})})
-	s.Router = router
-	s.init()
-	defer s.cancel()
+	s := testServer(t, config.Limits{QueueStanzas: 100, QueueBytes: 1 << 20},
+		[]config.Domain{{Name: "a.test"}, {Name: "e.test"}})
+	router := s.Router.(*routing.Router)
 	carrier := s.newLink(routing.Pair{From: "a.test", To: "b.test"}, func(error) {})
 	rider := s.newLink(routing.Pair{From: "e.test", To: "b.test"}, func(error) {})
 	ms := &muxStream{s: s, carrier: carrier, done: make(chan struct{})}
@@ -99,12 +95,8 @@ func TestSharedAcks(t *testing.T) {
 // the operator) leaves the shared stream between two writes; the stream
 // goes on carrying the other pairs.
 func TestRiderLeaves(t *testing.T) {
-	s := &Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Limits: config.Limits{IdleTimeout: time.Minute, NegotiationTimeout: time.Second, WriteTimeout: time.Second,
-			QueueStanzas: 10, QueueBytes: 1 << 20}}
-	s.Router = routing.NewRouter(routing.Options{Table: routing.NewTable([]config.Domain{{Name: "a.test"}, {Name: "e.test"}})})
-	s.init()
-	defer s.cancel()
+	s := testServer(t, config.Limits{IdleTimeout: time.Minute, NegotiationTimeout: time.Second, WriteTimeout: time.Second, QueueStanzas: 10, QueueBytes: 1 << 20},
+		[]config.Domain{{Name: "a.test"}, {Name: "e.test"}})
 	ours, theirs := net.Pipe()
 	defer theirs.Close()
 	defer ours.Close()

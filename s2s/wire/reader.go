@@ -266,6 +266,10 @@ func (r *Reader) release() {
 		r.pooled = nil
 	}
 	r.buf = nil
+	// The last element handed out points into the buffer or the scratch:
+	// kept, it would keep them alive after the pool lets them go (at
+	// 10,000 idle streams, a scratch each).
+	r.el = Element{}
 	if s := r.scr; s != nil {
 		s.arena, s.aNS = r.arena[:0], r.aNS[:0]
 		r.scr, r.attrs, r.arena, r.aNS = nil, nil, nil, nil

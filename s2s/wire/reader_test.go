@@ -810,3 +810,59 @@ func TestIdleHoldsNoBuffer(t *testing.T) {
 		t.Errorf("after Release, a %d-byte buffer", c)
 	}
 }
+
+// idleSource is a source that is an IdleWaiter: at each wait it records
+// whether the Reader still held any of its input.
+type idleSource struct {
+	chunks []string
+	r      *wire.Reader
+	held   []bool
+}
+
+func (s *idleSource) Read(p []byte) (int, error) {
+	if len(s.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.chunks[0])
+	if s.chunks[0] = s.chunks[0][n:]; s.chunks[0] == "" {
+		s.chunks = s.chunks[1:]
+	}
+	return n, nil
+}
+
+func (s *idleSource) WaitIdle() error {
+	s.held = append(s.held, wire.HoldsInput(s.r))
+	return nil
+}
+
+// TestIdleWaitKeepsNothing: when a Reader waits for its peer between
+// top-level elements, it holds nothing of what it read, not even through
+// the element it handed out last (which pointed into its scratch or a
+// pooled buffer, and kept them alive once the pools had dropped them).
+func TestIdleWaitKeepsNothing(t *testing.T) {
+	big := "<message to='x@b.test' from='y@a.test'><body>" + strings.Repeat("x", 20000) + "</body></message>"
+	src := &idleSource{chunks: []string{prosodyHeader, iqPing, big, iqResult}}
+	r := wire.NewReader(src, wire.Limits{})
+	src.r = r
+	if _, err := r.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	r.SetAuthenticated(true)
+	for _, want := range []string{iqPing, big, iqResult} {
+		e, err := r.Next()
+		if err != nil || string(e.Raw) != want {
+			t.Fatalf("got %v", err)
+		}
+	}
+	if _, err := r.Next(); err != io.ErrUnexpectedEOF {
+		t.Fatalf("at the end: %v", err)
+	}
+	if len(src.held) < 3 {
+		t.Fatalf("%d waits, want one before each of the three elements and at the end", len(src.held))
+	}
+	for i, held := range src.held {
+		if held {
+			t.Errorf("wait %d: the Reader still held input", i+1)
+		}
+	}
+}

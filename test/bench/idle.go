@@ -15,8 +15,8 @@ import (
 // from inside: the inside server authorises the pairs on a few multiplexed
 // streams to the internal face (XEP-0220 §4.3), sends one stanza to each,
 // and the relay opens N outbound streams. RSS and Go heap are read 1 s after
-// each step, and again once the streams have been quiet for 5 s and a
-// garbage collection has run (as the runtime runs one at least every two
+// each step, and again once the streams have been quiet for 5 s and two
+// garbage collections have run (as the runtime runs one at least every two
 // minutes): the second figure is the cost of a stream that is idle for
 // good, the one the target is about.
 func idle(ctx context.Context, e *env, res *Result) error {
@@ -89,7 +89,7 @@ func idleOnce(ctx context.Context, e *env, res *Result, rep, n int) (map[string]
 			figs["peak_rss_mib_"+dir] = float64(w.Relay.Proc().PeakRSS) / (1 << 20)
 			m, _ := w.Relay.Metrics()
 			figs["goroutines_"+dir] = m["go_goroutines"]
-			return nil
+			return w.Relay.SaveProfiles(ctx)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", dir, err)

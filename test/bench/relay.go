@@ -215,17 +215,52 @@ func (r *Relay) Profile(ctx context.Context, d time.Duration, path string) error
 
 // CollectGarbage makes the relay run a garbage collection now, as its
 // runtime does by itself at least every two minutes (through pprof's
-// heap?gc=1, which the bench's relays serve).
+// heap?gc=1, which the bench's relays serve). It runs two, as a relay idle
+// for four minutes has had: what the relay's sync.Pools held at the first
+// (buffers given back by streams that went quiet) is freed at the second.
 func (r *Relay) CollectGarbage(ctx context.Context) error {
-	c := http.Client{Timeout: 30 * time.Second}
-	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", r.Cfg.AdminAddr), nil)
-	resp, err := c.Do(req)
+	for range 2 {
+		if _, err := r.get(ctx, "/debug/pprof/heap?gc=1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SaveProfiles writes the relay's heap profile (heap.pprof, for `go tool
+// pprof -sample_index=inuse_space`) and its goroutines' stacks
+// (goroutines.txt) into its folder, kept with --dir. The heap profile shows
+// the heap as of a collection or two before (runtime.MemProfile): it is
+// taken after two more.
+func (r *Relay) SaveProfiles(ctx context.Context) error {
+	if err := r.CollectGarbage(ctx); err != nil {
+		return err
+	}
+	heap, err := r.get(ctx, "/debug/pprof/heap?gc=1")
 	if err != nil {
 		return err
 	}
+	stacks, err := r.get(ctx, "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return err
+	}
+	return errors.Join(os.WriteFile(filepath.Join(r.Dir, "heap.pprof"), heap, 0o644),
+		os.WriteFile(filepath.Join(r.Dir, "goroutines.txt"), stacks, 0o644))
+}
+
+// get returns the body of an admin URL path.
+func (r *Relay) get(ctx context.Context, path string) ([]byte, error) {
+	c := http.Client{Timeout: 30 * time.Second}
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+r.Cfg.AdminAddr+path, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
 	defer resp.Body.Close()
-	_, err = io.Copy(io.Discard, resp.Body)
-	return err
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	return io.ReadAll(resp.Body)
 }
 
 // Metrics are samples of the Prometheus text format by name.

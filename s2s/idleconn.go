@@ -3,6 +3,7 @@ package s2s
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"os"
@@ -229,4 +230,39 @@ func tlsInputOf(tc *tls.Conn) (rawInput *bytes.Buffer, input *bytes.Reader, hand
 	return (*bytes.Buffer)(unsafe.Add(p, tlsInput.rawInput)),
 		(*bytes.Reader)(unsafe.Add(p, tlsInput.input)),
 		(*bytes.Buffer)(unsafe.Add(p, tlsInput.hand))
+}
+
+// tlsPeer locates where a tls.Conn keeps the peer's parsed certificates
+// (peerCertificates and verifiedChains), which crypto/tls does not let go of
+// while the connection lives: a few KiB per stream, for the stream's whole
+// life. ok is false if this Go version lays tls.Conn out differently (then
+// nothing is dropped; TestTLSInputLayout fails so that it is noticed).
+var tlsPeer = func() (l struct {
+	certs, chains uintptr
+	ok            bool
+}) {
+	t := reflect.TypeFor[tls.Conn]()
+	f1, ok1 := t.FieldByName("peerCertificates")
+	f2, ok2 := t.FieldByName("verifiedChains")
+	l.certs, l.chains = f1.Offset, f2.Offset
+	l.ok = ok1 && ok2 && len(f1.Index) == 1 && len(f2.Index) == 1 &&
+		f1.Type == reflect.TypeFor[[]*x509.Certificate]() &&
+		f2.Type == reflect.TypeFor[[][]*x509.Certificate]()
+	return l
+}()
+
+// dropPeerCertificates makes tc forget the peer's certificates once the
+// stream has taken what it needs of them (its verified names, the key for
+// pins, the raw chain for DANE): ConnectionState then reports none. tc must
+// be a completed handshake that no other goroutine can see yet, and, on a
+// client, its configuration must keep no session cache (a session ticket
+// received later would be stored without the certificates, and resuming
+// it needs them).
+func dropPeerCertificates(tc *tls.Conn) {
+	if !tlsPeer.ok {
+		return
+	}
+	p := unsafe.Pointer(tc)
+	*(*[]*x509.Certificate)(unsafe.Add(p, tlsPeer.certs)) = nil
+	*(*[][]*x509.Certificate)(unsafe.Add(p, tlsPeer.chains)) = nil
 }

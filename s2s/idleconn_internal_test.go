@@ -26,6 +26,31 @@ func TestTLSInputLayout(t *testing.T) {
 	if !tlsInput.ok {
 		t.Fatal("tls.Conn has no rawInput/input/hand of the expected types: releaseTLSInput does nothing")
 	}
+	if !tlsPeer.ok {
+		t.Fatal("tls.Conn has no peerCertificates/verifiedChains of the expected types: dropPeerCertificates does nothing")
+	}
+}
+
+// TestDropPeerCertificates: a connection that dropped the peer's
+// certificates reports none and still carries data both ways.
+func TestDropPeerCertificates(t *testing.T) {
+	_, server, client := tlsPair(t)
+	if len(client.ConnectionState().PeerCertificates) == 0 {
+		t.Fatal("no server certificate to begin with")
+	}
+	dropPeerCertificates(client)
+	if n := len(client.ConnectionState().PeerCertificates); n != 0 {
+		t.Fatalf("%d certificates left", n)
+	}
+	go server.Write([]byte("ping"))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(client, b); err != nil || string(b) != "ping" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	go client.Write([]byte("pong"))
+	if _, err := io.ReadFull(server, b); err != nil || string(b) != "pong" {
+		t.Fatalf("read %q, %v", b, err)
+	}
 }
 
 // tlsPair returns the two ends of a TLS 1.3 connection over loopback TCP:

@@ -70,6 +70,7 @@ type inConn struct {
 	tls        bool
 	peer       *certs.Peer // verified certificate chain, nil if none
 	leafSPKI   []byte      // the peer certificate's key, verified or not, for pins (set before verifications start)
+	peerChain  [][]byte    // the peer's certificates as sent, for DANE (likewise; nil without DANE)
 	from, to   string      // stream header addresses (normal form)
 	id         string
 	saslDomain string // authenticated by SASL EXTERNAL
@@ -634,6 +635,20 @@ func (c *inConn) startTLS(cfg *tls.Config) error {
 		c.logger().Info("TLS handshake failed", "err", err)
 		return errHandshake
 	}
+	// What the stream needs of the peer's certificates, kept in a few
+	// hundred bytes; tc drops its parsed copies (kilobytes) before others
+	// can see it.
+	state := tc.ConnectionState()
+	if certs := state.PeerCertificates; len(certs) > 0 {
+		c.leafSPKI = bytes.Clone(certs[0].RawSubjectPublicKeyInfo)
+		if c.face == policy.Federation && c.s.DANE != nil {
+			c.peerChain = make([][]byte, len(certs))
+			for i, cert := range certs {
+				c.peerChain[i] = bytes.Clone(cert.Raw)
+			}
+		}
+	}
+	dropPeerCertificates(tc)
 	c.wmu.Lock()
 	c.conn = tc
 	c.w.Reset(tc)
@@ -643,9 +658,6 @@ func (c *inConn) startTLS(cfg *tls.Config) error {
 	c.r.Reset(c.dr)
 	c.tls = true
 	c.tlsOn.Store(true)
-	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
-		c.leafSPKI = certs[0].RawSubjectPublicKeyInfo
-	}
 	if verr == nil {
 		c.peer = peer
 		c.certOK.Store(true)

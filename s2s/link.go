@@ -3,6 +3,7 @@ package s2s
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -579,6 +580,11 @@ func (l *link) open() (*outStream, error) {
 			o.abort(l.s.explain(policy.Federation, stream.PolicyViolation, "", "the relay could not authenticate this server as %s", l.pair.To))
 			return nil, routing.Timeout(err)
 		}
+	}
+	if tc, ok := o.conn.(*tls.Conn); ok {
+		// Judged: the link keeps o.trust, not the certificates (the
+		// relay's client configurations keep no session cache).
+		dropPeerCertificates(tc)
 	}
 	stop := context.AfterFunc(ctx, o.dr.stop)
 	err = o.authenticate()

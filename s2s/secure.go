@@ -3,6 +3,7 @@ package s2s
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -156,11 +157,20 @@ func (c *inConn) daneMayHelp(pair dialback.Pair) bool {
 // tryDANE checks the peer's certificate against domain's TLSA records and
 // remembers a match for the stream. It runs on a verification goroutine.
 func (c *inConn) tryDANE(ctx context.Context, domain string) {
-	tc, ok := c.connTLS()
-	if !ok {
+	if len(c.peerChain) == 0 {
 		return
 	}
-	if err := c.s.DANE.Inbound(ctx, domain, tc.ConnectionState()); err != nil {
+	// The stream keeps the certificates as sent, not parsed (see
+	// startTLS): parsed again for each check, which is rare.
+	var state tls.ConnectionState
+	for _, der := range c.peerChain {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return // crypto/tls parsed it once already
+		}
+		state.PeerCertificates = append(state.PeerCertificates, cert)
+	}
+	if err := c.s.DANE.Inbound(ctx, domain, state); err != nil {
 		c.events.log(c.logger(), slog.LevelInfo, "DANE does not authenticate the peer", "domain", domain, "err", err)
 		return
 	}

@@ -189,6 +189,11 @@ func TestClientConfig(t *testing.T) {
 		t.Errorf("ClientConfig = ServerName %q, InsecureSkipVerify %v, MinVersion %x, NextProtos %q",
 			cfg.ServerName, cfg.InsecureSkipVerify, cfg.MinVersion, cfg.NextProtos)
 	}
+	if cfg.ClientSessionCache != nil {
+		// s2s drops a link's peer certificates once judged; a session
+		// stored afterwards would lack them.
+		t.Error("ClientConfig keeps a session cache")
+	}
 	if _, err := s.ClientConfig("a.example", "user@remote.example", false); err == nil {
 		t.Error("ClientConfig accepted a JID as remote domain")
 	}

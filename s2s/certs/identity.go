@@ -106,13 +106,43 @@ func matchDNSName(presented, ref string) bool {
 	return p == ref
 }
 
-// chainsPermit reports whether at least one verified chain lets its CAs vouch
-// for domain under their DNS name constraints (RFC 5280 §4.2.1.10).
-// crypto/x509 applies those constraints to dNSNames only, so without this a CA
-// constrained to ".corp.example" could vouch for any domain through an SRV-ID
-// or XmppAddr.
-func chainsPermit(chains [][]*x509.Certificate, domain string) bool {
+// caConstraints are the DNS name constraints of one CA in a verified chain
+// (RFC 5280 §4.2.1.10).
+type caConstraints struct{ permitted, excluded []string }
+
+// nameConstraints are what a Peer keeps of its verified chains: the DNS name
+// constraints of each chain's CAs, nil when one chain has none at all (then
+// every name is permitted). The parsed chains themselves (a few KiB) are not
+// kept for the life of a stream.
+type nameConstraints [][]caConstraints
+
+// constraintsOf collects the name constraints of chains.
+func constraintsOf(chains [][]*x509.Certificate) nameConstraints {
+	var all nameConstraints
 	for _, chain := range chains {
+		var cs []caConstraints
+		for _, ca := range chain[min(1, len(chain)):] {
+			if len(ca.PermittedDNSDomains) > 0 || len(ca.ExcludedDNSDomains) > 0 {
+				cs = append(cs, caConstraints{ca.PermittedDNSDomains, ca.ExcludedDNSDomains})
+			}
+		}
+		if cs == nil {
+			return nil // this chain vouches for any name
+		}
+		all = append(all, cs)
+	}
+	return all
+}
+
+// permit reports whether at least one verified chain lets its CAs vouch for
+// domain under their DNS name constraints. crypto/x509 applies those
+// constraints to dNSNames only, so without this a CA constrained to
+// ".corp.example" could vouch for any domain through an SRV-ID or XmppAddr.
+func (n nameConstraints) permit(domain string) bool {
+	if n == nil {
+		return true
+	}
+	for _, chain := range n {
 		if chainPermits(chain, domain) {
 			return true
 		}
@@ -120,21 +150,18 @@ func chainsPermit(chains [][]*x509.Certificate, domain string) bool {
 	return false
 }
 
-func chainPermits(chain []*x509.Certificate, domain string) bool {
-	if len(chain) < 2 {
-		return true
-	}
-	for _, ca := range chain[1:] {
-		for _, c := range ca.ExcludedDNSDomains {
+func chainPermits(chain []caConstraints, domain string) bool {
+	for _, ca := range chain {
+		for _, c := range ca.excluded {
 			if withinConstraint(domain, c) {
 				return false
 			}
 		}
-		if len(ca.PermittedDNSDomains) == 0 {
+		if len(ca.permitted) == 0 {
 			continue
 		}
 		permitted := false
-		for _, c := range ca.PermittedDNSDomains {
+		for _, c := range ca.permitted {
 			if withinConstraint(domain, c) {
 				permitted = true
 				break

@@ -185,7 +185,7 @@ func (v *Verifier) VerifyChain(state tls.ConnectionState) (*Peer, error) {
 
 // newPeer makes the Peer of a leaf and its verified chains.
 func (v *Verifier) newPeer(leaf *x509.Certificate, chains [][]*x509.Certificate) *Peer {
-	p := &Peer{Leaf: leaf, Chains: chains, v: v, names: certNames(leaf)}
+	p := &Peer{v: v, names: certNames(leaf), constraints: constraintsOf(chains)}
 	// The stream may outlive the handshake: remember when the best chain
 	// stops being valid, so that VerifyDomain can refuse after that.
 	for _, chain := range chains {
@@ -228,14 +228,14 @@ func addDomain(err error, domain string) error {
 
 // Peer is a peer certificate whose chain VerifyChain has validated; only
 // VerifyChain makes one. It is immutable and safe for concurrent use.
+//
+// It keeps what VerifyDomain needs (the leaf's names, the chains' validity
+// and name constraints), not the certificates: a stream keeps its Peer for
+// as long as it lives.
 type Peer struct {
-	// Leaf is the peer's certificate.
-	Leaf *x509.Certificate
-	// Chains are the verified chains, leaf first, root last.
-	Chains [][]*x509.Certificate
-
 	v                   *Verifier
 	names               sanNames
+	constraints         nameConstraints
 	notBefore, notAfter time.Time
 }
 
@@ -260,7 +260,7 @@ func (p *Peer) VerifyDomain(domain string) error {
 	case idDNS:
 		return nil
 	case idSRV, idXMPP:
-		if chainsPermit(p.Chains, ref) {
+		if p.constraints.permit(ref) {
 			return nil
 		}
 		return &PeerError{Domain: domain, Reason: ErrNameMismatch,

@@ -76,9 +76,21 @@ func (d *deadlineReader) WaitIdle() error {
 	// busy stream does not allocate them again and again.
 	d.waiting.Store(true)
 	defer d.waiting.Store(false)
-	d.waitStart = time.Now()
+	resumed := d.resuming
+	if resumed {
+		d.resuming = false // the wait that parked goes on, from its start
+	} else {
+		d.waitStart = time.Now()
+	}
 	for {
 		deadline, step := d.nextWait()
+		if step == waitQuiet && d.parkable && !resumed {
+			if tc, _ := d.conn.(*tls.Conn); tc != nil {
+				dropTLSInput(tc)
+			}
+			d.parkUntil = deadline
+			return errPark
+		}
 		err := d.waitUntil(deadline, step == waitQuiet)
 		if step == waitQuiet || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return err

@@ -159,21 +159,41 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) (*inConn, 
 // the owner replaces it on a restart.
 func (c *inConn) logger() *slog.Logger { return c.logp.Load() }
 
-// serve owns the connection until it ends.
-func (c *inConn) serve() {
-	defer c.s.wg.Done()
-	var err error
-	func() {
-		defer func() {
-			if p := recover(); p != nil {
-				c.logger().Error("panic while serving a stream; closing it", "panic", p, "stack", string(debug.Stack()))
-				err = stream.InternalServerError
-			}
+// serve owns the connection until it ends or parks.
+func (c *inConn) serve() { c.own(c.run) }
+
+// resume carries on with a parked stream, on the goroutine the parker
+// started.
+func (c *inConn) resume() { c.own(func() error { return c.loop(false) }) }
+
+// own runs fn, the stream's work, as the connection's owner: until the
+// stream ends (then it finishes it), or parks (then the parker owns it until
+// it resumes it on a new goroutine; see park.go).
+func (c *inConn) own(fn func() error) {
+	for {
+		var err error
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					c.logger().Error("panic while serving a stream; closing it", "panic", p, "stack", string(debug.Stack()))
+					err = stream.InternalServerError
+				}
+			}()
+			err = fn()
 		}()
-		err = c.run()
-	}()
-	c.finish(err)
-	c.r.Release() // the owner reads no more: its buffer goes back at once
+		if errors.Is(err, errPark) {
+			if c.dr.park(c.resume) {
+				return // the stream may already be another goroutine's
+			}
+			c.dr.parkable = false
+			fn = func() error { return c.loop(false) }
+			continue
+		}
+		c.finish(err)
+		c.r.Release() // the owner reads no more: its buffer goes back at once
+		c.s.wg.Done()
+		return
+	}
 }
 
 // run negotiates and then reads the stream until it ends; a restart (after
@@ -190,16 +210,26 @@ func (c *inConn) run() error {
 	}
 	c.raw.SetDeadline(deadline)
 	c.dr.waitable, c.dr.until = true, deadline
+	c.dr.parkable = canPark()
 	if c.direct {
 		if err := c.startTLS(c.s.serverTLS(c.face, true)); err != nil {
 			return err
 		}
 	}
+	return c.loop(true)
+}
+
+// loop reads the stream's elements, and its header first if header is set
+// (false: a parked stream resuming between two elements).
+func (c *inConn) loop(header bool) error {
 	for {
-		if err := c.readHeader(); err != nil {
-			return err
+		if header {
+			if err := c.readHeader(); err != nil {
+				return err
+			}
+			c.offerBidi() // a SASL pair, once our header after <success/> is out
 		}
-		c.offerBidi() // a SASL pair, once our header after <success/> is out
+		header = true
 		for restart := false; !restart; {
 			el, err := c.r.Next()
 			if err != nil {
@@ -215,6 +245,7 @@ func (c *inConn) run() error {
 // finish sends the stream error err calls for (or the closing tag), closes
 // the connection and waits for the stream's verification goroutines.
 func (c *inConn) finish(err error) {
+	c.dr.parkable = false // the linger reads with its goroutine
 	c.mu.Lock()
 	requested := c.closeErr != nil // by Shutdown or a reload, not by the stream
 	if requested {

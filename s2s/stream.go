@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -168,8 +169,21 @@ type deadlineReader struct {
 	// deadline was settled (authenticated, or none) at the last look.
 	waitStart   time.Time
 	waitSettled bool
-	idle        atomic.Int64
-	stopped     atomic.Bool
+	// Parking (park.go): with parkable set (owner-only), a wait past
+	// idleGrace ends with errPark instead, and the owner hands the stream
+	// to the parker and ends its goroutine; resume, on a new goroutine,
+	// carries on. parked is set while nobody owns the stream; resuming
+	// tells the next WaitIdle to go on with the wait that parked.
+	parkable  bool
+	resuming  bool
+	parkUntil time.Time
+	parked    atomic.Bool
+	parkMu    sync.Mutex // guards the parking below while parked
+	parkFD    int32
+	parkTimer *time.Timer
+	resumeFn  func()
+	idle      atomic.Int64
+	stopped   atomic.Bool
 	// bytes and last count what was read and when the last read ended
 	// (Unix ns), for the admin API.
 	bytes atomic.Int64
@@ -227,6 +241,7 @@ func (d *deadlineReader) resume(deadline time.Time) {
 func (d *deadlineReader) stop() {
 	d.stopped.Store(true)
 	d.raw.SetReadDeadline(time.Unix(1, 0))
+	d.unpark() // a parked stream has no goroutine to see the deadline
 }
 
 // closeReason turns what ended a stream into the stream error to send, or

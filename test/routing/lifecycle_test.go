@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,5 +94,62 @@ func TestIdleInboundStream(t *testing.T) {
 	case !errors.Is(err, io.EOF):
 		t.Errorf("idle stream: %v, want the closing tag", err)
 	}
+	s.Relay.WaitBalanced(t)
+}
+
+// inboundOwners counts the goroutines serving inbound streams.
+func inboundOwners() int {
+	buf := make([]byte, 4<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "s2s.(*inConn).own(")
+}
+
+// TestIdleStreamParks: an authenticated inbound stream quiet for a few
+// seconds gives up its goroutine (its stack was most of what an idle stream
+// cost), and is resumed, on a new one, by the next stanza, by Shutdown and by
+// its idle timeout.
+func TestIdleStreamParks(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("streams park only on Linux")
+	}
+	s := harness.StartSite(t, "limits: {idle_timeout: 5s}", "remote.test")
+	in := s.FromOutside(t, "remote.test")
+	parked := func(what string) {
+		t.Helper()
+		harness.Eventually(t, func() bool { return inboundOwners() == 0 }, "%s", what)
+	}
+	in.Send(harness.Message("bob@remote.test", "alice@a.test", "park-1", "hi"))
+	s.Internal.WaitID(t, "park-1")
+	parked("the quiet stream to park")
+	for i := 2; i <= 3; i++ {
+		id := fmt.Sprintf("park-%d", i)
+		in.Send(harness.Message("bob@remote.test", "alice@a.test", id, "hi"))
+		s.Internal.WaitID(t, id)
+		parked("the stream to park again")
+	}
+	// The idle timeout, counted from the last stanza, ends a parked stream
+	// with the closing tag, as it ends one that waits.
+	start := time.Now()
+	if el, err := in.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("a parked stream at its idle timeout: %v %v, want the closing tag", el, err)
+	}
+	if d := time.Since(start); d > 6*time.Second {
+		t.Errorf("closed %s after it parked, past its 5 s idle timeout", d)
+	}
+
+	// Shutdown wakes a parked stream and closes it with system-shutdown.
+	in = s.FromOutside(t, "remote.test")
+	in.Send(harness.Message("bob@remote.test", "alice@a.test", "park-4", "hi"))
+	s.Internal.WaitID(t, "park-4")
+	parked("the new stream to park")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start = time.Now()
+	if err := s.Relay.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Shutdown took %s with a parked stream", d)
+	}
+	in.ExpectStreamError("system-shutdown")
 	s.Relay.WaitBalanced(t)
 }

@@ -350,10 +350,13 @@ func (l *link) drain() {
 func (l *link) kill() {
 	l.stop(ErrServerClosed)
 	l.mu.Lock()
-	c := l.conn
+	c, o := l.conn, l.out
 	l.mu.Unlock()
 	if c != nil {
 		c.Close()
+	}
+	if o != nil {
+		o.dr.unpark() // a parked reader learns of the close by reading
 	}
 }
 
@@ -426,12 +429,33 @@ func (l *link) run() {
 // queued; whichever ends the stream, it closes it, once no writer runs.
 // While the link is idle, its goroutine waits on the socket, as shallow as
 // it can be, so that its stack shrinks to the smallest (see WaitIdle).
+//
+// A link whose peer has sent nothing for idleGrace parks its reader: the
+// goroutine ends, and the parker resumes the reading on a new one (ownRead)
+// when the peer sends, or when a writer or kill stops the stream (see
+// park.go).
 func (l *link) own(o *outStream, leave func()) {
-	defer l.s.wg.Done()
 	l.startWriting(o)
-	err := l.closeStream(o, l.read(o))
-	leave()
-	l.end(err)
+	l.ownRead(o, leave)
+}
+
+// ownRead reads the link's stream until it ends or parks.
+func (l *link) ownRead(o *outStream, leave func()) {
+	for {
+		err := l.read(o)
+		if errors.Is(err, errPark) {
+			if o.dr.park(func() { l.ownRead(o, leave) }) {
+				return // the stream may already be another goroutine's
+			}
+			o.dr.parkable = false
+			continue
+		}
+		err = l.closeStream(o, err)
+		leave()
+		l.end(err)
+		l.s.wg.Done()
+		return
+	}
 }
 
 // end retires the link: the setup's outcome goes to the breaker (if
@@ -509,6 +533,7 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	}
 	o.raw.SetDeadline(time.Time{})
 	o.dr.waitable = true // read by readLoop's goroutine, started below
+	o.dr.parkable = canPark()
 	l.mu.Lock()
 	l.up = true
 	if l.gate != nil {

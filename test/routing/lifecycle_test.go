@@ -153,3 +153,34 @@ func TestIdleStreamParks(t *testing.T) {
 	in.ExpectStreamError("system-shutdown")
 	s.Relay.WaitBalanced(t)
 }
+
+// TestIdleLinkParksReader: an outbound link whose peer sends nothing for a
+// few seconds gives up its reader's goroutine (its writer already ends when
+// it has nothing to write); the next stanza still goes out, and Close ends
+// a parked link at once.
+func TestIdleLinkParksReader(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("streams park only on Linux")
+	}
+	readers := func() int {
+		buf := make([]byte, 4<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "s2s.(*link).ownRead(")
+	}
+	s := harness.StartSite(t, "", "remote.test")
+	out := s.FromInside(t, "remote.test")
+	for i := 1; i <= 3; i++ {
+		id := fmt.Sprintf("lpark-%d", i)
+		out.Send(harness.Message("alice@a.test", "bob@remote.test", id, "hi"))
+		s.Remote.WaitID(t, id)
+		harness.Eventually(t, func() bool { return readers() == 0 }, "the reader of the quiet link to park (round %d)", i)
+	}
+	start := time.Now()
+	s.Relay.Server.Close()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Close took %s with a parked link", d)
+	}
+	if n := s.Relay.Server.Stats().OutboundOpen.Load(); n != 0 {
+		t.Errorf("%d links still open after Close", n)
+	}
+	s.Relay.WaitBalanced(t)
+}

@@ -39,11 +39,9 @@ type rrset struct {
 	nxdomain bool
 	srvs     []srvRecord
 	addrs    []netip.Addr
-	// glue holds A/AAAA records of SRV targets from the additional
-	// section, by target name (without the trailing dot).
-	glue map[string]glueAddrs
-	// glueExpires ends the use of glue, whose TTLs may be shorter than the
-	// SRV records'.
+	// glueExpires ends the use of the srvs' glue (A/AAAA records of SRV
+	// targets from the additional section), whose TTLs may be shorter than
+	// the SRV records'.
 	glueExpires time.Time
 	secure      bool
 	// cacheable is false for a negative answer without an SOA record, which
@@ -57,8 +55,12 @@ type srvRecord struct {
 	port     uint16
 	priority uint16
 	weight   uint16
+	glue     glueAddrs // the target's addresses from the additional section
 }
 
+// glueAddrs are kept with each SRV record rather than in a map by target: a
+// cached answer costs a few bytes of glue, not a map's table (a cache of
+// 10,000 domains is 10,000 answers).
 type glueAddrs struct {
 	addrs []netip.Addr
 	known family
@@ -157,8 +159,7 @@ func parseAnswer(m *dns.Msg, name string, qtype uint16, now time.Time, minTTL, m
 	} else {
 		set.cacheable = true
 		if qtype == dns.TypeSRV {
-			var glueTTL uint32
-			set.glue, glueTTL = parseGlue(m, set.srvs)
+			glueTTL := parseGlue(m, set.srvs)
 			set.glueExpires = now.Add(clampTTL(glueTTL, minTTL, maxTTL))
 		}
 	}
@@ -184,10 +185,11 @@ func clampTTL(ttl uint32, lo, hi time.Duration) time.Duration {
 // parseGlue collects the addresses of SRV targets given in the additional
 // section. They are kept with the SRV answer only, never as answers of their
 // own, so that one domain's answer cannot plant addresses for another
-// domain's names. It returns them with their lowest TTL.
-func parseGlue(m *dns.Msg, srvs []srvRecord) (map[string]glueAddrs, uint32) {
-	var glue map[string]glueAddrs
+// domain's names. It fills each record's glue and returns the glue's lowest
+// TTL.
+func parseGlue(m *dns.Msg, srvs []srvRecord) uint32 {
 	var ttl uint32
+	found := false
 	for _, rr := range m.Extra {
 		var a netip.Addr
 		var f family
@@ -204,27 +206,19 @@ func parseGlue(m *dns.Msg, srvs []srvRecord) (map[string]glueAddrs, uint32) {
 		if !a.IsValid() {
 			continue
 		}
-		target := ""
-		for _, s := range srvs {
-			if strings.EqualFold(s.target, trimDot(rr.Header().Name)) {
-				target = s.target
-				break
+		name := trimDot(rr.Header().Name)
+		for i := range srvs {
+			if g := &srvs[i].glue; strings.EqualFold(srvs[i].target, name) {
+				if !found {
+					found, ttl = true, rr.Header().Ttl
+				}
+				ttl = min(ttl, rr.Header().Ttl)
+				g.addrs = append(g.addrs, a)
+				g.known |= f
 			}
 		}
-		if target == "" {
-			continue
-		}
-		if glue == nil {
-			glue = map[string]glueAddrs{}
-			ttl = rr.Header().Ttl
-		}
-		ttl = min(ttl, rr.Header().Ttl)
-		g := glue[target]
-		g.addrs = append(g.addrs, a)
-		g.known |= f
-		glue[target] = g
 	}
-	return glue, ttl
+	return ttl
 }
 
 // trimDot turns "host.example." into "host.example" in lower case; the root

@@ -397,7 +397,7 @@ func (r *Resolver) candidates(tlsRecs []srvRecord, tlsSet *rrset, tcpRecs []srvR
 			Secure:   set.secure,
 			Source:   FromSRV,
 		}
-		if g, ok := set.glue[s.target]; ok && now.Before(set.glueExpires) {
+		if g := s.glue; g.known != 0 && now.Before(set.glueExpires) {
 			c.Addrs, c.known = slices.Clone(g.addrs), g.known
 		}
 	}

@@ -814,20 +814,9 @@ func TestIdleHoldsNoBuffer(t *testing.T) {
 // idleSource is a source that is an IdleWaiter: at each wait it records
 // whether the Reader still held any of its input.
 type idleSource struct {
-	chunks []string
-	r      *wire.Reader
-	held   []bool
-}
-
-func (s *idleSource) Read(p []byte) (int, error) {
-	if len(s.chunks) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, s.chunks[0])
-	if s.chunks[0] = s.chunks[0][n:]; s.chunks[0] == "" {
-		s.chunks = s.chunks[1:]
-	}
-	return n, nil
+	sizeRecorder
+	r    *wire.Reader
+	held []bool
 }
 
 func (s *idleSource) WaitIdle() error {
@@ -841,7 +830,7 @@ func (s *idleSource) WaitIdle() error {
 // pooled buffer, and kept them alive once the pools had dropped them).
 func TestIdleWaitKeepsNothing(t *testing.T) {
 	big := "<message to='x@b.test' from='y@a.test'><body>" + strings.Repeat("x", 20000) + "</body></message>"
-	src := &idleSource{chunks: []string{prosodyHeader, iqPing, big, iqResult}}
+	src := &idleSource{sizeRecorder: sizeRecorder{chunks: []string{prosodyHeader, iqPing, big, iqResult}}}
 	r := wire.NewReader(src, wire.Limits{})
 	src.r = r
 	if _, err := r.ReadHeader(); err != nil {

@@ -184,3 +184,33 @@ func TestIdleLinkParksReader(t *testing.T) {
 	}
 	s.Relay.WaitBalanced(t)
 }
+
+// TestSlowStanzaIsNotIdle: a stanza that arrives in pieces over longer
+// than limits.idle_timeout, each piece within it, is read whole: the idle
+// timeout counts from the last bytes read, not from the deadline the read
+// began under (the relay no longer re-arms it before every read).
+func TestSlowStanzaIsNotIdle(t *testing.T) {
+	s := harness.StartSite(t, "limits: {idle_timeout: 500ms}", "remote.test")
+	in := s.FromOutside(t, "remote.test")
+	in.Send(harness.Message("bob@remote.test", "alice@a.test", "slow-0", "hi"))
+	s.Internal.WaitID(t, "slow-0")
+	msg := harness.Message("bob@remote.test", "alice@a.test", "slow-1", strings.Repeat("x", 80))
+	const pieces = 8
+	step := (len(msg) + pieces - 1) / pieces
+	for i := 0; i < len(msg); i += step {
+		in.Send(msg[i:min(i+step, len(msg))])
+		time.Sleep(200 * time.Millisecond) // 1.6 s in all, against a 500 ms idle timeout
+	}
+	last := time.Now().Add(-200 * time.Millisecond) // when the last piece went
+	s.Internal.WaitID(t, "slow-1")
+	// The stream must not have been closed for idleness in the middle of
+	// the stanza (the linger would still have routed it): its closing tag
+	// comes an idle timeout after the last piece, not already waiting.
+	if el, err := in.Next(); !errors.Is(err, io.EOF) {
+		t.Errorf("then idle: %v %v, want the closing tag", el, err)
+	}
+	if d := time.Since(last); d < 400*time.Millisecond {
+		t.Errorf("closed %s after the last piece: for idleness while the stanza was still coming", d)
+	}
+	s.Relay.WaitBalanced(t)
+}

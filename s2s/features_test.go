@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"encoding/base64"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/fedrelay/fedrelay/dialback"
+	"mellium.im/xmpp/stream"
 )
 
 func TestParseFeatures(t *testing.T) {
@@ -139,8 +143,15 @@ func FuzzNegotiationParsers(f *testing.F) {
 		if e := parseStreamError(raw); e.Condition == "" {
 			t.Fatal("empty condition")
 		}
-		if d, err := splitDomain(string(raw)); err == nil && d == "" {
+		d, err := splitDomain(string(raw))
+		if err == nil && d == "" {
 			t.Fatal("empty domain without error")
+		}
+		// What the plain reading accepts comes out the same. (The fast
+		// path takes a lower-case ASCII domain as it is, without checking
+		// its labels: one that is no domain then matches nothing.)
+		if rd, rerr := splitDomainPlain(string(raw)); rerr == nil && (err != nil || d != rd) {
+			t.Fatalf("splitDomain(%q) = %q, %v; the plain reading gives %q", raw, d, err, rd)
 		}
 		if isPing(raw) && !bytes.Contains(raw, []byte(nsPing)) {
 			t.Fatal("a ping without the ping namespace")
@@ -222,4 +233,24 @@ func TestParseAck(t *testing.T) {
 	if got := string(appendAck(nil, 4294967295)); got != "<a xmlns='urn:xmpp:sm:3' h='4294967295'/>" {
 		t.Errorf("appendAck = %s", got)
 	}
+}
+
+// splitDomainPlain is splitDomain as RFC 7622 §3.2 reads: cut the resource
+// at the first '/', the localpart at the last '@' before it, normalise the
+// rest. splitDomain does it in one pass; the fuzz target compares them.
+func splitDomainPlain(j string) (string, error) {
+	if i := strings.IndexByte(j, '/'); i >= 0 {
+		j = j[:i]
+	}
+	if i := strings.LastIndexByte(j, '@'); i >= 0 {
+		j = j[i+1:]
+	}
+	if j == "" {
+		return "", stream.ImproperAddressing
+	}
+	d, err := dialback.Domain(j)
+	if err != nil {
+		return "", stream.ImproperAddressing
+	}
+	return d, nil
 }

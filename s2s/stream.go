@@ -77,28 +77,30 @@ func parseStreamError(raw []byte) *PeerStreamError {
 // splitDomain returns the domainpart of a JID. When it is already in the
 // relay's normal form (lower-case ASCII), which is the case for nearly every
 // stanza, it is a substring of j: no allocation. Otherwise it is
-// normalised through dialback.Domain.
+// normalised through dialback.Domain. It runs twice per stanza: one pass
+// finds the resource's '/', the last '@' before it and whether the domain
+// needs normalising.
 func splitDomain(j string) (string, error) {
-	if i := strings.IndexByte(j, '/'); i >= 0 {
-		j = j[:i]
-	}
-	if i := strings.LastIndexByte(j, '@'); i >= 0 {
-		j = j[i+1:]
-	}
-	if len(j) == 0 {
-		return "", stream.ImproperAddressing
-	}
-	plain := true
+	start, end, plain := 0, len(j), true
 	for i := 0; i < len(j); i++ {
-		if c := j[i]; c >= 0x80 || ('A' <= c && c <= 'Z') || c == ' ' || c == '<' || c == '>' || c == '"' || c == '\'' {
+		switch c := j[i]; {
+		case c == '/':
+			end = i
+			i = len(j)
+		case c == '@':
+			start, plain = i+1, true
+		case c >= 0x80 || ('A' <= c && c <= 'Z') || c == ' ' || c == '<' || c == '>' || c == '"' || c == '\'':
 			plain = false
-			break
 		}
 	}
-	if plain && j[len(j)-1] != '.' {
-		return j, nil
+	d := j[start:end]
+	if len(d) == 0 {
+		return "", stream.ImproperAddressing
 	}
-	d, err := dialback.Domain(j)
+	if plain && d[len(d)-1] != '.' {
+		return d, nil
+	}
+	d, err := dialback.Domain(d)
 	if err != nil {
 		return "", stream.ImproperAddressing
 	}

@@ -278,6 +278,10 @@ type verifyKey struct {
 type Stream struct {
 	cfg Config
 
+	// Each map is made when its first entry comes, and the three that
+	// empty again go when they do: a map keeps the table it grew to, and
+	// most streams carry one pair, so that an idle stream would hold three
+	// empty tables (issue 11).
 	pairs    map[Pair]grant         // authorized pairs
 	results  map[Pair]struct{}      // db:result we sent, by (our, their) domain
 	verifies map[verifyKey]struct{} // db:verify we sent
@@ -299,13 +303,15 @@ func NewStream(c Config) *Stream {
 	if c.MaxPairs <= 0 {
 		c.MaxPairs = DefaultMaxPairs
 	}
-	return &Stream{
-		cfg:      c,
-		pairs:    make(map[Pair]grant),
-		results:  make(map[Pair]struct{}),
-		verifies: make(map[verifyKey]struct{}),
-		checking: make(map[Pair]struct{}),
+	return &Stream{cfg: c}
+}
+
+// allow adds g to what p may do on the stream.
+func (s *Stream) allow(p Pair, g grant) {
+	if s.pairs == nil {
+		s.pairs = make(map[Pair]grant)
 	}
+	s.pairs[p] |= g
 }
 
 // ID returns the stream ID the Stream was created with.
@@ -350,6 +356,9 @@ func (s *Stream) SendResult(from, to string) (Element, error) {
 	if s.sent() >= s.cfg.MaxPending {
 		return Element{}, ErrPendingLimit
 	}
+	if s.results == nil {
+		s.results = make(map[Pair]struct{})
+	}
 	s.results[p] = struct{}{}
 	return Element{
 		Kind: KindResult,
@@ -390,6 +399,9 @@ func (s *Stream) SendVerify(v Element) (Element, error) {
 	if s.sent() >= s.cfg.MaxPending {
 		return Element{}, ErrPendingLimit
 	}
+	if s.verifies == nil {
+		s.verifies = make(map[verifyKey]struct{})
+	}
 	s.verifies[k] = struct{}{}
 	v.Condition = ""
 	return v, nil
@@ -423,9 +435,9 @@ func (s *Stream) Authorize(from, to string) error {
 		return err
 	}
 	if s.cfg.Outbound {
-		s.pairs[p] |= grantSend
+		s.allow(p, grantSend)
 	} else {
-		s.pairs[p] |= grantRecv
+		s.allow(p, grantRecv)
 	}
 	return nil
 }
@@ -535,11 +547,14 @@ func (s *Stream) receiveResult(e Element) Decision {
 		return reply(e.ErrorResponse(stanza.ResourceConstraint))
 	}
 	if s.cfg.CertValid != nil && s.cfg.CertValid(p.From) {
-		s.pairs[p] |= grantRecv
+		s.allow(p, grantRecv)
 		return reply(e.Response(TypeValid))
 	}
 	if s.cfg.ID == "" {
 		return reply(e.ErrorResponse(stanza.NotAcceptable))
+	}
+	if s.checking == nil {
+		s.checking = make(map[Pair]struct{})
 	}
 	s.checking[p] = struct{}{}
 	return Decision{Action: Forward, Verify: Element{
@@ -562,11 +577,14 @@ func (s *Stream) settleResult(e Element) Decision {
 		return ignore(ErrUnsolicited)
 	}
 	delete(s.results, p)
+	if len(s.results) == 0 {
+		s.results = nil
+	}
 	e.Key = ""
 	d := Decision{Action: Settle, Pair: p, Answer: e}
 	switch e.Type {
 	case TypeValid:
-		s.pairs[p] |= grantSend
+		s.allow(p, grantSend)
 		d.Outcome = Authorized
 	case TypeInvalid:
 		s.rejected = true
@@ -601,6 +619,9 @@ func (s *Stream) deliverVerify(e Element) Decision {
 		return ignore(ErrUnsolicited)
 	}
 	delete(s.verifies, k)
+	if len(s.verifies) == 0 {
+		s.verifies = nil
+	}
 	e.Key = ""
 	return Decision{Action: Deliver, Answer: e}
 }
@@ -635,11 +656,14 @@ func (s *Stream) Conclude(answer Element) Decision {
 		return ignore(ErrUnsolicited)
 	}
 	delete(s.checking, p)
+	if len(s.checking) == 0 {
+		s.checking = nil
+	}
 	// What the Initiating server sent, to answer it.
 	req := Element{Kind: KindResult, From: p.From, To: p.To}
 	switch answer.Type {
 	case TypeValid:
-		s.pairs[p] |= grantRecv
+		s.allow(p, grantRecv)
 		return reply(req.Response(TypeValid))
 	case TypeInvalid:
 		if s.newPairs() > 0 {

@@ -215,9 +215,8 @@ func (c *inConn) endBidi() {
 func (s *Server) startBidiLink(pair routing.Pair, r *bidiRoute) *link {
 	c := r.in.c
 	face := s.faceOf(pair)
-	l := &link{s: s, pair: pair, report: func(error) {}, wake: make(chan struct{}, 1), started: time.Now(),
-		log: s.Log.With("face", face.String(), "dir", "out", "from", pair.From, "to", pair.To,
-			"bidi", c.raw.RemoteAddr().String())}
+	l := &link{s: s, pair: pair, face: face, report: func(error) {}, wake: make(chan struct{}, 1), started: time.Now()}
+	l.log = newStreamLog(&streamLog{next: s.Log.Handler(), src: l}, bidiLog{c.raw})
 	bc := &bidiConn{Conn: c.raw, in: r.in, timeout: s.Limits.WriteTimeout}
 	o := &outStream{s: s, local: pair.From, remote: pair.To, raw: bc, conn: r.in.conn, dr: c.dr,
 		w: wire.NewWriter(bc), tls: true, trust: peerTrust{auth: r.auth, how: "its own bidirectional stream"}}

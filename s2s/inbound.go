@@ -139,7 +139,7 @@ func (s *Server) newInConn(c net.Conn, face policy.Face, direct bool) (*inConn, 
 		pairs: map[dialback.Pair]*pairState{}, fromAuth: map[string]policy.Auth{},
 		shard: uint32(s.stats.InboundTotal.Load()), started: time.Now()}
 	ic.ctx, ic.cancel = context.WithCancel(s.ctx)
-	ic.base = s.Log.With("face", face.String(), "dir", "in", "peer", c.RemoteAddr().String())
+	ic.base = newStreamLog(s.Log.Handler(), ic)
 	ic.logp.Store(ic.base)
 	ic.dr = &deadlineReader{raw: c, conn: c}
 	ic.dr.before = ic.wakeLinks
@@ -494,7 +494,7 @@ func (c *inConn) readHeader() error {
 	if from != "" {
 		c.from = from
 	}
-	c.logp.Store(c.base.With("from", c.from, "to", c.to))
+	c.logp.Store(newStreamLog(c.base.Handler(), &pairLog{from: c.from, to: c.to}))
 
 	if remote := c.remoteOf(dialback.Pair{From: c.from, To: c.to}); remote != "" && !restart {
 		if d := c.s.Router.Policy().Domain(remote); !d.Allowed {

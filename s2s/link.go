@@ -46,7 +46,8 @@ type link struct {
 	wspare   []*batch // the writer's: the slice take hands back to pending (writer only)
 	closed   bool
 	draining bool
-	stopErr  error // set by stop: close with this stream error
+	face     policy.Face // for its log records (streamlog.go): fixed when made, as the pair is
+	stopErr  error       // set by stop: close with this stream error
 	wake     chan struct{}
 	up       bool          // authenticated: the queue only waits for the writer
 	stalled  bool          // a stanza waited for room in vain: refuse at once until the writer takes the queue
@@ -131,8 +132,8 @@ func (b *batch) stanzas() []routing.Stanza {
 // newLink makes the link of pair. s.lmu must be held.
 func (s *Server) newLink(pair routing.Pair, report func(error)) *link {
 	face := s.faceOf(pair)
-	l := &link{s: s, pair: pair, report: report, wake: make(chan struct{}, 1), started: time.Now(),
-		log: s.Log.With("face", face.String(), "dir", "out", "from", pair.From, "to", pair.To)}
+	l := &link{s: s, pair: pair, face: face, report: report, wake: make(chan struct{}, 1), started: time.Now()}
+	l.log = newStreamLog(s.Log.Handler(), l)
 	if addr, ok := s.Router.Table().Route(pair.To); ok {
 		l.gate = s.gate(addr)
 	}

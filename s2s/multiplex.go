@@ -87,16 +87,33 @@ type muxTable struct {
 
 // carrierSlot is the carrier of a remote domain.
 type carrierSlot struct {
-	l     *link
-	ready chan struct{} // closed when l is up (ms set) or will not be (ms nil)
-	ms    *muxStream
+	l *link
+	// ready is closed when l is up (ms set) or will not be (ms nil). It is
+	// made for the first link that waits (claim), which is rare: a link
+	// that carries no rider holds no channel for it (issue 11). Both are
+	// guarded by the table's mutex until ready is closed.
+	ready   chan struct{}
+	settled bool // l is up or will not be
+	ms      *muxStream
 }
 
-// ended reports whether the slot's stream will carry nothing more.
+// closedChan is the ready of a slot that had settled before a link waited
+// for it.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// settle records that the slot's link is up (ms set) or will not be, and
+// wakes the links waiting for it. t.mu must be held.
+func (sl *carrierSlot) settle() {
+	sl.settled = true
+	if sl.ready != nil {
+		close(sl.ready)
+	}
+}
+
+// ended reports whether the slot's stream will carry nothing more. t.mu
+// must be held.
 func (sl *carrierSlot) ended() bool {
-	select {
-	case <-sl.ready:
-	default:
+	if !sl.settled {
 		return false
 	}
 	if sl.ms == nil {
@@ -122,15 +139,24 @@ func (t *muxTable) claim(l *link, mayRide bool) *carrierSlot {
 		return nil
 	}
 	if sl := t.carriers[remote]; sl != nil && sl.l != l && !sl.ended() {
-		if mayRide {
-			return sl
+		if !mayRide {
+			return nil
 		}
-		return nil
+		if sl.ready == nil {
+			// Set once, here, before any link reads it: ride waits on
+			// it without the lock.
+			if sl.settled {
+				sl.ready = closedChan
+			} else {
+				sl.ready = make(chan struct{})
+			}
+		}
+		return sl
 	}
 	if t.carriers == nil {
 		t.carriers = map[string]*carrierSlot{}
 	}
-	t.carriers[remote] = &carrierSlot{l: l, ready: make(chan struct{})}
+	t.carriers[remote] = &carrierSlot{l: l}
 	return nil
 }
 
@@ -143,10 +169,9 @@ func (t *muxTable) up(l *link, o *outStream) *muxStream {
 	if sl == nil || sl.l != l {
 		return nil
 	}
-	ms := &muxStream{s: l.s, carrier: l, o: o, done: make(chan struct{}),
-		waits: map[dialback.Pair]chan dialback.Decision{}}
+	ms := &muxStream{s: l.s, carrier: l, o: o, done: make(chan struct{})}
 	sl.ms = ms
-	close(sl.ready)
+	sl.settle()
 	return ms
 }
 
@@ -160,10 +185,8 @@ func (t *muxTable) forget(l *link) {
 		return
 	}
 	delete(t.carriers, l.pair.To)
-	select {
-	case <-sl.ready:
-	default:
-		close(sl.ready)
+	if !sl.settled {
+		sl.settle()
 	}
 }
 
@@ -207,8 +230,8 @@ type muxStream struct {
 	ended   bool
 	riders  []*link
 	leaving []leave
-	control []byte // dialback requests for the writer
-	waits   map[dialback.Pair]chan dialback.Decision
+	control []byte                                   // dialback requests for the writer
+	waits   map[dialback.Pair]chan dialback.Decision // nil while none waits (issue 11)
 	// XEP-0198: who wrote the stanzas not yet acknowledged, in order, and
 	// how many; the peer's last count for the stream; the stanzas being
 	// written; a count that came before the writer recorded what it
@@ -400,6 +423,9 @@ func (ms *muxStream) request(pair routing.Pair) (<-chan dialback.Decision, error
 	if ms.ended {
 		return nil, fmt.Errorf("%w: the stream ended", errMuxUnavailable)
 	}
+	if ms.waits == nil {
+		ms.waits = map[dialback.Pair]chan dialback.Decision{}
+	}
 	ms.waits[dialback.Pair{From: req.From, To: req.To}] = answer
 	ms.control = req.Append(ms.control)
 	ms.carrier.signal()
@@ -436,6 +462,9 @@ func (ms *muxStream) answer(raw []byte) error {
 	ms.mu.Lock()
 	answer := ms.waits[d.Pair]
 	delete(ms.waits, d.Pair)
+	if len(ms.waits) == 0 {
+		ms.waits = nil // its table would stay as big as it once was
+	}
 	ms.mu.Unlock()
 	if answer != nil {
 		answer <- d

@@ -7,10 +7,8 @@ func BufferCap(r *Reader) int { return cap(r.buf) }
 // ReadSlack is the room a Reader keeps for a read beyond its size limit.
 const ReadSlack = readSlack
 
-// HoldsInput reports whether r keeps anything of what it read: a buffer, a
-// scratch, or an element pointing into them.
+// HoldsInput reports whether r keeps anything of what it read: a buffer, or
+// a scratch (where the element handed out lives).
 func HoldsInput(r *Reader) bool {
-	e := &r.el
-	return r.buf != nil || r.scr != nil || r.pooled != nil ||
-		e.Raw != nil || e.Local != nil || e.NS != nil || e.To != nil || e.From != nil || e.ID != nil || e.Type != nil || e.Lang != nil
+	return r.buf != nil || r.scr != nil || r.pooled != nil
 }

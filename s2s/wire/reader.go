@@ -71,23 +71,15 @@ type Reader struct {
 	stack []open   // open elements below the top-level one's start tag
 	ns    []nsDecl // declarations in scope, innermost last
 	arena []byte   // decoded values of the current element
-	aNS   []attrNS // scratch: namespaces of prefixed attributes
 
 	hdr          *Header
-	hdrQName     []byte   // name of the stream element, for its end tag
-	hdrPrefix    [][]byte // hdr.NS as bytes, for the hot path
-	hdrURI       [][]byte
-	hdrBytes     []byte   // backing of hdrPrefix and hdrURI
-	hdrFix       []bool   // whether using hdr.NS[i] needs a fix-up when copied
-	hdrDefault   int      // index of the default namespace in hdr.NS, or -1
-	plainDefault bool     // hdr declares a default namespace that needs no fix-up
-	used         []uint32 // generation at which hdr.NS[i] was last recorded in fix
-	gen          uint32
-	fix          []int
-	fixNoNS      bool // the element relies on the header declaring no default namespace
-
-	top topInfo
-	el  Element
+	hdrQName     []byte    // name of the stream element, for its end tag
+	hdrDecls     []hdrDecl // hdr.NS as bytes, for the hot path
+	hdrBytes     []byte    // backing of hdrDecls' prefixes and URIs
+	hdrDefault   int       // index of the default namespace in hdr.NS, or -1
+	plainDefault bool      // hdr declares a default namespace that needs no fix-up
+	gen          uint32    // the current element's number, for hdrDecl.used
+	fixNoNS      bool      // the element relies on the header declaring no default namespace
 
 	// Skipping an oversized stanza (see startSkip): its kind, the bytes of
 	// it already dropped, and the names of its open elements.
@@ -98,19 +90,31 @@ type Reader struct {
 	skOpen   []int32 // where each begins in skNames; the last may be the start tag being read
 
 	pooled *[]byte  // the pool's handle of buf, when it came from readBuffers
-	scr    *scratch // while reading (see fill): attrs, arena and aNS are its
+	scr    *scratch // while reading (see fill): attrs and arena are its
+}
+
+// hdrDecl is one of the header's namespace declarations, as bytes.
+type hdrDecl struct {
+	prefix, uri []byte
+	fix         bool   // using it needs a fix-up when the element is copied
+	used        uint32 // Reader.gen when it was last recorded in scratch.fix
 }
 
 // scratch is what a Reader needs only while it reads: the array it reads
-// into when nothing larger is needed, and the room for the current
-// element's attributes and decoded values. A Reader waiting between
-// top-level elements with nothing buffered holds none (see fill): an idle
-// stream's Reader is the size of its stream state only (issue 11).
+// into when nothing larger is needed, the room for the current element's
+// attributes and decoded values, what its top-level start tag said, and
+// the Element handed out (valid until the next read, which may release
+// the scratch). A Reader waiting between top-level elements with nothing
+// buffered holds none (see fill): an idle stream's Reader is the size of
+// its stream state only (issue 11).
 type scratch struct {
 	small [idleRead]byte
 	attrs []attr
 	arena []byte
-	aNS   []attrNS
+	aNS   []attrNS // namespaces of prefixed attributes
+	fix   []int    // header declarations the element relies on
+	top   topInfo
+	el    Element
 }
 
 var scratches = sync.Pool{New: func() any { return &scratch{arena: make([]byte, 0, 256)} }}
@@ -124,7 +128,7 @@ func (r *Reader) acquire() {
 		s.attrs = make([]attr, n)
 	}
 	r.scr = s
-	r.attrs, r.arena, r.aNS = s.attrs[:n], s.arena[:0], s.aNS[:0]
+	r.attrs, r.arena = s.attrs[:n], s.arena[:0]
 	r.buf = s.small[:]
 }
 
@@ -159,7 +163,7 @@ const (
 	inNone   = iota // absent
 	inBuf           // span relative to base
 	inArena         // span in arena
-	inHeader        // index into hdrURI
+	inHeader        // index into hdrDecls
 	inXML           // the xml prefix's namespace
 )
 
@@ -266,13 +270,12 @@ func (r *Reader) release() {
 		r.pooled = nil
 	}
 	r.buf = nil
-	// The last element handed out points into the buffer or the scratch:
-	// kept, it would keep them alive after the pool lets them go (at
-	// 10,000 idle streams, a scratch each).
-	r.el = Element{}
 	if s := r.scr; s != nil {
-		s.arena, s.aNS = r.arena[:0], r.aNS[:0]
-		r.scr, r.attrs, r.arena, r.aNS = nil, nil, nil, nil
+		// The last element handed out points into the buffer, the
+		// scratch and the header: a pooled scratch keeps none of them.
+		s.el = Element{}
+		s.arena, s.aNS, s.fix = r.arena[:0], s.aNS[:0], s.fix[:0]
+		r.scr, r.attrs, r.arena = nil, nil, nil
 		scratches.Put(s)
 	}
 }
@@ -322,7 +325,6 @@ func (r *Reader) Reset(src io.Reader) {
 	r.stack, r.ns, r.arena, r.nattr = r.stack[:0], r.ns[:0], r.arena[:0], 0
 	r.hdr = nil
 	r.clearHeaderNS()
-	r.el = Element{}
 	r.skipping, r.skipped, r.skNames, r.skOpen = false, 0, r.skNames[:0], r.skOpen[:0]
 	r.release()
 	r.pos0 = 0
@@ -440,7 +442,7 @@ func (r *Reader) Next() (*Element, error) {
 	if res == resEnd {
 		return nil, io.EOF
 	}
-	return &r.el, nil
+	return &r.scr.el, nil
 }
 
 // limit returns the size bound of the token being scanned.
@@ -718,18 +720,20 @@ func checkXMLDecl(s []byte) (res int, what string) {
 // beginElement resets per-element state at the '<' of a top-level tag.
 func (r *Reader) beginElement() {
 	r.arena = r.arena[:0]
-	r.fix = r.fix[:0]
+	r.scr.fix = r.scr.fix[:0]
 	r.fixNoNS = false
 	r.gen++
 	if r.gen == 0 {
-		clear(r.used)
+		for i := range r.hdrDecls {
+			r.hdrDecls[i].used = 0
+		}
 		r.gen = 1
 	}
 }
 
 func (r *Reader) clearHeaderNS() {
 	r.hdrQName, r.hdrDefault, r.plainDefault = r.hdrQName[:0], -1, false
-	r.hdrPrefix, r.hdrURI, r.hdrFix, r.used, r.hdrBytes = r.hdrPrefix[:0], r.hdrURI[:0], r.hdrFix[:0], r.used[:0], r.hdrBytes[:0]
+	r.hdrDecls, r.hdrBytes = r.hdrDecls[:0], r.hdrBytes[:0]
 }
 
 // resolve finds the namespace bound to prefix; the empty prefix asks for the
@@ -760,8 +764,8 @@ func (r *Reader) resolve(prefix []byte) (nsRef, bool) {
 			return d.uri, true
 		}
 	}
-	for i, p := range r.hdrPrefix {
-		if bytes.Equal(p, prefix) {
+	for i := range r.hdrDecls {
+		if bytes.Equal(r.hdrDecls[i].prefix, prefix) {
 			return r.hdrNS(i), true
 		}
 	}
@@ -771,9 +775,9 @@ func (r *Reader) resolve(prefix []byte) (nsRef, bool) {
 // hdrNS refers to header declaration i, recording its use by the current
 // element if copying the element will need it.
 func (r *Reader) hdrNS(i int) nsRef {
-	if r.hdrFix[i] && r.used[i] != r.gen {
-		r.used[i] = r.gen
-		r.fix = append(r.fix, i)
+	if d := &r.hdrDecls[i]; d.fix && d.used != r.gen {
+		d.used = r.gen
+		r.scr.fix = append(r.scr.fix, i)
 	}
 	return nsRef{in: inHeader, s: span{off: int32(i)}}
 }
@@ -787,7 +791,7 @@ func (r *Reader) nsBytes(ref nsRef) []byte {
 	case inArena:
 		return r.arena[ref.s.off:ref.s.end]
 	case inHeader:
-		return r.hdrURI[ref.s.off]
+		return r.hdrDecls[ref.s.off].uri
 	case inXML:
 		return nsXMLBytes
 	}
@@ -816,7 +820,7 @@ func (r *Reader) decode(a *attr) nsRef {
 func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
 	b := r.buf[r.base:r.end]
 	attrs := r.attrs[:r.nattr]
-	t := &r.top
+	t := &r.scr.top
 	top := r.depth == 0 && r.phase == phaseStream
 	if top {
 		t.to, t.from, t.typ, t.id, t.lang = nsRef{}, nsRef{}, nsRef{}, nsRef{}, nsRef{}
@@ -934,7 +938,7 @@ func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
 	}
 	var ens nsRef
 	ok := true
-	if i := r.hdrDefault; prefix == nil && len(r.ns) == nsLen && i >= 0 && !r.hdrFix[i] {
+	if i := r.hdrDefault; prefix == nil && len(r.ns) == nsLen && i >= 0 && !r.hdrDecls[i].fix {
 		// The common case: an unprefixed element in the stream's default
 		// namespace, with no declaration in scope to look through.
 		ens = nsRef{in: inHeader, s: span{off: int32(i)}}
@@ -952,7 +956,7 @@ func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
 	}
 
 	if prefixed > 0 {
-		r.aNS = r.aNS[:0]
+		aNS := r.scr.aNS[:0]
 		for i := range attrs {
 			a := &attrs[i]
 			if a.colon < 0 {
@@ -972,13 +976,14 @@ func (r *Reader) endStartTag(end int, selfClose bool) (int, error) {
 			// Two attributes with the same local name and namespace are
 			// duplicates even when their prefixes differ.
 			local := span{a.colon + 1, a.name.end}
-			for _, o := range r.aNS {
+			for _, o := range aNS {
 				if bytes.Equal(r.bytesAt(o.local), r.bytesAt(local)) && bytes.Equal(r.nsBytes(o.ns), r.nsBytes(ref)) {
 					return 0, r.fail(condNotWellFormed, int(a.name.off), "duplicate attribute")
 				}
 			}
-			r.aNS = append(r.aNS, attrNS{ref, local})
+			aNS = append(aNS, attrNS{ref, local})
 		}
+		r.scr.aNS = aNS
 	}
 
 	if r.depth+1 > r.lim.MaxDepth {
@@ -1029,11 +1034,11 @@ func (r *Reader) localName() []byte {
 	return r.bytesAt(span{r.tagColon + 1, r.tagName.end})
 }
 
-// setElement fills r.el with the top-level element ending at end and hands
+// setElement fills the scratch's Element with the top-level element ending at end and hands
 // its bytes out.
 func (r *Reader) setElement(end int) {
-	t := &r.top
-	e := &r.el
+	t := &r.scr.top
+	e := &r.scr.el
 	raw := r.buf[r.base : r.base+end]
 	e.Raw = raw
 	if t.colon >= 0 {
@@ -1047,7 +1052,7 @@ func (r *Reader) setElement(end int) {
 	e.To, e.From, e.Type, e.ID, e.Lang = r.nsBytes(t.to), r.nsBytes(t.from), r.nsBytes(t.typ), r.nsBytes(t.id), r.nsBytes(t.lang)
 	e.Kind = classify(e.NS, e.Prefix, e.Local)
 	e.nameEnd = int(t.name.end)
-	e.fix, e.noNS = r.fix, r.fixNoNS
+	e.fix, e.noNS = r.scr.fix, r.fixNoNS
 	e.hdr = r.hdr
 	e.Oversize = 0
 	r.consume(end)
@@ -1071,7 +1076,7 @@ func (r *Reader) startSkip() bool {
 		// element cannot be bounced.
 		return false
 	}
-	t := &r.top
+	t := &r.scr.top
 	var prefix, local []byte
 	if t.colon >= 0 {
 		prefix, local = r.bytesAt(span{t.name.off, t.colon}), r.bytesAt(span{t.colon + 1, t.name.end})
@@ -1121,12 +1126,12 @@ var stanzaLocal = [...][]byte{Message: []byte("message"), Presence: []byte("pres
 
 var nsServerBytes = []byte(NSServer)
 
-// endSkip fills r.el with the skipped stanza, which ends at end, and hands
+// endSkip fills the scratch's Element with the skipped stanza, which ends at end, and hands
 // its last bytes out.
 func (r *Reader) endSkip(end int) {
-	t := &r.top
+	t := &r.scr.top
 	local := stanzaLocal[r.skipKind]
-	r.el = Element{
+	r.scr.el = Element{
 		Kind:     r.skipKind,
 		Local:    local[:len(local):len(local)],
 		NS:       nsServerBytes[:len(NSServer):len(NSServer)],
@@ -1145,7 +1150,7 @@ func (r *Reader) endSkip(end int) {
 }
 
 func (r *Reader) setSpace(n int) {
-	r.el = Element{Kind: Space, Raw: r.buf[r.base : r.base+n], hdr: r.hdr}
+	r.scr.el = Element{Kind: Space, Raw: r.buf[r.base : r.base+n], hdr: r.hdr}
 	r.consume(n)
 }
 
@@ -1253,17 +1258,15 @@ func (r *Reader) endHeader(ens nsRef, end int, selfClose bool) (int, error) {
 			r.hdrDefault = len(h.NS) - 1
 		}
 		r.hdrBytes = append(append(r.hdrBytes, ns.Prefix...), ns.URI...)
-		r.hdrFix = append(r.hdrFix, !standardDecl(ns.Prefix, ns.URI))
-		r.used = append(r.used, 0)
+		r.hdrDecls = append(r.hdrDecls, hdrDecl{fix: !standardDecl(ns.Prefix, ns.URI)})
 	}
 	off := 0
-	for _, ns := range h.NS {
+	for i, ns := range h.NS {
 		p, u := off+len(ns.Prefix), off+len(ns.Prefix)+len(ns.URI)
-		r.hdrPrefix = append(r.hdrPrefix, r.hdrBytes[off:p:p])
-		r.hdrURI = append(r.hdrURI, r.hdrBytes[p:u:u])
+		r.hdrDecls[i].prefix, r.hdrDecls[i].uri = r.hdrBytes[off:p:p], r.hdrBytes[p:u:u]
 		off = u
 	}
-	r.plainDefault = r.hdrDefault >= 0 && !r.hdrFix[r.hdrDefault]
+	r.plainDefault = r.hdrDefault >= 0 && !r.hdrDecls[r.hdrDefault].fix
 	r.ns = r.ns[:0]
 	r.hdr = h
 	r.consume(end)

@@ -314,6 +314,24 @@ func (s *Stream) allow(p Pair, g grant) {
 	s.pairs[p] |= g
 }
 
+// with adds k to the set m, making it if need be.
+func with[K comparable](m map[K]struct{}, k K) map[K]struct{} {
+	if m == nil {
+		m = make(map[K]struct{})
+	}
+	m[k] = struct{}{}
+	return m
+}
+
+// without removes k from the set m, and drops m once it is empty.
+func without[K comparable](m map[K]struct{}, k K) map[K]struct{} {
+	delete(m, k)
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
 // ID returns the stream ID the Stream was created with.
 func (s *Stream) ID() string { return s.cfg.ID }
 
@@ -356,10 +374,7 @@ func (s *Stream) SendResult(from, to string) (Element, error) {
 	if s.sent() >= s.cfg.MaxPending {
 		return Element{}, ErrPendingLimit
 	}
-	if s.results == nil {
-		s.results = make(map[Pair]struct{})
-	}
-	s.results[p] = struct{}{}
+	s.results = with(s.results, p)
 	return Element{
 		Kind: KindResult,
 		From: p.From,
@@ -399,10 +414,7 @@ func (s *Stream) SendVerify(v Element) (Element, error) {
 	if s.sent() >= s.cfg.MaxPending {
 		return Element{}, ErrPendingLimit
 	}
-	if s.verifies == nil {
-		s.verifies = make(map[verifyKey]struct{})
-	}
-	s.verifies[k] = struct{}{}
+	s.verifies = with(s.verifies, k)
 	v.Condition = ""
 	return v, nil
 }
@@ -553,10 +565,7 @@ func (s *Stream) receiveResult(e Element) Decision {
 	if s.cfg.ID == "" {
 		return reply(e.ErrorResponse(stanza.NotAcceptable))
 	}
-	if s.checking == nil {
-		s.checking = make(map[Pair]struct{})
-	}
-	s.checking[p] = struct{}{}
+	s.checking = with(s.checking, p)
 	return Decision{Action: Forward, Verify: Element{
 		Kind: KindVerify,
 		From: p.To,
@@ -576,10 +585,7 @@ func (s *Stream) settleResult(e Element) Decision {
 	if _, ok := s.results[p]; !ok {
 		return ignore(ErrUnsolicited)
 	}
-	delete(s.results, p)
-	if len(s.results) == 0 {
-		s.results = nil
-	}
+	s.results = without(s.results, p)
 	e.Key = ""
 	d := Decision{Action: Settle, Pair: p, Answer: e}
 	switch e.Type {
@@ -618,10 +624,7 @@ func (s *Stream) deliverVerify(e Element) Decision {
 	if _, ok := s.verifies[k]; !ok {
 		return ignore(ErrUnsolicited)
 	}
-	delete(s.verifies, k)
-	if len(s.verifies) == 0 {
-		s.verifies = nil
-	}
+	s.verifies = without(s.verifies, k)
 	e.Key = ""
 	return Decision{Action: Deliver, Answer: e}
 }
@@ -655,10 +658,7 @@ func (s *Stream) Conclude(answer Element) Decision {
 	if _, ok := s.checking[p]; !ok || answer.ID != s.cfg.ID {
 		return ignore(ErrUnsolicited)
 	}
-	delete(s.checking, p)
-	if len(s.checking) == 0 {
-		s.checking = nil
-	}
+	s.checking = without(s.checking, p)
 	// What the Initiating server sent, to answer it.
 	req := Element{Kind: KindResult, From: p.From, To: p.To}
 	switch answer.Type {

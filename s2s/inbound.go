@@ -164,7 +164,10 @@ func (c *inConn) serve() { c.own(c.run) }
 
 // resume carries on with a parked stream, on the goroutine the parker
 // started.
-func (c *inConn) resume() { c.own(func() error { return c.loop(false) }) }
+func (c *inConn) resume() { c.own(c.carryOn) }
+
+// carryOn reads on between two elements, as a resumed stream does.
+func (c *inConn) carryOn() error { return c.loop(false) }
 
 // own runs fn, the stream's work, as the connection's owner: until the
 // stream ends (then it finishes it), or parks (then the parker owns it until
@@ -186,7 +189,7 @@ func (c *inConn) own(fn func() error) {
 				return // the stream may already be another goroutine's
 			}
 			c.dr.parkable = false
-			fn = func() error { return c.loop(false) }
+			fn = c.carryOn
 			continue
 		}
 		c.finish(err)

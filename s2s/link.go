@@ -865,6 +865,9 @@ func (l *link) answerAck(o *outStream) error {
 func (l *link) readLoop(o *outStream) error {
 	rev := l.reverseOf(o) // the peer's stanzas: routed with bidi, refused without
 	defer rev.events.flush(l.log)
+	// The peer's last stanzas may have gone to links whose wake-up was
+	// deferred to the next read, which never comes.
+	defer rev.wake()
 	for {
 		el, err := o.r.Next()
 		if err != nil {

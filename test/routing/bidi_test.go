@@ -414,3 +414,36 @@ func TestBidiWritesDoNotInterleave(t *testing.T) {
 	s.Relay.Logs.Wait(t, "bidirectional stream: the relay sends over it", "pair", "a.test→other.test")
 	s.Relay.WaitBalanced(t)
 }
+
+// TestBidiLastStanzaBeforeClose: the remote server's last stanza on the
+// relay's bidi stream comes in the same read as its closing tag. The relay
+// hands it to the link towards the internal server without waking that
+// link's writer (the wake-up waits for the stream's next read, which never
+// comes): the stream's end must wake it, or the stanza waits for the
+// link's next timer (minutes).
+func TestBidiLastStanzaBeforeClose(t *testing.T) {
+	c := newCerts(t)
+	s := harness.StartSiteCert(t, fmt.Sprintf("tls: {ca_file: %q}", c.caFile), &c.valid, "partner.test")
+	s.Remote.SetBidi(true)
+	out := s.FromInside(t, "partner.test")
+	out.Send(harness.Message("alice@a.test/phone", "bob@partner.test", "lb1", "x"))
+	s.Remote.WaitID(t, "lb1")
+	in := s.Remote.InboundFor("a.test", "partner.test")
+	if in == nil || !in.Bidi() {
+		t.Fatal("no bidi stream from the relay at partner.test")
+	}
+	// The link towards a.test comes up, writes, and its writer goes to
+	// sleep.
+	in.WriteRaw([]byte(harness.Message("bob@partner.test/x", "alice@a.test", "lb2", "first")))
+	s.Internal.WaitID(t, "lb2")
+	time.Sleep(200 * time.Millisecond)
+	sent := time.Now()
+	in.WriteRaw([]byte(harness.Message("bob@partner.test/x", "alice@a.test", "lb3", "last") + "</stream:stream>"))
+	s.Internal.WaitID(t, "lb3")
+	// Without the wake-up it came with the writer's next timer: idleGrace
+	// (2 s) after its last write.
+	if took := time.Since(sent); took > time.Second {
+		t.Errorf("the last stanza reached a.test %v after it was sent: its link was not woken", took.Round(time.Millisecond))
+	}
+	s.Relay.WaitBalanced(t)
+}

@@ -535,16 +535,14 @@ func (r *Reader) fill() error {
 	case r.buf == nil:
 		r.acquire() // the first read, or the first after Reset or Release
 	case r.inSmall():
-		// Compact, and read into the rest of r.small while it has room;
-		// once it is full, move to a working buffer.
-		if r.base > 0 {
-			r.pos0 += int64(r.base)
-			r.end = copy(r.buf, r.buf[r.base:r.end])
-			r.base = 0
-		}
-		if r.end == len(r.buf) {
-			r.grow(r.initCap)
-		}
+		// r.small takes the first read after a wait: a stream whose next
+		// element came whole in it goes back to waiting with no working
+		// buffer. One that needs more than that read brought is busy, or
+		// sends a large element: it reads on in a working buffer. (Reading
+		// on into the rest of r.small made a busy stream read a stanza or
+		// less per call, each call a clock read and a wake-up of the links
+		// it feeds, for as long as it stayed busy.)
+		r.grow(r.initCap)
 	default:
 		if r.base > 0 && len(r.buf)-r.end < readSlack {
 			r.pos0 += int64(r.base)

@@ -855,3 +855,31 @@ func TestIdleWaitKeepsNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestBusyStreamReadsInBulk: a stream that sends stanza after stanza, once
+// it has waited between two of them (its first read after the wait goes
+// into the Reader's small array), is read in working-buffer-sized reads,
+// not a stanza or less per read. Reading on into the small array made the
+// relay read, take the clock and wake the links it feeds once per stanza
+// for as long as the stream stayed busy.
+func TestBusyStreamReadsInBulk(t *testing.T) {
+	const n = 200
+	stanza := "<message to='x@b.test' from='y@a.test' id='m'><body>" + strings.Repeat("x", 220) + "</body></message>"
+	src := &sizeRecorder{chunks: []string{prosodyHeader, strings.Repeat(stanza, n)}}
+	r := wire.NewReader(src, wire.Limits{})
+	if _, err := r.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	r.SetAuthenticated(true)
+	before := len(src.rooms)
+	for i := range n {
+		if e, err := r.Next(); err != nil || string(e.Raw) != stanza {
+			t.Fatalf("stanza %d: %v", i, err)
+		}
+	}
+	reads := len(src.rooms) - before
+	t.Logf("%d stanzas of %d bytes in %d reads, rooms %v", n, len(stanza), reads, src.rooms[before:min(len(src.rooms), before+8)])
+	if want := 2 + n*len(stanza)/(8<<10); reads > want {
+		t.Errorf("%d stanzas of %d bytes took %d reads, want at most %d", n, len(stanza), reads, want)
+	}
+}

@@ -10,9 +10,9 @@ import (
 	"mellium.im/xmpp/stream"
 )
 
-// Buffer sizing. A Reader reads into a small array of its own (idleRead
-// bytes) until more than that arrives at once; then it takes a working
-// buffer of initialBuffer bytes from a pool, which grows up to its current
+// Buffer sizing. After a wait, a Reader reads into a small array of its own
+// (idleRead bytes); when that read does not bring the whole next element,
+// it takes a working buffer of initialBuffer bytes from a pool, which grows up to its current
 // limit plus readSlack, so that a read never has less than readSlack bytes
 // of room. After a large element it shrinks back, and whenever nothing is
 // buffered between top-level elements the working buffer goes (see fill).
@@ -233,8 +233,9 @@ func NewReader(src io.Reader, lim Limits) *Reader {
 	lim = lim.withDefaults()
 	r := &Reader{lim: lim}
 	// The working buffer is no bigger than an unauthenticated stream may
-	// need, and grows up to the limit in force. Until more than fits in
-	// the scratch's small array arrives at once, there is none (see fill).
+	// need, and grows up to the limit in force. Until the first read into
+	// the scratch's small array falls short of an element, there is none
+	// (see fill).
 	r.initCap = min(initialBuffer, max(lim.MaxStanzaPreAuth, lim.MaxHeader)+readSlack)
 	r.Reset(src)
 	return r
@@ -243,8 +244,9 @@ func NewReader(src io.Reader, lim Limits) *Reader {
 // readBuffers recycles initialBuffer-sized read buffers. A Reader reads
 // into its scratch's small array whenever it has nothing buffered
 // between top-level elements, and takes a buffer from the pool only when
-// more than that arrives at once (see fill): an idle stream, or one that
-// only carries keepalives and small stanzas now and then, holds none.
+// that read does not bring the whole next element (see fill): an idle
+// stream, or one that only carries keepalives and small stanzas now and
+// then, holds none; a busy one reads in bulk.
 var readBuffers = sync.Pool{New: func() any { b := make([]byte, initialBuffer); return &b }}
 
 // An IdleWaiter is a source that can wait for input without being read:

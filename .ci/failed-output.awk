@@ -11,8 +11,9 @@ END {
     leaf = 1
     for (u in failed) if (index(u, t "/") == 1) leaf = 0
     if (!leaf) continue
-    first = n[t] > 200 ? n[t] - 199 : 1
-    printf "\n== output of failed test %s (%d lines%s)\n", t, n[t], first > 1 ? ", the last 200" : ""
+    first = (n[t] > 200) ? n[t] - 199 : 1
+    note = (first > 1) ? ", the last 200" : ""
+    printf "\n== output of failed test %s (%d lines%s)\n", t, n[t], note
     for (i = first; i <= n[t]; i++) print line[t, i]
   }
 }

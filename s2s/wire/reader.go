@@ -12,9 +12,9 @@ import (
 
 // Buffer sizing. After a wait, a Reader reads into a small array of its own
 // (idleRead bytes); when that read does not bring the whole next element,
-// it takes a working buffer of initialBuffer bytes from a pool, which grows up to its current
-// limit plus readSlack, so that a read never has less than readSlack bytes
-// of room. After a large element it shrinks back, and whenever nothing is
+// it takes a working buffer of initialBuffer bytes from a pool, which grows
+// up to its current limit plus readSlack, so that a read never has less
+// than readSlack bytes of room. After a large element it shrinks back, and whenever nothing is
 // buffered between top-level elements the working buffer goes (see fill).
 const (
 	initialBuffer = 16 << 10

@@ -76,9 +76,9 @@ func latency(ctx context.Context, e *env, res *Result) error {
 	// rates, with a few MB of live heap) take its sender and receivers
 	// off a CPU for milliseconds on this 2-core machine: at 50% of the
 	// maximum rate they made the direct path's p99 15–30 ms, which hid
-	// the hop. While it measures, the bench collects 20 times less often
-	// (its live heap here is a few MB). The relay and the floor keep their
-	// defaults: they are what is measured.
+	// the hop. While it measures, the bench collects 20 times less often.
+	// The relay and the floor keep their defaults: they are what is
+	// measured.
 	defer debug.SetGCPercent(debug.SetGCPercent(2000))
 	var cs caseSet
 	for rep := 0; rep < e.opts.reps(); rep++ {

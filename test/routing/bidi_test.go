@@ -420,7 +420,7 @@ func TestBidiWritesDoNotInterleave(t *testing.T) {
 // hands it to the link towards the internal server without waking that
 // link's writer (the wake-up waits for the stream's next read, which never
 // comes): the stream's end must wake it, or the stanza waits for the
-// link's next timer (minutes).
+// link's next timer (2 s or more).
 func TestBidiLastStanzaBeforeClose(t *testing.T) {
 	c := newCerts(t)
 	s := harness.StartSiteCert(t, fmt.Sprintf("tls: {ca_file: %q}", c.caFile), &c.valid, "partner.test")

@@ -52,6 +52,7 @@ type inConn struct {
 	mu       sync.Mutex // guards db, pairs, closeErr
 	db       *dialback.Stream
 	pairs    map[dialback.Pair]*pairState // authorized (from, to), with how
+	pairsGen atomic.Uint64                // changed with pairs or their auth (written under mu)
 	fromAuth map[string]policy.Auth       // authorized sender domains
 	daneOK   map[string]bool              // domains DANE authenticated on this stream
 	hdr      dialback.Pair                // the header's from and to, for other goroutines
@@ -84,6 +85,7 @@ type inConn struct {
 	oversized     int            // stanzas skipped for their size (owner only)
 	stall         stallBudget    // the stream's waits on stalled links (owner only)
 	scratch       []byte         // the attributes of the stanza being read (owner only)
+	last          lastPair       // the previous stanza's addresses and pair (owner only)
 	st            routing.Stanza // the stanza being routed, lent to the router (owner only)
 	body          elemBody       // st.Body: the element with the outbound fix-ups (owner only)
 	asleep        []routing.Link // links given stanzas with Defer, to wake before the next read (owner only)
@@ -524,8 +526,7 @@ func (c *inConn) readHeader() error {
 		MaxPending: c.s.Limits.VerificationsPerStream,
 		MaxPairs:   c.s.Limits.PairsPerStream,
 	})
-	clear(c.pairs)
-	clear(c.fromAuth)
+	c.forgetPairs()
 	if c.saslDomain != "" {
 		// SASL EXTERNAL authenticated the header's from for its to.
 		c.db.Authorize(c.saslDomain, c.to)
@@ -801,8 +802,17 @@ type pairState struct {
 	via routing.Link
 }
 
+// forgetPairs forgets every pair authorized on the stream (a restart).
+// c.mu must be held.
+func (c *inConn) forgetPairs() {
+	clear(c.pairs)
+	clear(c.fromAuth)
+	c.pairsGen.Add(1)
+}
+
 // authorize records an authorized pair. c.mu must be held.
 func (c *inConn) authorize(p dialback.Pair, auth policy.Auth) {
+	c.pairsGen.Add(1)
 	if ps := c.pairs[p]; ps != nil {
 		ps.auth = auth
 	} else {
@@ -1017,44 +1027,9 @@ func (c *inConn) stanza(el *wire.Element) error {
 	if len(el.To) == 0 || len(el.From) == 0 {
 		return withText(stream.ImproperAddressing, "a stanza without 'to' or 'from'")
 	}
-	// One string holds the from, to and id attributes (one allocation);
-	// the domains are substrings of it when already in normal form, and the
-	// type is a constant for the usual values.
-	c.scratch = append(append(append(c.scratch[:0], el.From...), el.To...), el.ID...)
-	attrs := string(c.scratch)
-	fromJID, toJID, id := attrs[:len(el.From)], attrs[len(el.From):len(el.From)+len(el.To)], attrs[len(el.From)+len(el.To):]
-	from, err := splitDomain(fromJID)
+	fromJID, toJID, id, from, to, ps, auth, err := c.addressing(el)
 	if err != nil {
-		return withText(stream.ImproperAddressing, "bad 'from'")
-	}
-	to, err := splitDomain(toJID)
-	if err != nil {
-		return withText(stream.ImproperAddressing, "bad 'to'")
-	}
-	var (
-		auth            policy.Auth
-		fromOK, anyAuth bool // for the refusal only
-	)
-	c.mu.Lock()
-	ps := c.pairs[dialback.Pair{From: from, To: to}]
-	if ps != nil {
-		auth = ps.auth
-	} else {
-		_, fromOK = c.fromAuth[from]
-		anyAuth = len(c.fromAuth) > 0
-	}
-	c.mu.Unlock()
-	if ps == nil {
-		switch {
-		case !anyAuth:
-			return withText(stream.NotAuthorized, "stanza before authentication")
-		case !fromOK:
-			return withText(stream.InvalidFrom, "%s is not authenticated on this stream", from)
-		default:
-			if ps = c.multiplexReply(from, to); ps == nil {
-				return withText(stream.HostUnknown, "%s may not send to %s on this stream", from, to)
-			}
-		}
+		return err
 	}
 	if el.Oversize > 0 {
 		// Larger than limits.max_stanza_bytes: the framer skipped it
@@ -1097,6 +1072,72 @@ func (c *inConn) stanza(el *wire.Element) error {
 		c.stall.charge(waited, c.s.Limits.StallTimeout)
 	}
 	return nil
+}
+
+// lastPair is what inConn.stanza worked out for the previous stanza's
+// addresses: a stream carries long runs between the same two JIDs, and the
+// next one that has them again needs neither their domains split nor the
+// pair looked up under c.mu. gen is c.pairsGen when it was filled: any
+// change to the stream's pairs or their authentication empties it.
+type lastPair struct {
+	fromJID, toJID string
+	from, to       string
+	ps             *pairState
+	auth           policy.Auth
+	gen            uint64
+}
+
+// addressing checks a stanza's from and to against the pairs authorized on
+// the stream and returns them with their domains, its id, and the pair's
+// state. From, to and id share one string (one allocation), or, when the
+// addresses are the previous stanza's, the id alone has one; the domains
+// are substrings of the addresses when already in normal form.
+func (c *inConn) addressing(el *wire.Element) (fromJID, toJID, id, from, to string, ps *pairState, auth policy.Auth, err error) {
+	if k := &c.last; k.ps != nil && k.gen == c.pairsGen.Load() &&
+		string(el.From) == k.fromJID && string(el.To) == k.toJID {
+		return k.fromJID, k.toJID, string(el.ID), k.from, k.to, k.ps, k.auth, nil
+	}
+	c.scratch = append(append(append(c.scratch[:0], el.From...), el.To...), el.ID...)
+	attrs := string(c.scratch)
+	fromJID, toJID, id = attrs[:len(el.From)], attrs[len(el.From):len(el.From)+len(el.To)], attrs[len(el.From)+len(el.To):]
+	if from, err = splitDomain(fromJID); err != nil {
+		return "", "", "", "", "", nil, 0, withText(stream.ImproperAddressing, "bad 'from'")
+	}
+	if to, err = splitDomain(toJID); err != nil {
+		return "", "", "", "", "", nil, 0, withText(stream.ImproperAddressing, "bad 'to'")
+	}
+	var fromOK, anyAuth bool // for the refusal only
+	c.mu.Lock()
+	gen := c.pairsGen.Load()
+	ps = c.pairs[dialback.Pair{From: from, To: to}]
+	if ps != nil {
+		auth = ps.auth
+	} else {
+		_, fromOK = c.fromAuth[from]
+		anyAuth = len(c.fromAuth) > 0
+	}
+	c.mu.Unlock()
+	if ps != nil {
+		c.last = lastPair{fromJID: fromJID, toJID: toJID, from: from, to: to, ps: ps, auth: auth, gen: gen}
+		return fromJID, toJID, id, from, to, ps, auth, nil
+	}
+	switch {
+	case !anyAuth:
+		err = withText(stream.NotAuthorized, "stanza before authentication")
+	case !fromOK:
+		err = withText(stream.InvalidFrom, "%s is not authenticated on this stream", from)
+	default:
+		// Not cached: the multiplexed reply's state is made afresh.
+		if ps = c.multiplexReply(from, to); ps == nil {
+			err = withText(stream.HostUnknown, "%s may not send to %s on this stream", from, to)
+		} else {
+			auth = ps.auth
+		}
+	}
+	if err != nil {
+		return "", "", "", "", "", nil, 0, err
+	}
+	return fromJID, toJID, id, from, to, ps, auth, nil
 }
 
 // maxOversized is how many stanzas over limits.max_stanza_bytes a stream

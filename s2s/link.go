@@ -155,6 +155,13 @@ func (s *Server) newLink(pair routing.Pair, report func(error)) *link {
 // limits.write_timeout.
 func (l *link) Enqueue(st *routing.Stanza) error {
 	l.mu.Lock()
+	if !l.closed && !l.draining && l.up && (l.qn == 0 ||
+		l.qn < l.s.Limits.QueueStanzas && l.qbytes+len(st.Raw) <= l.s.Limits.QueueBytes) {
+		// The usual case, without the deferred calls of the waits below.
+		err := l.add(st)
+		l.mu.Unlock()
+		return err
+	}
 	defer l.mu.Unlock()
 	var (
 		timer *time.Timer

@@ -41,7 +41,8 @@ const (
 
 func (p *pendingIQs) add(st *Stanza, now time.Time) {
 	pair := Pair{From: st.FromDomain, To: st.ToDomain}
-	key := keyOf(st.From, st.To, st.ID)
+	id := strings.Clone(st.ID) // lent (Stanza)
+	key := keyOf(st.From, st.To, id)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.byPair == nil {
@@ -63,7 +64,7 @@ func (p *pendingIQs) add(st *Stanza, now time.Time) {
 		}
 	}
 	// The bounce needs the start tag only; the payload is not kept.
-	m[key] = &Stanza{Kind: st.Kind, Type: st.Type, From: st.From, To: st.To, ID: st.ID,
+	m[key] = &Stanza{Kind: st.Kind, Type: st.Type, From: st.From, To: st.To, ID: id,
 		FromDomain: st.FromDomain, ToDomain: st.ToDomain, Face: st.Face, Received: now}
 }
 

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"mellium.im/xmpp/stanza"
 
@@ -86,8 +87,9 @@ func TestPendingIQForgetNormalised(t *testing.T) {
 }
 
 // TestPendingIQAllocs: remembering and clearing a request whose addresses
-// are already normal costs what it did before keys were normalised: the
-// copy of the start tag, nothing to clear it.
+// are already normal costs the copy of its start tag and of its id (lent:
+// the stream that read the request allocates nothing for it), nothing to
+// clear it.
 func TestPendingIQAllocs(t *testing.T) {
 	var p pendingIQs
 	now := time.Now()
@@ -98,8 +100,8 @@ func TestPendingIQAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { p.answered(ans) }); n != 0 {
 		t.Errorf("answered: %v allocations, want none", n)
 	}
-	if n := testing.AllocsPerRun(100, func() { p.add(req, now); p.answered(ans) }); n > 1 {
-		t.Errorf("add and answered: %v allocations, want 1 (the copy of the start tag)", n)
+	if n := testing.AllocsPerRun(100, func() { p.add(req, now); p.answered(ans) }); n > 2 {
+		t.Errorf("add and answered: %v allocations, want 2 (the copies of the start tag and of the id)", n)
 	}
 }
 
@@ -202,5 +204,50 @@ func BenchmarkPendingIQ(b *testing.B) {
 				p.answered(ans)
 			}
 		})
+	}
+}
+
+// TestLentIDs: a stanza's id is lent (it may point into a buffer the
+// caller reuses): the request the router remembers and the stanza OnBounce
+// gets keep their own copy.
+func TestLentIDs(t *testing.T) {
+	pol, err := policy.Compile(config.Policy{Default: "allow"}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &recordingDialer{}
+	bouncer := func(dst []byte, st *Stanza, e stanza.Error) ([]byte, bool) {
+		return append(dst, "<iq type='error'><"+string(e.Condition)+"/></iq>"...), true
+	}
+	var bounced []string
+	r := NewRouter(Options{Table: NewTable([]config.Domain{{Name: "a.example", Route: "10.0.0.5:5269"}}),
+		Policy: pol, Breaker: config.Breaker{Failures: 3, OpenFor: time.Second, MaxOpenFor: time.Second},
+		Dialer: d, Bouncer: bouncer, OnBounce: func(st *Stanza, e stanza.Error) { bounced = append(bounced, st.ID) }})
+	out := Pair{From: "a.example", To: "example.org"}
+	back := Pair{From: "example.org", To: "a.example"}
+
+	buf := []byte("lent-1")
+	lent := unsafe.String(&buf[0], len(buf))
+	req := iq("get", "alice@a.example/phone", "bob@example.org/res", lent, out.From, out.To, policy.Internal)
+	r.Route(req)
+	r.Settle(Sending, out, []Stanza{*req}, nil)
+	r.Settle(Written, out, []Stanza{*req}, nil)
+	copy(buf, "reused") // the stream reads the next stanza into its buffer
+	res := iq("result", "bob@example.org/res", "alice@a.example/phone", "lent-1", back.From, back.To, policy.Federation)
+	r.Route(res)
+	r.Settle(Written, back, []Stanza{*res}, nil)
+	r.Settle(Down, out, nil, errors.New("connection reset by peer"))
+	if n := r.Stats().PendingIQErrors.Load(); n != 0 {
+		t.Errorf("PendingIQErrors = %d, want 0: the answer did not find its request", n)
+	}
+
+	buf = []byte("lent-2")
+	lent = unsafe.String(&buf[0], len(buf))
+	req = iq("get", "alice@a.example/phone", "bob@example.org/res", lent, out.From, out.To, policy.Internal)
+	r.Route(req)
+	r.Settle(Failed, out, []Stanza{*req}, Timeout(errors.New("test")))
+	copy(buf, "reused")
+	if len(bounced) != 1 || bounced[0] != "lent-2" {
+		t.Errorf("OnBounce kept ids %q, want [lent-2]", bounced)
 	}
 }

@@ -3,6 +3,7 @@ package routing
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -255,7 +256,8 @@ const maxAttempts = 3
 
 // Settle is how a link reports the fate of stanzas it had taken from
 // Link.Enqueue (or, with Down, of the link itself), in the order it took
-// them; err says why for Failed and Down. Settle keeps nothing of sts.
+// them; err says why for Failed and Down. Settle keeps nothing of sts
+// (their ids are lent, as a Stanza's are: it copies what it keeps).
 func (r *Router) Settle(f Fate, pair Pair, sts []Stanza, err error) {
 	switch f {
 	case Sending:
@@ -398,7 +400,9 @@ func (r *Router) bounceRule(st *Stanza, e stanza.Error, rule string) {
 	r.stats.Bounces.add(st.Shard, e.Condition)
 	r.Route(errorReply(st, raw))
 	if r.onBounce != nil {
-		r.onBounce(st, e)
+		cp := *st
+		cp.ID = strings.Clone(st.ID) // lent: the hook may keep it
+		r.onBounce(&cp, e)
 	}
 }
 

@@ -20,7 +20,10 @@ type Face = policy.Face
 // A Stanza is lent, never given: Router.Route and Link.Enqueue do not keep
 // st or the bytes it points to after they return. A link copies the bytes
 // into its own buffer and the facts into a record of its own, so the stream
-// that read the stanza can reuse both for the next one.
+// that read the stanza can reuse both for the next one. ID is lent the same
+// way: it may point into a buffer that is reused once the call returns (the
+// stream's read buffer, a link's batch), so whoever keeps it keeps a copy
+// (strings.Clone), not the string. The other strings are the stanza's own.
 type Stanza struct {
 	Kind policy.Kind
 	// Type, From, To and ID are the start tag's attributes, entity-decoded.

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/time/rate"
 	"mellium.im/xmpp/stanza"
@@ -1089,17 +1090,20 @@ type lastPair struct {
 
 // addressing checks a stanza's from and to against the pairs authorized on
 // the stream and returns them with their domains, its id, and the pair's
-// state. From, to and id share one string (one allocation), or, when the
-// addresses are the previous stanza's, the id alone has one; the domains
-// are substrings of the addresses when already in normal form.
+// state. From and to share one string (one allocation), or, when they are
+// the previous stanza's, are that stanza's strings (none); the domains are
+// substrings of the addresses when already in normal form. The id is lent
+// (routing.Stanza): it points into the element, valid until the next one
+// is read.
 func (c *inConn) addressing(el *wire.Element) (fromJID, toJID, id, from, to string, ps *pairState, auth policy.Auth, err error) {
+	id = lentString(el.ID)
 	if k := &c.last; k.ps != nil && k.gen == c.pairsGen.Load() &&
 		string(el.From) == k.fromJID && string(el.To) == k.toJID {
-		return k.fromJID, k.toJID, string(el.ID), k.from, k.to, k.ps, k.auth, nil
+		return k.fromJID, k.toJID, id, k.from, k.to, k.ps, k.auth, nil
 	}
-	c.scratch = append(append(append(c.scratch[:0], el.From...), el.To...), el.ID...)
+	c.scratch = append(append(c.scratch[:0], el.From...), el.To...)
 	attrs := string(c.scratch)
-	fromJID, toJID, id = attrs[:len(el.From)], attrs[len(el.From):len(el.From)+len(el.To)], attrs[len(el.From)+len(el.To):]
+	fromJID, toJID = attrs[:len(el.From)], attrs[len(el.From):]
 	if from, err = splitDomain(fromJID); err != nil {
 		return "", "", "", "", "", nil, 0, withText(stream.ImproperAddressing, "bad 'from'")
 	}
@@ -1138,6 +1142,16 @@ func (c *inConn) addressing(el *wire.Element) (fromJID, toJID, id, from, to stri
 		return "", "", "", "", "", nil, 0, err
 	}
 	return fromJID, toJID, id, from, to, ps, auth, nil
+}
+
+// lentString is b as a string without a copy, for as long as b is not
+// changed: only for a Stanza's lent fields (routing.Stanza), which whoever
+// keeps copies.
+func lentString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // maxOversized is how many stanzas over limits.max_stanza_bytes a stream

@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"mellium.im/xmpp/stanza"
 	"mellium.im/xmpp/stream"
@@ -85,6 +87,12 @@ type batch struct {
 	buf  []byte
 	recs []routing.Stanza
 	ends []int // where each stanza's bytes end in buf
+	// ids holds the records' ids: a stanza's id is lent to the link
+	// (routing.Stanza), which copies it here rather than into a string
+	// of its own, so that a forwarded stanza allocates nothing for it.
+	// Records leave the batch only through Settle, which copies what it
+	// keeps, and stanzas(), which gives them ids of their own.
+	ids []byte
 }
 
 // batchBytes is the room of a batch's buffer. Producers start a new batch
@@ -106,7 +114,7 @@ var firstBatches = sync.Pool{New: func() any { return &batch{buf: make([]byte, 0
 
 func (b *batch) release() {
 	clear(b.recs) // no strings kept alive by a pooled batch
-	b.recs, b.ends = b.recs[:0], b.ends[:0]
+	b.recs, b.ends, b.ids = b.recs[:0], b.ends[:0], b.ids[:0]
 	b.buf = b.buf[:0]
 	switch cap(b.buf) {
 	case batchBytes:
@@ -118,12 +126,13 @@ func (b *batch) release() {
 }
 
 // stanzas returns the records with Raw set to each stanza's bytes in buf:
-// what the router needs to bounce or reroute them. They point into buf
-// until the batch is released.
+// what the router needs to bounce or reroute them. Their Raw points into
+// buf until the batch is released; their ids are their own.
 func (b *batch) stanzas() []routing.Stanza {
 	start := 0
 	for i := range b.recs {
 		b.recs[i].Raw = b.buf[start:b.ends[i]:b.ends[i]]
+		b.recs[i].ID = strings.Clone(b.recs[i].ID)
 		start = b.ends[i]
 	}
 	return b.recs
@@ -259,6 +268,12 @@ func (l *link) add(st *routing.Stanza) error {
 	l.theirs = l.theirs || !st.Own
 	r := &b.recs[len(b.recs)-1]
 	r.Raw, r.Body, r.Via, r.MaxWait, r.Waited, r.Defer = nil, nil, nil, 0, 0, false
+	if n := len(st.ID); n > 0 {
+		// Growing ids leaves the earlier records' ids in the old array,
+		// which they keep alive: nothing is overwritten.
+		b.ids = append(b.ids, st.ID...)
+		r.ID = unsafe.String(&b.ids[len(b.ids)-n], n)
+	}
 	if !st.Defer || l.qbytes >= deferLimit {
 		l.signal()
 	}

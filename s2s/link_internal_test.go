@@ -182,3 +182,37 @@ func testServer(t *testing.T, limits config.Limits, domains []config.Domain) *Se
 	t.Cleanup(s.cancel)
 	return s
 }
+
+// TestLinkCopiesLentIDs: a link keeps its own copy of each stanza's id
+// (lent by the stream that read it, whose buffer then takes the next
+// stanza), and the stanzas it hands back to bounce or reroute keep theirs
+// after the batch is reused.
+func TestLinkCopiesLentIDs(t *testing.T) {
+	s := testServer(t, config.Limits{QueueStanzas: 100, QueueBytes: 1 << 20}, []config.Domain{{Name: "a.test"}})
+	l := s.newLink(routing.Pair{From: "a.test", To: "b.test"}, func(error) {})
+	for i := range 40 { // enough for the ids to grow their array
+		buf := []byte(strings.Repeat("x", i%7) + "id-" + string(rune('a'+i%26)))
+		st := routing.Stanza{Kind: 1, From: "u@a.test", To: "v@b.test", ID: lentString(buf),
+			FromDomain: "a.test", ToDomain: "b.test", Raw: []byte("<message/>")}
+		if err := l.Enqueue(&st); err != nil {
+			t.Fatal(err)
+		}
+		copy(buf, strings.Repeat("#", len(buf))) // the next stanza
+	}
+	b := l.pending[0]
+	for i, r := range b.recs {
+		if want := strings.Repeat("x", i%7) + "id-" + string(rune('a'+i%26)); r.ID != want {
+			t.Fatalf("record %d has id %q, want %q", i, r.ID, want)
+		}
+	}
+	sts := b.stanzas()
+	last := sts[len(sts)-1].ID // in the ids array b keeps (the first ones are in arrays it outgrew)
+	l.pending = nil
+	b.release()
+	b2 := firstBatches.Get().(*batch) // most likely b again (a link's first batch)
+	b2.ids = append(b2.ids, strings.Repeat("#", cap(b2.ids))...)
+	if want := strings.Repeat("x", 39%7) + "id-" + string(rune('a'+39%26)); last != want {
+		t.Errorf("a stanza handed back has id %q after its batch was reused, want %q", last, want)
+	}
+	b2.release()
+}

@@ -18,11 +18,13 @@ import (
 // the write into the internal server's TLS stream. The peers on both sides
 // allocate nothing per stanza (the sender writes prepared bytes, the
 // receiver only counts), so what testing.AllocsPerRun sees is the relay's.
-// The target is at most one allocation per stanza: the string holding its
-// from, to and id, which the link's record keeps until the write. What the
-// test sees beyond it comes per batch, not per stanza: crypto/tls allocates
-// a little per socket read, and a batch is remade when a garbage
-// collection has emptied the pool (5 to 10 per 500 stanzas here).
+// A forwarded stanza allocates nothing: its addresses are the previous
+// stanza's strings, and its id is lent, then copied into the link's batch
+// (issue 11 asked for at most one allocation; the string holding from, to
+// and id was that one until 6383de9). What the test sees comes per batch,
+// not per stanza: crypto/tls allocates a little per socket read, and a
+// batch is remade when a garbage collection has emptied the pool (5 to 10
+// per 500 stanzas here).
 func TestForwardAllocs(t *testing.T) {
 	s := harness.StartSite(t, "log: {level: warn}", "remote.test")
 	var got atomic.Int64
@@ -54,8 +56,8 @@ func TestForwardAllocs(t *testing.T) {
 	t.Logf("%.3f allocations per forwarded stanza", perStanza)
 	if raceEnabled {
 		t.Log("the figure is not checked under the race detector, which makes sync.Pool drop buffers at random")
-	} else if perStanza > 1.05 {
-		t.Errorf("%.3f allocations per forwarded stanza, want at most 1 (plus a few per batch)", perStanza)
+	} else if perStanza > 0.1 {
+		t.Errorf("%.3f allocations per forwarded stanza, want none (but a few per batch)", perStanza)
 	}
 	s.Relay.WaitBalanced(t)
 }

@@ -461,6 +461,8 @@ type reverse struct {
 	shard    uint32
 
 	scratch   []byte
+	lastFrom  string // the previous stanza's addresses, checked (reader only)
+	lastTo    string
 	st        routing.Stanza
 	body      elemBody
 	via       routing.Link // the link of (from → to), cached
@@ -518,22 +520,28 @@ func (r *reverse) stanza(el *wire.Element) error {
 	if len(el.To) == 0 || len(el.From) == 0 {
 		return r.refuse(withText(stream.ImproperAddressing, "a stanza without 'to' or 'from'"))
 	}
-	r.scratch = append(append(append(r.scratch[:0], el.From...), el.To...), el.ID...)
-	attrs := string(r.scratch)
-	fromJID, toJID, id := attrs[:len(el.From)], attrs[len(el.From):len(el.From)+len(el.To)], attrs[len(el.From)+len(el.To):]
-	from, err := splitDomain(fromJID)
-	if err != nil {
-		return r.refuse(withText(stream.ImproperAddressing, "bad 'from'"))
-	}
-	to, err := splitDomain(toJID)
-	if err != nil {
-		return r.refuse(withText(stream.ImproperAddressing, "bad 'to'"))
-	}
-	switch {
-	case from != r.from:
-		return r.refuse(withText(stream.InvalidFrom, "%s is not authenticated on this stream", from))
-	case to != r.to:
-		return r.refuse(withText(stream.HostUnknown, "%s may not send to %s on this stream", from, to))
+	// As on an inbound stream (inConn.addressing): the id is lent, and the
+	// addresses of the previous stanza, already checked, are reused.
+	id := lentString(el.ID)
+	fromJID, toJID, from, to := r.lastFrom, r.lastTo, r.from, r.to
+	if fromJID == "" || string(el.From) != fromJID || string(el.To) != toJID {
+		r.scratch = append(append(r.scratch[:0], el.From...), el.To...)
+		attrs := string(r.scratch)
+		fromJID, toJID = attrs[:len(el.From)], attrs[len(el.From):]
+		var err error
+		if from, err = splitDomain(fromJID); err != nil {
+			return r.refuse(withText(stream.ImproperAddressing, "bad 'from'"))
+		}
+		if to, err = splitDomain(toJID); err != nil {
+			return r.refuse(withText(stream.ImproperAddressing, "bad 'to'"))
+		}
+		switch {
+		case from != r.from:
+			return r.refuse(withText(stream.InvalidFrom, "%s is not authenticated on this stream", from))
+		case to != r.to:
+			return r.refuse(withText(stream.HostUnknown, "%s may not send to %s on this stream", from, to))
+		}
+		r.lastFrom, r.lastTo = fromJID, toJID
 	}
 	if el.Oversize > 0 {
 		r.oversized++

@@ -141,10 +141,10 @@ func (d *recordingDialer) to(pair Pair) []*Stanza {
 	return append([]*Stanza(nil), d.sent[pair]...)
 }
 
-// TestOneAnswerPerIQ: an IQ request answered with its addresses written in
-// another case gets that answer only, not a second one (an error) when the
-// link it was written on dies afterwards; an unanswered one gets the error.
-func TestOneAnswerPerIQ(t *testing.T) {
+// iqRouter is a router for a.example (internal) allowing everything, whose
+// links keep what they are given (d) and whose bounces are IQ errors.
+func iqRouter(t *testing.T, onBounce func(*Stanza, stanza.Error)) (*Router, *recordingDialer) {
+	t.Helper()
 	pol, err := policy.Compile(config.Policy{Default: "allow"}, policy.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +155,15 @@ func TestOneAnswerPerIQ(t *testing.T) {
 	}
 	r := NewRouter(Options{Table: NewTable([]config.Domain{{Name: "a.example", Route: "10.0.0.5:5269"}}),
 		Policy: pol, Breaker: config.Breaker{Failures: 3, OpenFor: time.Second, MaxOpenFor: time.Second},
-		Dialer: d, Bouncer: bouncer})
+		Dialer: d, Bouncer: bouncer, OnBounce: onBounce})
+	return r, d
+}
+
+// TestOneAnswerPerIQ: an IQ request answered with its addresses written in
+// another case gets that answer only, not a second one (an error) when the
+// link it was written on dies afterwards; an unanswered one gets the error.
+func TestOneAnswerPerIQ(t *testing.T) {
+	r, d := iqRouter(t, nil)
 	out := Pair{From: "a.example", To: "example.org"}
 	back := Pair{From: "example.org", To: "a.example"}
 
@@ -211,18 +219,8 @@ func BenchmarkPendingIQ(b *testing.B) {
 // caller reuses): the request the router remembers and the stanza OnBounce
 // gets keep their own copy.
 func TestLentIDs(t *testing.T) {
-	pol, err := policy.Compile(config.Policy{Default: "allow"}, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &recordingDialer{}
-	bouncer := func(dst []byte, st *Stanza, e stanza.Error) ([]byte, bool) {
-		return append(dst, "<iq type='error'><"+string(e.Condition)+"/></iq>"...), true
-	}
 	var bounced []string
-	r := NewRouter(Options{Table: NewTable([]config.Domain{{Name: "a.example", Route: "10.0.0.5:5269"}}),
-		Policy: pol, Breaker: config.Breaker{Failures: 3, OpenFor: time.Second, MaxOpenFor: time.Second},
-		Dialer: d, Bouncer: bouncer, OnBounce: func(st *Stanza, e stanza.Error) { bounced = append(bounced, st.ID) }})
+	r, _ := iqRouter(t, func(st *Stanza, e stanza.Error) { bounced = append(bounced, st.ID) })
 	out := Pair{From: "a.example", To: "example.org"}
 	back := Pair{From: "example.org", To: "a.example"}
 

@@ -460,7 +460,6 @@ type reverse struct {
 	auth     policy.Auth // how the peer proved it is R
 	shard    uint32
 
-	scratch   []byte
 	lastFrom  string // the previous stanza's addresses, checked (reader only)
 	lastTo    string
 	st        routing.Stanza
@@ -524,9 +523,8 @@ func (r *reverse) stanza(el *wire.Element) error {
 	// addresses of the previous stanza, already checked, are reused.
 	id := lentString(el.ID)
 	fromJID, toJID, from, to := r.lastFrom, r.lastTo, r.from, r.to
-	if fromJID == "" || string(el.From) != fromJID || string(el.To) != toJID {
-		r.scratch = append(append(r.scratch[:0], el.From...), el.To...)
-		attrs := string(r.scratch)
+	if string(el.From) != fromJID || string(el.To) != toJID { // never equal while lastFrom is empty
+		attrs := string(el.From) + string(el.To)
 		fromJID, toJID = attrs[:len(el.From)], attrs[len(el.From):]
 		var err error
 		if from, err = splitDomain(fromJID); err != nil {

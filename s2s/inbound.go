@@ -85,7 +85,6 @@ type inConn struct {
 	shortDeadline bool
 	oversized     int            // stanzas skipped for their size (owner only)
 	stall         stallBudget    // the stream's waits on stalled links (owner only)
-	scratch       []byte         // the attributes of the stanza being read (owner only)
 	last          lastPair       // the previous stanza's addresses and pair (owner only)
 	st            routing.Stanza // the stanza being routed, lent to the router (owner only)
 	body          elemBody       // st.Body: the element with the outbound fix-ups (owner only)
@@ -1028,10 +1027,11 @@ func (c *inConn) stanza(el *wire.Element) error {
 	if len(el.To) == 0 || len(el.From) == 0 {
 		return withText(stream.ImproperAddressing, "a stanza without 'to' or 'from'")
 	}
-	fromJID, toJID, id, from, to, ps, auth, err := c.addressing(el)
+	a, err := c.addressing(el)
 	if err != nil {
 		return err
 	}
+	from, to, ps := a.from, a.to, a.ps
 	if el.Oversize > 0 {
 		// Larger than limits.max_stanza_bytes: the framer skipped it
 		// without keeping it. Its sender gets policy-violation (modify)
@@ -1053,10 +1053,10 @@ func (c *inConn) stanza(el *wire.Element) error {
 	c.body.el = el
 	c.st = routing.Stanza{
 		Kind: policy.ParseKind(el.Local), Type: stanzaType(el.Type),
-		From: fromJID, To: toJID, ID: id,
+		From: a.fromJID, To: a.toJID, ID: lentString(el.ID), // the id is lent, as Raw is
 		FromDomain: from, ToDomain: to,
 		Raw: el.Raw, Body: &c.body,
-		Face: c.face, TLS: c.tls, Auth: auth, Received: c.dr.at,
+		Face: c.face, TLS: c.tls, Auth: a.auth, Received: c.dr.at,
 		Shard: c.shard, Via: &ps.via, Defer: true, MaxWait: c.stall.maxWait(c.s.Limits.StallTimeout, c.s.Limits.StallBudget),
 		Oversize: int(el.Oversize),
 	}
@@ -1075,8 +1075,9 @@ func (c *inConn) stanza(el *wire.Element) error {
 	return nil
 }
 
-// lastPair is what inConn.stanza worked out for the previous stanza's
-// addresses: a stream carries long runs between the same two JIDs, and the
+// lastPair is what inConn.stanza works out of a stanza's addresses: the
+// JIDs, their domains and the pair's state. The stream keeps the previous
+// stanza's: a stream carries long runs between the same two JIDs, and the
 // next one that has them again needs neither their domains split nor the
 // pair looked up under c.mu. gen is c.pairsGen when it was filled: any
 // change to the stream's pairs or their authentication empties it.
@@ -1089,59 +1090,51 @@ type lastPair struct {
 }
 
 // addressing checks a stanza's from and to against the pairs authorized on
-// the stream and returns them with their domains, its id, and the pair's
-// state. From and to share one string (one allocation), or, when they are
-// the previous stanza's, are that stanza's strings (none); the domains are
-// substrings of the addresses when already in normal form. The id is lent
-// (routing.Stanza): it points into the element, valid until the next one
-// is read.
-func (c *inConn) addressing(el *wire.Element) (fromJID, toJID, id, from, to string, ps *pairState, auth policy.Auth, err error) {
-	id = lentString(el.ID)
+// the stream and returns them with their domains and the pair's state
+// (c.last, unless the pair is a multiplexed reply's).
+// From and to share one string (one allocation), or, when they are the
+// previous stanza's, are that stanza's strings (none); the domains are
+// substrings of the addresses when already in normal form.
+func (c *inConn) addressing(el *wire.Element) (*lastPair, error) {
 	if k := &c.last; k.ps != nil && k.gen == c.pairsGen.Load() &&
 		string(el.From) == k.fromJID && string(el.To) == k.toJID {
-		return k.fromJID, k.toJID, id, k.from, k.to, k.ps, k.auth, nil
+		return k, nil
 	}
-	c.scratch = append(append(c.scratch[:0], el.From...), el.To...)
-	attrs := string(c.scratch)
-	fromJID, toJID = attrs[:len(el.From)], attrs[len(el.From):]
-	if from, err = splitDomain(fromJID); err != nil {
-		return "", "", "", "", "", nil, 0, withText(stream.ImproperAddressing, "bad 'from'")
+	attrs := string(el.From) + string(el.To)
+	a := lastPair{fromJID: attrs[:len(el.From)], toJID: attrs[len(el.From):]}
+	var err error
+	if a.from, err = splitDomain(a.fromJID); err != nil {
+		return nil, withText(stream.ImproperAddressing, "bad 'from'")
 	}
-	if to, err = splitDomain(toJID); err != nil {
-		return "", "", "", "", "", nil, 0, withText(stream.ImproperAddressing, "bad 'to'")
+	if a.to, err = splitDomain(a.toJID); err != nil {
+		return nil, withText(stream.ImproperAddressing, "bad 'to'")
 	}
 	var fromOK, anyAuth bool // for the refusal only
 	c.mu.Lock()
-	gen := c.pairsGen.Load()
-	ps = c.pairs[dialback.Pair{From: from, To: to}]
-	if ps != nil {
-		auth = ps.auth
+	a.gen = c.pairsGen.Load()
+	if a.ps = c.pairs[dialback.Pair{From: a.from, To: a.to}]; a.ps != nil {
+		a.auth = a.ps.auth
 	} else {
-		_, fromOK = c.fromAuth[from]
+		_, fromOK = c.fromAuth[a.from]
 		anyAuth = len(c.fromAuth) > 0
 	}
 	c.mu.Unlock()
-	if ps != nil {
-		c.last = lastPair{fromJID: fromJID, toJID: toJID, from: from, to: to, ps: ps, auth: auth, gen: gen}
-		return fromJID, toJID, id, from, to, ps, auth, nil
-	}
 	switch {
+	case a.ps != nil:
+		c.last = a
+		return &c.last, nil
 	case !anyAuth:
-		err = withText(stream.NotAuthorized, "stanza before authentication")
+		return nil, withText(stream.NotAuthorized, "stanza before authentication")
 	case !fromOK:
-		err = withText(stream.InvalidFrom, "%s is not authenticated on this stream", from)
-	default:
-		// Not cached: the multiplexed reply's state is made afresh.
-		if ps = c.multiplexReply(from, to); ps == nil {
-			err = withText(stream.HostUnknown, "%s may not send to %s on this stream", from, to)
-		} else {
-			auth = ps.auth
-		}
+		return nil, withText(stream.InvalidFrom, "%s is not authenticated on this stream", a.from)
 	}
-	if err != nil {
-		return "", "", "", "", "", nil, 0, err
+	// Not kept for the next stanza: the multiplexed reply's state is made
+	// afresh.
+	if a.ps = c.multiplexReply(a.from, a.to); a.ps == nil {
+		return nil, withText(stream.HostUnknown, "%s may not send to %s on this stream", a.from, a.to)
 	}
-	return fromJID, toJID, id, from, to, ps, auth, nil
+	a.auth = a.ps.auth
+	return &a, nil
 }
 
 // lentString is b as a string without a copy, for as long as b is not

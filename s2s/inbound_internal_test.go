@@ -33,21 +33,21 @@ func TestAddressingCache(t *testing.T) {
 	}
 	check := func(what string, e *wire.Element, wantAuth policy.Auth, wantErr bool) {
 		t.Helper()
-		fromJID, toJID, id, from, to, ps, auth, err := c.addressing(e)
+		a, err := c.addressing(e)
 		if wantErr {
 			if err == nil {
-				t.Errorf("%s: accepted (pair %p, auth %v); want refused", what, ps, auth)
+				t.Errorf("%s: accepted (pair %p, auth %v); want refused", what, a.ps, a.auth)
 			}
 			return
 		}
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		if fromJID != string(e.From) || toJID != string(e.To) || id != string(e.ID) || from != "b.test" || to != "a.test" || ps == nil {
-			t.Errorf("%s: got %q %q %q %q %q %p", what, fromJID, toJID, id, from, to, ps)
+		if a.fromJID != string(e.From) || a.toJID != string(e.To) || a.from != "b.test" || a.to != "a.test" || a.ps == nil {
+			t.Errorf("%s: got %q %q %q %q %p", what, a.fromJID, a.toJID, a.from, a.to, a.ps)
 		}
-		if auth != wantAuth {
-			t.Errorf("%s: auth %v, want %v", what, auth, wantAuth)
+		if a.auth != wantAuth {
+			t.Errorf("%s: auth %v, want %v", what, a.auth, wantAuth)
 		}
 	}
 

@@ -164,8 +164,7 @@ func (s *Server) newLink(pair routing.Pair, report func(error)) *link {
 // limits.write_timeout.
 func (l *link) Enqueue(st *routing.Stanza) error {
 	l.mu.Lock()
-	if !l.closed && !l.draining && l.up && (l.qn == 0 ||
-		l.qn < l.s.Limits.QueueStanzas && l.qbytes+len(st.Raw) <= l.s.Limits.QueueBytes) {
+	if !l.closed && !l.draining && l.up && l.fits(len(st.Raw)) {
 		// The usual case, without the deferred calls of the waits below.
 		err := l.add(st)
 		l.mu.Unlock()
@@ -180,8 +179,7 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 		switch {
 		case l.closed || l.draining:
 			return routing.ErrClosed
-		case l.qn == 0, // one stanza always fits: its size was checked on reading
-			l.qn < l.s.Limits.QueueStanzas && l.qbytes+len(st.Raw) <= l.s.Limits.QueueBytes:
+		case l.fits(len(st.Raw)):
 			if !l.up && l.gate != nil {
 				// Towards an internal route, what waits for links to come
 				// up is bounded for the route, all pairs together.
@@ -230,6 +228,13 @@ func (l *link) Enqueue(st *routing.Stanza) error {
 			return routing.ErrQueueFull
 		}
 	}
+}
+
+// fits reports whether a stanza of n bytes fits the queue bounds
+// (limits.queue_stanzas, queue_bytes). One stanza always fits: its size was
+// checked on reading. l.mu must be held.
+func (l *link) fits(n int) bool {
+	return l.qn == 0 || l.qn < l.s.Limits.QueueStanzas && l.qbytes+n <= l.s.Limits.QueueBytes
 }
 
 // add appends st to the current batch, unless it is larger than the peer

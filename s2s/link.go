@@ -841,28 +841,42 @@ func (l *link) write(o *outStream, q []*batch) error {
 			l.sm.shared.writing(q) // the peer may acknowledge them before wrote records them
 		}
 	}
+	// The batches' TLS records are gathered (holdConn) and written in one
+	// call per holdBytes; a batch is written once the call that carries
+	// its end returns.
+	o.hold.hold()
+	defer o.hold.release()
+	done := 0 // q[:done] are written
 	for i, b := range q {
 		l.s.Router.Settle(routing.Sending, l.pair, b.recs, nil)
-		if err := o.w.WriteDirect(b.buf); err != nil {
+		err := o.w.WriteDirect(b.buf)
+		if err == nil && (i == len(q)-1 || o.hold.held() >= holdBytes) {
+			if err = o.hold.flush(); err == nil {
+				for _, b := range q[done : i+1] {
+					if l.sm == nil {
+						l.s.Router.Settle(routing.Written, l.pair, b.recs, nil)
+					}
+					l.written.Add(int64(len(b.recs)))
+					l.bytesOut.Add(int64(len(b.buf)))
+				}
+				done = i + 1
+			}
+		}
+		if err != nil {
 			if l.sm != nil {
-				l.sm.wrote(q[:i], now) // written: the peer may have them
+				l.sm.wrote(q[:done], now) // written: the peer may have them
 			} else {
-				for _, b := range q[:i] {
+				for _, b := range q[:done] {
 					b.release()
 				}
 			}
 			failed := routing.Timeout(fmt.Errorf("writing to %s: %w", l.pair.To, err))
-			for _, b := range q[i:] {
+			for _, b := range q[done:] {
 				l.s.Router.Settle(routing.Failed, l.pair, b.stanzas(), failed)
 				b.release()
 			}
 			return err
 		}
-		if l.sm == nil {
-			l.s.Router.Settle(routing.Written, l.pair, b.recs, nil)
-		}
-		l.written.Add(int64(len(b.recs)))
-		l.bytesOut.Add(int64(len(b.buf)))
 	}
 	if l.sm != nil {
 		l.sm.wrote(q, now)

@@ -216,3 +216,84 @@ func TestLinkCopiesLentIDs(t *testing.T) {
 	}
 	b2.release()
 }
+
+// countConn counts the writes that reach the connection under it.
+type countConn struct {
+	net.Conn
+	calls int
+}
+
+func (c *countConn) Write(p []byte) (int, error) {
+	c.calls++
+	return c.Conn.Write(p)
+}
+
+// TestLinkWriteGathers: a writer that finds several batches queued writes
+// them to the socket in one call per holdBytes (holdConn), not one per
+// batch (per TLS record, under TLS); each batch counts as written only once
+// the call that carries its end returned, and a failed call leaves none of
+// its batches counted.
+func TestLinkWriteGathers(t *testing.T) {
+	s := testServer(t, config.Limits{QueueStanzas: 10_000, QueueBytes: 4 << 20, WriteTimeout: 5 * time.Second}, []config.Domain{{Name: "a.test"}})
+	l := s.newLink(routing.Pair{From: "a.test", To: "b.test"}, func(error) {})
+	l.up = true
+	raw := []byte("<message from='u@a.test' to='v@b.test'><body>" + strings.Repeat("x", 900) + "</body></message>")
+	const n = 200 // about 190 KiB: three batches and part of a fourth
+	var want []byte
+	for range n {
+		st := routing.Stanza{Kind: 1, From: "u@a.test", To: "v@b.test", FromDomain: "a.test", ToDomain: "b.test", Raw: raw}
+		if err := l.Enqueue(&st); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, raw...)
+	}
+	q := l.take(nil)
+	if len(q) < 3 {
+		t.Fatalf("%d batches queued, want at least 3", len(q))
+	}
+
+	ours, theirs := net.Pipe()
+	cc := &countConn{Conn: ours}
+	hc := newHoldConn(cc).(*holdConn)
+	o := &outStream{s: s, raw: hc, conn: hc, w: wire.NewWriter(hc), hold: hc}
+	got := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(theirs)
+		got <- b
+	}()
+	if err := l.write(o, q); err != nil {
+		t.Fatal(err)
+	}
+	ours.Close()
+	if b := <-got; string(b) != string(want) {
+		t.Fatalf("the peer read %d bytes, want the %d written, in order", len(b), len(want))
+	}
+	if wantCalls := (len(want) + holdBytes - 1) / holdBytes; cc.calls > wantCalls {
+		t.Errorf("%d batches took %d writes to the socket, want at most %d", len(q), cc.calls, wantCalls)
+	}
+	if w := l.written.Load(); w != n {
+		t.Errorf("%d stanzas counted written, want %d", w, n)
+	}
+	if hc.holding || hc.buf != nil {
+		t.Error("the writer still holds the socket after its write")
+	}
+
+	// A peer gone: the write fails, and nothing of it counts as written.
+	// (The relay's own stanzas, so that the failure drops them rather than
+	// route bounces, which this bare server cannot.)
+	for range n {
+		st := routing.Stanza{Kind: 1, From: "u@a.test", To: "v@b.test", FromDomain: "a.test", ToDomain: "b.test", Raw: raw, Own: true}
+		if err := l.Enqueue(&st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.write(o, l.take(nil)); err == nil {
+		t.Fatal("a write to a closed connection succeeded")
+	}
+	if w := l.written.Load(); w != n {
+		t.Errorf("%d stanzas counted written after a failed write, want still %d", w, n)
+	}
+	if dropped := s.Router.(*routing.Router).Stats().BouncesDropped.Load(); dropped != n {
+		t.Errorf("%d stanzas of the failed write settled as failed, want %d", dropped, n)
+	}
+}

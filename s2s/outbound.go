@@ -43,6 +43,9 @@ type outStream struct {
 	// rev, when the relay asked for XEP-0288 bidi, reads the peer's
 	// stanzas on this stream (bidi.go); nil otherwise.
 	rev *reverse
+	// hold is the socket's holdConn (dialled streams; nil on an inbound
+	// stream's bidi side, where writes go one by one).
+	hold *holdConn
 }
 
 // dial connects to remote: an internal domain at its configured route, any
@@ -57,6 +60,19 @@ func (s *Server) dial(ctx context.Context, local, remote string) (*resolve.Conn,
 			return &tls.Config{ServerName: domain, NextProtos: []string{resolve.ALPN}, InsecureSkipVerify: true}
 		}
 		return cfg
+	}
+	// The socket goes under a holdConn (TLS, direct or STARTTLS, above
+	// it): a link's writer writes its records in one call (holdconn.go).
+	dial := d.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	d.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return newHoldConn(c), nil
 	}
 	var c *resolve.Conn
 	var err error
@@ -104,6 +120,7 @@ func (s *Server) openStreamAside(ctx context.Context, local, remote string) (*ou
 		o.conn, o.tls = tc, true
 	}
 	o.dr = &deadlineReader{raw: rc, conn: o.conn}
+	o.hold = holdConnOf(rc)
 	o.r = wire.NewReader(o.dr, s.limits())
 	o.w = wire.NewWriter(o.conn)
 	if dl, ok := ctx.Deadline(); ok {

@@ -161,7 +161,15 @@ func (r *Router) Route(st *Stanza) {
 		r.iqs.answered(st)
 	}
 	t := r.table.Load()
-	fromIn, toIn := t.IsInternal(st.FromDomain), t.IsInternal(st.ToDomain)
+	var fromIn, toIn bool
+	if v := st.Via; v != nil && v.table == t {
+		fromIn, toIn = v.fromIn, v.toIn // the pair's last stanza, under the same table
+	} else {
+		fromIn, toIn = t.IsInternal(st.FromDomain), t.IsInternal(st.ToDomain)
+		if v != nil {
+			v.table, v.fromIn, v.toIn = t, fromIn, toIn
+		}
+	}
 	var dir policy.Direction
 	var remote string
 	switch {
@@ -218,15 +226,15 @@ func (r *Router) Route(st *Stanza) {
 // deliver hands st to the link of its pair: the one its stream cached in
 // st.Via if that one still takes stanzas, else the Dialer's.
 func (r *Router) deliver(st *Stanza) {
-	if st.Via != nil && *st.Via != nil {
-		err := (*st.Via).Enqueue(st)
+	if st.Via != nil && st.Via.Link != nil {
+		err := st.Via.Link.Enqueue(st)
 		if !errors.Is(err, ErrClosed) {
 			if err != nil {
 				r.fail(st, err)
 			}
 			return
 		}
-		*st.Via = nil // retired: ask the Dialer for its successor
+		st.Via.Link = nil // retired: ask the Dialer for its successor
 	}
 	pair := Pair{From: st.FromDomain, To: st.ToDomain}
 	var err error
@@ -236,7 +244,7 @@ func (r *Router) deliver(st *Stanza) {
 		var link Link
 		if link, err = r.dialer.Link(pair, r.admit); err == nil {
 			if err = link.Enqueue(st); err == nil && st.Via != nil {
-				*st.Via = link
+				st.Via.Link = link
 			}
 		}
 		if !errors.Is(err, ErrClosed) {

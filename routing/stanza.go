@@ -59,12 +59,12 @@ type Stanza struct {
 	// Shard is the number of the stream that read the stanza: counters add
 	// to its shard (see Counter).
 	Shard uint32
-	// Via, if not nil, is where the reading stream caches the link of the
-	// stanza's pair: Route tries it before asking the Dialer, and stores
-	// the link it used. Only the stream's owner goroutine may use it.
-	Via *Link
+	// Via, if not nil, is what the reading stream keeps for the stanza's
+	// pair between its stanzas (see Via). Only the stream's owner goroutine
+	// may use it.
+	Via *Via
 	// Defer lets the link leave its writer asleep: the stream that read the
-	// stanza wakes the link in st.Via (Link.Wake) before it waits for more
+	// stanza wakes the link in st.Via.Link (Link.Wake) before it waits for more
 	// input, so that the stanzas of one read go out in one write instead
 	// of one wake-up (and system call) each.
 	Defer bool
@@ -200,4 +200,18 @@ func stanzaError(err error) stanza.Error {
 	}
 	return stanza.Error{Type: stanza.Wait, Condition: stanza.RemoteServerTimeout,
 		Text: map[string]string{"": fmt.Sprint(err)}}
+}
+
+// Via is what a reading stream keeps for one of its domain pairs, from one
+// of the pair's stanzas to the next (Stanza.Via): the link they went to,
+// and which of the pair's domains are internal under the table the router
+// had then, so that Route looks neither up again while both hold. Route
+// reads and writes it; the stream only reads Link (to wake it).
+type Via struct {
+	// Link is the link of the pair's last stanza; Route tries it before
+	// asking the Dialer, and stores the link it used.
+	Link Link
+
+	table        *Table // fromIn and toIn hold under this table
+	fromIn, toIn bool
 }

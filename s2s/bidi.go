@@ -464,7 +464,7 @@ type reverse struct {
 	lastTo    string
 	st        routing.Stanza
 	body      elemBody
-	via       routing.Link // the link of (from → to), cached
+	via       routing.Via  // what the router keeps of (from → to) between its stanzas
 	asleep    routing.Link // given stanzas with Defer, to wake before the next read
 	oversized int
 	events    eventLog // events the peer can repeat, logged once a minute with a count
@@ -565,10 +565,10 @@ func (r *reverse) stanza(el *wire.Element) error {
 		Oversize: int(el.Oversize),
 	}
 	s.Router.Route(&r.st)
-	if r.asleep != nil && r.asleep != r.via {
+	if r.asleep != nil && r.asleep != r.via.Link {
 		r.asleep.Wake()
 	}
-	r.asleep = r.via
+	r.asleep = r.via.Link
 	waited := r.st.Waited
 	r.st, r.body.el = routing.Stanza{}, nil
 	if waited > 0 {

@@ -797,9 +797,9 @@ func (c *inConn) dirIn() policy.Direction {
 // pairState is what an inbound stream keeps of a pair authorized on it.
 type pairState struct {
 	auth policy.Auth // how it was authorized (guarded by inConn.mu)
-	// via caches the link of the pair (Stanza.Via): only the stream's
-	// owner goroutine reads or writes it.
-	via routing.Link
+	// via is what the router keeps of the pair between its stanzas
+	// (Stanza.Via): only the stream's owner goroutine reads or writes it.
+	via routing.Via
 }
 
 // forgetPairs forgets every pair authorized on the stream (a restart).
@@ -1061,7 +1061,7 @@ func (c *inConn) stanza(el *wire.Element) error {
 		Oversize: int(el.Oversize),
 	}
 	c.s.Router.Route(&c.st)
-	if l := ps.via; l != nil && (len(c.asleep) == 0 || c.asleep[len(c.asleep)-1] != l) {
+	if l := ps.via.Link; l != nil && (len(c.asleep) == 0 || c.asleep[len(c.asleep)-1] != l) {
 		if len(c.asleep) >= 16 {
 			c.wakeLinks() // many pairs in one read: wake them in groups
 		}

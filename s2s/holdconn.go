@@ -25,6 +25,7 @@ type holdConn struct {
 	mu      sync.Mutex // writes come from the link's writer, or from TLS answering the peer on the reader's goroutine
 	holding bool
 	buf     []byte
+	bufp    *[]byte // where buf came from in holdBufs, to put it back without allocating
 }
 
 // holdBufs recycles the buffers of holdConns, which hold one only while
@@ -62,7 +63,8 @@ func (c *holdConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	if c.holding {
 		if c.buf == nil {
-			c.buf = (*holdBufs.Get().(*[]byte))[:0]
+			c.bufp = holdBufs.Get().(*[]byte)
+			c.buf = (*c.bufp)[:0]
 		}
 		c.buf = append(c.buf, p...)
 		c.mu.Unlock()
@@ -116,9 +118,9 @@ func (c *holdConn) release() {
 	c.mu.Lock()
 	c.holding = false
 	if c.buf != nil && cap(c.buf) <= holdCap {
-		b := c.buf[:0]
-		holdBufs.Put(&b)
+		*c.bufp = c.buf[:0]
+		holdBufs.Put(c.bufp)
 	}
-	c.buf = nil
+	c.buf, c.bufp = nil, nil
 	c.mu.Unlock()
 }

@@ -297,3 +297,25 @@ func TestLinkWriteGathers(t *testing.T) {
 		t.Errorf("%d stanzas of the failed write settled as failed, want %d", dropped, n)
 	}
 }
+
+// TestHoldConnAllocs: a write cycle of a holdConn (hold, writes, flush,
+// release) allocates nothing once its pool has a buffer.
+func TestHoldConnAllocs(t *testing.T) {
+	ours, theirs := net.Pipe()
+	defer ours.Close()
+	go io.Copy(io.Discard, theirs)
+	hc := newHoldConn(ours).(*holdConn)
+	p := make([]byte, 16<<10)
+	n := testing.AllocsPerRun(100, func() {
+		hc.hold()
+		hc.Write(p)
+		hc.Write(p)
+		if err := hc.flush(); err != nil {
+			t.Fatal(err)
+		}
+		hc.release()
+	})
+	if n != 0 {
+		t.Errorf("a holdConn write cycle allocates %v times, want none", n)
+	}
+}

@@ -256,6 +256,68 @@ func (r *Router) deliver(st *Stanza) {
 	}
 }
 
+// A Tally sums, as a link takes its stanzas, what Settle needs of them
+// once they are written: how many are the relay's own, how many of each
+// face and kind, and how many are IQ requests to track. A link that keeps
+// one per batch settles it with SettleTally, which reads the records only
+// when one is a request to track: the records stay in the cache of the
+// goroutine that wrote them rather than cross to the writer's CPU and
+// back (issue 11).
+type Tally struct {
+	traffic  trafficTally
+	n, own   int64
+	requests int
+	shard    uint32 // the first stanza's
+}
+
+// Add counts st, a stanza the link took.
+func (t *Tally) Add(st *Stanza) {
+	if t.n == 0 {
+		t.shard = st.Shard
+	}
+	t.n++
+	if st.Own {
+		t.own++
+		return
+	}
+	t.traffic.add(st)
+	if isRequest(st) {
+		t.requests++
+	}
+}
+
+// SettleTally is Settle for a batch of stanzas (sts) that t counted as the
+// link took them. With Sending and Written it reads no record unless one
+// is an IQ request to track; other fates are Settle's.
+func (r *Router) SettleTally(f Fate, pair Pair, sts []Stanza, t *Tally) {
+	switch f {
+	case Sending:
+		if t.requests > 0 {
+			r.Settle(Sending, pair, sts, nil)
+		}
+	case Written:
+		if t.n > 0 {
+			r.delivered(Written, t)
+		}
+	default:
+		r.Settle(f, pair, sts, nil)
+	}
+}
+
+// delivered counts written (or acknowledged) stanzas.
+func (r *Router) delivered(f Fate, t *Tally) {
+	r.stats.Traffic.out(t.shard, &t.traffic)
+	if theirs := t.n - t.own; theirs > 0 {
+		r.stats.Delivered.AddAt(t.shard, theirs)
+		if f == Acked {
+			r.stats.Acknowledged.AddAt(t.shard, theirs)
+		}
+	}
+	if t.own > 0 {
+		r.stats.BouncesDelivered.AddAt(t.shard, t.own)
+	}
+}
+
 // maxAttempts bounds how many links a stanza may be handed to: a link that
 // retires (idle, closed by its peer) with stanzas queued hands them to a new
 // one, but a peer that keeps accepting and dropping streams must not keep a
@@ -278,26 +340,11 @@ func (r *Router) Settle(f Fate, pair Pair, sts []Stanza, err error) {
 		if len(sts) == 0 {
 			return
 		}
-		var own int64
-		var tally trafficTally
+		var t Tally
 		for i := range sts {
-			if sts[i].Own {
-				own++
-			} else {
-				tally.add(&sts[i])
-			}
+			t.Add(&sts[i])
 		}
-		shard := sts[0].Shard
-		r.stats.Traffic.out(shard, &tally)
-		if theirs := int64(len(sts)) - own; theirs > 0 {
-			r.stats.Delivered.AddAt(shard, theirs)
-			if f == Acked {
-				r.stats.Acknowledged.AddAt(shard, theirs)
-			}
-		}
-		if own > 0 {
-			r.stats.BouncesDelivered.AddAt(shard, own)
-		}
+		r.delivered(f, &t)
 	case Failed:
 		r.undelivered(err, sts)
 	case Retired:

@@ -93,6 +93,10 @@ type batch struct {
 	// Records leave the batch only through Settle, which copies what it
 	// keeps, and stanzas(), which gives them ids of their own.
 	ids []byte
+	// tally is what the router needs of recs once they are written,
+	// counted by the producers as they add them (routing.Tally): the
+	// writer settles the batch without reading its records.
+	tally routing.Tally
 }
 
 // batchBytes is the room of a batch's buffer. Producers start a new batch
@@ -113,8 +117,14 @@ const firstBatchBytes = 2 << 10
 var firstBatches = sync.Pool{New: func() any { return &batch{buf: make([]byte, 0, firstBatchBytes)} }}
 
 func (b *batch) release() {
-	clear(b.recs) // no strings kept alive by a pooled batch
+	// The records are not cleared: clearing them was the writer's last
+	// touch of their cache lines, which the next producer then had to take
+	// back from the writer's CPU (issue 11). A pooled batch keeps the
+	// strings of its last records alive (their addresses; the ids are in
+	// b.ids) until its next use, or until the pool drops it at the second
+	// garbage collection: no more than the batch held while it was in use.
 	b.recs, b.ends, b.ids = b.recs[:0], b.ends[:0], b.ids[:0]
+	b.tally = routing.Tally{}
 	b.buf = b.buf[:0]
 	switch cap(b.buf) {
 	case batchBytes:
@@ -279,6 +289,7 @@ func (l *link) add(st *routing.Stanza) error {
 		b.ids = append(b.ids, st.ID...)
 		r.ID = unsafe.String(&b.ids[len(b.ids)-n], n)
 	}
+	b.tally.Add(r)
 	if !st.Defer || l.qbytes >= deferLimit {
 		l.signal()
 	}
@@ -848,13 +859,13 @@ func (l *link) write(o *outStream, q []*batch) error {
 	defer o.hold.release()
 	done := 0 // q[:done] are written
 	for i, b := range q {
-		l.s.Router.Settle(routing.Sending, l.pair, b.recs, nil)
+		l.s.Router.SettleTally(routing.Sending, l.pair, b.recs, &b.tally)
 		err := o.w.WriteDirect(b.buf)
 		if err == nil && (i == len(q)-1 || o.hold.held() >= holdBytes) {
 			if err = o.hold.flush(); err == nil {
 				for _, b := range q[done : i+1] {
 					if l.sm == nil {
-						l.s.Router.Settle(routing.Written, l.pair, b.recs, nil)
+						l.s.Router.SettleTally(routing.Written, l.pair, b.recs, &b.tally)
 					}
 					l.written.Add(int64(len(b.recs)))
 					l.bytesOut.Add(int64(len(b.buf)))

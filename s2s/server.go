@@ -41,6 +41,9 @@ type Routing interface {
 	// Settle reports the fate of stanzas a link took, or of the link
 	// (routing.Router.Settle).
 	Settle(f routing.Fate, pair routing.Pair, sts []routing.Stanza, err error)
+	// SettleTally is Settle for a batch the link counted as it took it
+	// (routing.Router.SettleTally).
+	SettleTally(f routing.Fate, pair routing.Pair, sts []routing.Stanza, t *routing.Tally)
 	// Reachable says an inbound stream from domain authenticated: the
 	// domain is up.
 	Reachable(domain string)

@@ -286,9 +286,9 @@ func (t *Tally) Add(st *Stanza) {
 	}
 }
 
-// SettleTally is Settle for a batch of stanzas (sts) that t counted as the
-// link took them. With Sending and Written it reads no record unless one
-// is an IQ request to track; other fates are Settle's.
+// SettleTally is Settle with Sending or Written for a batch of stanzas
+// (sts) that t counted as the link took them: it reads no record unless
+// one is an IQ request to track. The other fates go through Settle.
 func (r *Router) SettleTally(f Fate, pair Pair, sts []Stanza, t *Tally) {
 	switch f {
 	case Sending:
@@ -299,8 +299,6 @@ func (r *Router) SettleTally(f Fate, pair Pair, sts []Stanza, t *Tally) {
 		if t.n > 0 {
 			r.delivered(Written, t)
 		}
-	default:
-		r.Settle(f, pair, sts, nil)
 	}
 }
 

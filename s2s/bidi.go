@@ -524,15 +524,11 @@ func (r *reverse) stanza(el *wire.Element) error {
 	id := lentString(el.ID)
 	fromJID, toJID, from, to := r.lastFrom, r.lastTo, r.from, r.to
 	if string(el.From) != fromJID || string(el.To) != toJID { // never equal while lastFrom is empty
-		attrs := string(el.From) + string(el.To)
-		fromJID, toJID = attrs[:len(el.From)], attrs[len(el.From):]
-		var err error
-		if from, err = splitDomain(fromJID); err != nil {
-			return r.refuse(withText(stream.ImproperAddressing, "bad 'from'"))
+		a, se, ok := splitAddresses(el)
+		if !ok {
+			return r.refuse(se)
 		}
-		if to, err = splitDomain(toJID); err != nil {
-			return r.refuse(withText(stream.ImproperAddressing, "bad 'to'"))
-		}
+		fromJID, toJID, from, to = a.fromJID, a.toJID, a.from, a.to
 		switch {
 		case from != r.from:
 			return r.refuse(withText(stream.InvalidFrom, "%s is not authenticated on this stream", from))

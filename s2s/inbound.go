@@ -1100,14 +1100,9 @@ func (c *inConn) addressing(el *wire.Element) (*lastPair, error) {
 		string(el.From) == k.fromJID && string(el.To) == k.toJID {
 		return k, nil
 	}
-	attrs := string(el.From) + string(el.To)
-	a := lastPair{fromJID: attrs[:len(el.From)], toJID: attrs[len(el.From):]}
-	var err error
-	if a.from, err = splitDomain(a.fromJID); err != nil {
-		return nil, withText(stream.ImproperAddressing, "bad 'from'")
-	}
-	if a.to, err = splitDomain(a.toJID); err != nil {
-		return nil, withText(stream.ImproperAddressing, "bad 'to'")
+	a, se, ok := splitAddresses(el)
+	if !ok {
+		return nil, se
 	}
 	var fromOK, anyAuth bool // for the refusal only
 	c.mu.Lock()
@@ -1135,6 +1130,22 @@ func (c *inConn) addressing(el *wire.Element) (*lastPair, error) {
 	}
 	a.auth = a.ps.auth
 	return &a, nil
+}
+
+// splitAddresses returns a lastPair with a stanza's from and to (sharing
+// one string: one allocation) and their domains; if one is not a JID, ok is
+// false and se is the stream error to close with.
+func splitAddresses(el *wire.Element) (a lastPair, se stream.Error, ok bool) {
+	attrs := string(el.From) + string(el.To)
+	a.fromJID, a.toJID = attrs[:len(el.From)], attrs[len(el.From):]
+	var err error
+	if a.from, err = splitDomain(a.fromJID); err != nil {
+		return a, withText(stream.ImproperAddressing, "bad 'from'"), false
+	}
+	if a.to, err = splitDomain(a.toJID); err != nil {
+		return a, withText(stream.ImproperAddressing, "bad 'to'"), false
+	}
+	return a, se, true
 }
 
 // lentString is b as a string without a copy, for as long as b is not

@@ -863,13 +863,7 @@ func (l *link) write(o *outStream, q []*batch) error {
 		err := o.w.WriteDirect(b.buf)
 		if err == nil && (i == len(q)-1 || o.hold.held() >= holdBytes) {
 			if err = o.hold.flush(); err == nil {
-				for _, b := range q[done : i+1] {
-					if l.sm == nil {
-						l.s.Router.SettleTally(routing.Written, l.pair, b.recs, &b.tally)
-					}
-					l.written.Add(int64(len(b.recs)))
-					l.bytesOut.Add(int64(len(b.buf)))
-				}
+				l.countWritten(q[done : i+1])
 				done = i + 1
 			}
 		}
@@ -897,6 +891,19 @@ func (l *link) write(o *outStream, q []*batch) error {
 		b.release()
 	}
 	return nil
+}
+
+// countWritten counts the batches of bs as written, once the call that carried
+// their ends has returned, and settles them (with stream management, the
+// peer's acknowledgement settles them).
+func (l *link) countWritten(bs []*batch) {
+	for _, b := range bs {
+		if l.sm == nil {
+			l.s.Router.SettleTally(routing.Written, l.pair, b.recs, &b.tally)
+		}
+		l.written.Add(int64(len(b.recs)))
+		l.bytesOut.Add(int64(len(b.buf)))
+	}
 }
 
 // answerAck answers the peer's acknowledgement request on our outbound

@@ -239,14 +239,18 @@ func TestLinkWriteGathers(t *testing.T) {
 	l.up = true
 	raw := []byte("<message from='u@a.test' to='v@b.test'><body>" + strings.Repeat("x", 900) + "</body></message>")
 	const n = 200 // about 190 KiB: three batches and part of a fourth
-	var want []byte
-	for range n {
-		st := routing.Stanza{Kind: 1, From: "u@a.test", To: "v@b.test", FromDomain: "a.test", ToDomain: "b.test", Raw: raw}
-		if err := l.Enqueue(&st); err != nil {
-			t.Fatal(err)
+	enqueue := func(own bool) []byte {
+		var all []byte
+		for range n {
+			st := routing.Stanza{Kind: 1, From: "u@a.test", To: "v@b.test", FromDomain: "a.test", ToDomain: "b.test", Raw: raw, Own: own}
+			if err := l.Enqueue(&st); err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, raw...)
 		}
-		want = append(want, raw...)
+		return all
 	}
+	want := enqueue(false)
 	q := l.take(nil)
 	if len(q) < 3 {
 		t.Fatalf("%d batches queued, want at least 3", len(q))
@@ -281,12 +285,7 @@ func TestLinkWriteGathers(t *testing.T) {
 	// A peer gone: the write fails, and nothing of it counts as written.
 	// (The relay's own stanzas, so that the failure drops them rather than
 	// route bounces, which this bare server cannot.)
-	for range n {
-		st := routing.Stanza{Kind: 1, From: "u@a.test", To: "v@b.test", FromDomain: "a.test", ToDomain: "b.test", Raw: raw, Own: true}
-		if err := l.Enqueue(&st); err != nil {
-			t.Fatal(err)
-		}
-	}
+	enqueue(true)
 	if err := l.write(o, l.take(nil)); err == nil {
 		t.Fatal("a write to a closed connection succeeded")
 	}

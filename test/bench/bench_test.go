@@ -136,8 +136,18 @@ func TestStampID(t *testing.T) {
 
 func TestSamplesAndSpread(t *testing.T) {
 	var s Samples
-	for i := 1; i <= 1000; i++ {
+	for i := 1; i <= 10; i++ {
 		s.Add(time.Duration(i) * time.Millisecond)
+	}
+	// Reserve keeps what was added, and what it reserved takes the rest
+	// without the slice moving.
+	s.Reserve(990)
+	first := &s.d[0]
+	for i := 11; i <= 1000; i++ {
+		s.Add(time.Duration(i) * time.Millisecond)
+	}
+	if &s.d[0] != first {
+		t.Errorf("the samples moved after Reserve(990): it did not make room")
 	}
 	p := s.Summary()
 	if p.P50 != 500 || p.P99 != 990 || p.P999 != 999 || p.Max != 1000 || p.N != 1000 {

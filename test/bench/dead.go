@@ -131,6 +131,8 @@ func deadOnce(ctx context.Context, e *env, res *Result, rep, n int, phase, settl
 		first, open, queued Samples
 		seen                = make([]bool, n)
 	)
+	first.Reserve(n)
+	open.Reserve(n * int(phase.Seconds()+1)) // one message per dead domain per second
 	w.In.OnError(func(id, raw []byte, lat time.Duration) {
 		// id: t<nanos>-d<i>-<seq>
 		k := bytes.Index(id, []byte("-d"))
@@ -262,24 +264,24 @@ func deadOnce(ctx context.Context, e *env, res *Result, rep, n int, phase, settl
 // paced sends stamped messages on s at rate per second for d and returns
 // the latencies sink saw and how many it sent.
 func paced(ctx context.Context, s *peer.Outbound, sink *Sink, from, to string, rate float64, d time.Duration) (Samples, int, error) {
-	sink.Record(true)
+	sink.Record(true, int(rate*d.Seconds())+1000)
 	start := sink.Stanzas.Load()
 	t0 := time.Now()
 	sent := 0
 	tick := time.NewTicker(time.Millisecond)
-	var buf []byte
+	var buf, id []byte
 	for time.Since(t0) < d {
 		<-tick.C
 		due := int(time.Since(t0).Seconds() * rate)
 		buf = buf[:0]
-		now := time.Now()
+		id = stampID(id[:0], time.Now(), "h")
 		for ; sent < due; sent++ {
-			buf = appendMessage(buf, from, to, stampID(nil, now, "h"))
+			buf = appendMessage(buf, from, to, id)
 		}
 		if len(buf) > 0 {
 			if _, err := s.Write(buf); err != nil {
 				tick.Stop()
-				sink.Record(false)
+				sink.Record(false, 0)
 				return Samples{}, sent, err
 			}
 		}
@@ -289,5 +291,5 @@ func paced(ctx context.Context, s *peer.Outbound, sink *Sink, from, to string, r
 	}
 	tick.Stop()
 	waitArrival(ctx, &sink.Stanzas, start+int64(sent), 10*time.Second)
-	return sink.Record(false), sent, ctx.Err()
+	return sink.Record(false, 0), sent, ctx.Err()
 }

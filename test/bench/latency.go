@@ -131,14 +131,15 @@ func latency(ctx context.Context, e *env, res *Result) error {
 // rate per second, and returns the latencies the sink saw and how many did
 // not arrive within 10 s of the last send.
 func measureLatency(ctx context.Context, s *peer.Outbound, sink *Sink, from, to string, rate float64, n int) (Samples, int, error) {
-	sink.Record(true)
-	defer sink.Record(false)
+	sink.Record(true, n)
+	defer sink.Record(false, 0)
 	start := sink.Stanzas.Load()
-	var buf []byte
+	var buf, id []byte
 	if rate <= 0 {
 		for i := 0; i < n; i++ {
 			want := start + int64(i) + 1
-			buf = appendMessage(buf[:0], from, to, stampID(nil, time.Now(), "l"))
+			id = stampID(id[:0], time.Now(), "l")
+			buf = appendMessage(buf[:0], from, to, id)
 			if _, err := s.Write(buf); err != nil {
 				return Samples{}, 0, err
 			}
@@ -148,18 +149,31 @@ func measureLatency(ctx context.Context, s *peer.Outbound, sink *Sink, from, to 
 		}
 	} else {
 		// Pace in ticks of 1 ms: each tick sends what the rate allows so
-		// far, each stanza stamped when written.
+		// far, each stanza stamped when written. The first warmup of it
+		// goes unstamped, so the sink does not record it: after the pause
+		// before each phase, the first tens of ms at the new pace found
+		// the path cold (pooled buffers given back while idle, the
+		// sockets' windows), and the sender's writes blocked for 1–4 ms
+		// and went out in catch-up bursts of up to 2 MB, 14 ms of traffic
+		// under one stamp. That is the start of a phase, not its steady
+		// state, and in a 1 s quick run it alone set the p99.
+		warm := int(rate * latencyWarmup.Seconds())
+		total := warm + n
 		t0 := time.Now()
 		sent := 0
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
-		for sent < n {
+		for sent < total {
 			<-tick.C
-			due := min(n, int(time.Since(t0).Seconds()*rate))
+			due := min(total, int(time.Since(t0).Seconds()*rate))
 			buf = buf[:0]
-			now := time.Now()
+			id = stampID(id[:0], time.Now(), "l")
 			for ; sent < due; sent++ {
-				buf = appendMessage(buf, from, to, stampID(nil, now, "l"))
+				if sent < warm {
+					buf = appendMessage(buf, from, to, warmID)
+				} else {
+					buf = appendMessage(buf, from, to, id)
+				}
 			}
 			if len(buf) > 0 {
 				if _, err := s.Write(buf); err != nil {
@@ -170,11 +184,17 @@ func measureLatency(ctx context.Context, s *peer.Outbound, sink *Sink, from, to 
 				return Samples{}, 0, ctx.Err()
 			}
 		}
-		waitArrival(ctx, &sink.Stanzas, start+int64(n), 10*time.Second)
+		waitArrival(ctx, &sink.Stanzas, start+int64(total), 10*time.Second)
 	}
-	got := sink.Record(false)
+	got := sink.Record(false, 0)
 	return got, n - got.Len(), nil
 }
+
+// latencyWarmup is how long each paced phase runs before its stanzas are
+// measured; warmID is the id they carry, which sentAt does not read.
+const latencyWarmup = 300 * time.Millisecond
+
+var warmID = []byte("warmup")
 
 // waitArrival waits until counter reaches want, spinning briefly before
 // sleeping so that one-in-flight measurements are not paced by the timer.

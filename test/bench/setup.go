@@ -36,7 +36,7 @@ func setup(ctx context.Context, e *env, res *Result) error {
 			defer closeAll(burst)
 
 			// Paced.
-			w.Out.Record(true)
+			w.Out.Record(true, n)
 			win := w.begin()
 			t0 := time.Now()
 			for i := 0; i < n; i++ {
@@ -51,7 +51,7 @@ func setup(ctx context.Context, e *env, res *Result) error {
 				return fmt.Errorf("paced: %d of %d arrived", w.Out.Stanzas.Load(), n)
 			}
 			sp := win.end()
-			lat := w.Out.Record(false)
+			lat := w.Out.Record(false, 0)
 			pc := lat.Summary()
 			cs.add(fmt.Sprintf("paced, %d domains at %.0f/s", n, rate), map[string]float64{
 				"setups_per_cpu_s":      float64(n) / sp.CPU,
@@ -64,7 +64,7 @@ func setup(ctx context.Context, e *env, res *Result) error {
 			// Burst: every fresh domain's first message in one write per
 			// stream, all streams at once.
 			before := w.Out.Stanzas.Load()
-			w.Out.Record(true)
+			w.Out.Record(true, n)
 			win = w.begin()
 			t0 = time.Now()
 			err = parallel(len(burst), len(burst), func(k int) error {
@@ -87,7 +87,7 @@ func setup(ctx context.Context, e *env, res *Result) error {
 			}
 			all := time.Since(t0)
 			sp = win.end()
-			lat = w.Out.Record(false)
+			lat = w.Out.Record(false, 0)
 			pc = lat.Summary()
 			cs.add(fmt.Sprintf("burst of %d domains", n), map[string]float64{
 				"setups_per_cpu_s":  float64(n) / sp.CPU,

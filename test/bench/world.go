@@ -282,11 +282,16 @@ func (s *Sink) handle(_ *peer.Inbound, el *wire.Element) {
 }
 
 // Record starts (or stops) keeping latencies, and returns what was kept.
-func (s *Sink) Record(on bool) Samples {
+// When it starts, it makes room for n latencies beforehand (see
+// Samples.Reserve).
+func (s *Sink) Record(on bool, n int) Samples {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := s.lat
 	s.lat = Samples{}
+	if on {
+		s.lat.Reserve(n)
+	}
 	s.record = on
 	return out
 }

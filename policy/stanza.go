@@ -137,8 +137,33 @@ func (p *Policy) RawStanza(remote string, dir Direction, s RawStanza) Decision {
 	return decide(p, remote, dir, s.Kind, s.Type, s.From, s.Size)
 }
 
+// Remote is a remote domain as this policy decides it: its rule, found
+// once. A stream that carries many stanzas of one pair keeps it (see
+// Policy.Remote) and decides each stanza with StanzaFor, rather than
+// matching the domain against the lists for every stanza. It is valid only
+// with the Policy that made it.
+type Remote struct {
+	p *Policy
+	r resolved
+}
+
+// Remote resolves a remote domain for StanzaFor.
+func (p *Policy) Remote(remote string) Remote { return Remote{p, resolve(p, remote)} }
+
+// Of reports whether rm was made by p.
+func (rm *Remote) Of(p *Policy) bool { return rm.p == p && p != nil }
+
+// StanzaFor is Stanza for a remote domain resolved by Remote: the same
+// decision, without matching the domain again. rm must come from p.
+func (p *Policy) StanzaFor(rm *Remote, dir Direction, s Stanza) Decision {
+	return decideFor(p, rm.r, dir, s.Kind, s.Type, s.From, s.Size)
+}
+
 func decide[T text](p *Policy, remote string, dir Direction, kind Kind, typ, from T, size int) Decision {
-	r := resolve(p, remote)
+	return decideFor(p, resolve(p, remote), dir, kind, typ, from, size)
+}
+
+func decideFor[T text](p *Policy, r resolved, dir Direction, kind Kind, typ, from T, size int) Decision {
 	st := classify(kind, typ)
 	d := Decision{Reason: r.reason, Rule: r.label, rule: r.rule, send: sendError(kind, st)}
 	if !r.allowed {

@@ -143,3 +143,35 @@ func TestStanzaAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestStanzaFor: deciding with a remote domain resolved once gives the
+// decision Stanza gives, for each domain the policy names and each kind of
+// stanza, in both directions.
+func TestStanzaFor(t *testing.T) {
+	p := stanzaPolicy(t)
+	var cases []policy.Stanza
+	for _, k := range []policy.Kind{policy.Message, policy.Presence, policy.IQ} {
+		for _, typ := range []string{"", "chat", "subscribe", "get", "result", "bogus"} {
+			for _, from := range []string{"alice@remote.example", "alice@remote.example/phone"} {
+				for _, size := range []int{200, 20000} {
+					cases = append(cases, policy.Stanza{Kind: k, Type: typ, From: from, Size: size})
+				}
+			}
+		}
+	}
+	other := mustCompile(t, config.Policy{Default: "deny"}, policy.Options{})
+	for _, remote := range []string{"remote.example", "a.evil.example", "A.EVIL.example.", "msgonly.example",
+		"nosubs.example", "subsout.example", "small.example", "big.example", ""} {
+		rm := p.Remote(remote)
+		if !rm.Of(p) || rm.Of(other) || (&policy.Remote{}).Of(p) {
+			t.Fatalf("Remote(%q): Of does not tell its policy", remote)
+		}
+		for _, dir := range []policy.Direction{policy.In, policy.Out} {
+			for _, s := range cases {
+				if got, want := p.StanzaFor(&rm, dir, s), p.Stanza(remote, dir, s); got != want {
+					t.Errorf("%q %v %+v: StanzaFor %+v, Stanza %+v", remote, dir, s, got, want)
+				}
+			}
+		}
+	}
+}

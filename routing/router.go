@@ -168,6 +168,7 @@ func (r *Router) Route(st *Stanza) {
 		fromIn, toIn = t.IsInternal(st.FromDomain), t.IsInternal(st.ToDomain)
 		if v != nil {
 			v.table, v.fromIn, v.toIn = t, fromIn, toIn
+			v.remote = policy.Remote{} // the remote domain may be the other one now
 		}
 	}
 	var dir policy.Direction
@@ -196,7 +197,18 @@ func (r *Router) Route(st *Stanza) {
 		if st.Oversize > 0 {
 			size = st.Oversize
 		}
-		d := p.Stanza(remote, dir, policy.Stanza{Kind: st.Kind, Type: st.Type, From: st.From, Size: size})
+		ps := policy.Stanza{Kind: st.Kind, Type: st.Type, From: st.From, Size: size}
+		var d policy.Decision
+		if v := st.Via; v != nil {
+			// The pair's remote domain, matched against the lists once
+			// per policy rather than for each stanza.
+			if !v.remote.Of(p) {
+				v.remote = p.Remote(remote)
+			}
+			d = p.StanzaFor(&v.remote, dir, ps)
+		} else {
+			d = p.Stanza(remote, dir, ps)
+		}
 		if d.Allowed && st.Oversize > 0 {
 			// Bigger than the stream's limit, which the policy's global
 			// size limit is: cannot be allowed, but its bytes are gone

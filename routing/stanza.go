@@ -214,4 +214,7 @@ type Via struct {
 
 	table        *Table // fromIn and toIn hold under this table
 	fromIn, toIn bool
+	// remote is the pair's remote domain under the policy it was resolved
+	// by; Route resolves it again when the policy or the table changes.
+	remote policy.Remote
 }

@@ -39,3 +39,35 @@ func TestViaFollowsTable(t *testing.T) {
 		t.Errorf("bounces %v after the reload, want one not-allowed", bounced)
 	}
 }
+
+// TestViaFollowsPolicy: Route keeps, in a pair's Via, its remote domain as
+// the policy matched it, and matches it again when the policy changes: a
+// domain denied by a reload is refused from its next stanza.
+func TestViaFollowsPolicy(t *testing.T) {
+	var bounced []stanza.Condition
+	r, d := iqRouter(t, func(st *Stanza, e stanza.Error) { bounced = append(bounced, e.Condition) })
+	out := Pair{From: "a.example", To: "example.org"}
+	v := &Via{}
+	send := func(id string) {
+		st := iq("get", "alice@a.example/phone", "bob@example.org/res", id, out.From, out.To, policy.Internal)
+		st.Via = v
+		r.Route(st)
+	}
+	send("1")
+	send("2")
+	if n := len(d.to(out)); n != 2 {
+		t.Fatalf("%d stanzas reached the link, want 2", n)
+	}
+	deny, err := policy.Compile(config.Policy{Default: "allow", Deny: []string{"example.org"}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Reload(r.table.Load(), deny, config.Breaker{Failures: 3, OpenFor: time.Second, MaxOpenFor: time.Second})
+	send("3")
+	if n := len(d.to(out)); n != 2 {
+		t.Errorf("%d stanzas reached the link after the reload, want still 2", n)
+	}
+	if len(bounced) != 1 || bounced[0] != stanza.NotAllowed {
+		t.Errorf("bounces %v after the reload, want one not-allowed", bounced)
+	}
+}

@@ -3,17 +3,30 @@ package s2s
 import (
 	"errors"
 	"log/slog"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // parker watches the sockets of parked streams (see deadlineReader.park)
 // with an epoll set of its own and one goroutine, which runs only while
 // some stream is parked: a parked stream costs its entry here and a timer,
 // not a goroutine and its stack.
+//
+// The loop waits for the set through Go's own poller (the epoll set is a
+// pollable file descriptor), not in a blocking epoll_wait. A goroutine
+// blocked in a system call keeps its P until the runtime's monitor takes
+// it back (after up to 10 ms while another P looks idle), and the loop
+// did that for 250 ms at a time, four times a second, as long as any
+// stream was parked: an execution trace of the relay at half its maximum
+// rate showed it in that call through the whole traced second. On two Ps
+// that is half of the relay's CPUs waiting for the monitor (issue 11).
 type parker struct {
 	once    sync.Once
 	epfd    int
+	set     *os.File        // epfd, pollable (nil: the loop blocks in epoll_wait)
+	rc      syscall.RawConn // set's
 	err     error
 	mu      sync.Mutex
 	byFD    map[int32]*deadlineReader
@@ -34,8 +47,43 @@ func (p *parker) init() error {
 	p.once.Do(func() {
 		p.epfd, p.err = syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 		p.byFD = make(map[int32]*deadlineReader)
+		if p.err != nil || syscall.SetNonblock(p.epfd, true) != nil {
+			return
+		}
+		// A non-blocking descriptor makes a pollable os.File, kept here
+		// for the life of the process (collected, it would close the
+		// set). A set the poller does not take (no deadlines) leaves the
+		// loop blocking in epoll_wait, as before.
+		set := os.NewFile(uintptr(p.epfd), "parked streams")
+		if rc, err := set.SyscallConn(); err == nil && set.SetReadDeadline(time.Time{}) == nil {
+			p.set, p.rc = set, rc
+		}
 	})
 	return p.err
+}
+
+// wait returns the events of the set: at once if some are ready, else
+// when some are, or after parkPoll with none.
+func (p *parker) wait(events []syscall.EpollEvent) (int, error) {
+	if p.set == nil {
+		return syscall.EpollWait(p.epfd, events, parkPoll)
+	}
+	var (
+		n   int
+		err error
+	)
+	p.set.SetReadDeadline(time.Now().Add(parkPoll * time.Millisecond))
+	rerr := p.rc.Read(func(fd uintptr) bool {
+		n, err = syscall.EpollWait(int(fd), events, 0)
+		return n != 0 || err != nil && !errors.Is(err, syscall.EINTR)
+	})
+	switch {
+	case errors.Is(rerr, os.ErrDeadlineExceeded):
+		return 0, nil
+	case rerr != nil:
+		return 0, rerr
+	}
+	return n, err
 }
 
 // loop wakes the streams whose sockets become readable (or hang up, or
@@ -43,7 +91,7 @@ func (p *parker) init() error {
 func (p *parker) loop() {
 	var events [64]syscall.EpollEvent
 	for {
-		n, err := syscall.EpollWait(p.epfd, events[:], parkPoll)
+		n, err := p.wait(events[:])
 		if err != nil && !errors.Is(err, syscall.EINTR) {
 			// Not expected; parked streams still wake at their deadline
 			// or when stopped, and no more park.

@@ -25,8 +25,8 @@ import (
 type parker struct {
 	once    sync.Once
 	epfd    int
-	set     *os.File        // epfd, pollable (nil: the loop blocks in epoll_wait)
-	rc      syscall.RawConn // set's
+	set     *os.File        // epfd as a file, kept for the life of the process (collected, it would close epfd)
+	rc      syscall.RawConn // set's, if the poller takes it (nil: the loop blocks in epoll_wait)
 	err     error
 	mu      sync.Mutex
 	byFD    map[int32]*deadlineReader
@@ -50,13 +50,12 @@ func (p *parker) init() error {
 		if p.err != nil || syscall.SetNonblock(p.epfd, true) != nil {
 			return
 		}
-		// A non-blocking descriptor makes a pollable os.File, kept here
-		// for the life of the process (collected, it would close the
-		// set). A set the poller does not take (no deadlines) leaves the
-		// loop blocking in epoll_wait, as before.
-		set := os.NewFile(uintptr(p.epfd), "parked streams")
-		if rc, err := set.SyscallConn(); err == nil && set.SetReadDeadline(time.Time{}) == nil {
-			p.set, p.rc = set, rc
+		// A non-blocking descriptor makes a pollable os.File. A set the
+		// poller does not take (no deadlines) leaves the loop blocking in
+		// epoll_wait, as before; the file is kept either way.
+		p.set = os.NewFile(uintptr(p.epfd), "parked streams")
+		if rc, err := p.set.SyscallConn(); err == nil && p.set.SetReadDeadline(time.Time{}) == nil {
+			p.rc = rc
 		}
 	})
 	return p.err
@@ -65,7 +64,7 @@ func (p *parker) init() error {
 // wait returns the events of the set: at once if some are ready, else
 // when some are, or after parkPoll with none.
 func (p *parker) wait(events []syscall.EpollEvent) (int, error) {
-	if p.set == nil {
+	if p.rc == nil {
 		return syscall.EpollWait(p.epfd, events, parkPoll)
 	}
 	var (

@@ -53,9 +53,9 @@ func aside(fn func()) {
 // has given its buffer back; this waits until the peer sends something, the
 // read deadline (the idle timeout, as for Read) passes, the stream is
 // stopped or the connection closed. What has come is left for Read. Owner
-// only, like Read. Where the wait cannot be done on the socket (TLS holds
-// input already, another kind of connection), it returns at once and Read
-// waits as before.
+// only, like Read. Where the wait cannot be done on the socket (TLS or the
+// readAhead under it holds input already, another kind of connection), it
+// returns at once and Read waits as before.
 //
 // An idle stream's goroutine stays parked here for minutes: the runtime
 // halves its stack at a garbage collection only while the stack uses less
@@ -105,6 +105,9 @@ func (d *deadlineReader) WaitIdle() error {
 func (d *deadlineReader) canWait() bool {
 	if !d.waitable {
 		return false
+	}
+	if !d.ahead.empty() {
+		return false // bytes came with the last read: Read takes them
 	}
 	if tc, _ := d.conn.(*tls.Conn); tc != nil && !tlsInputEmpty(tc) {
 		return false

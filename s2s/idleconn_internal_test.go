@@ -86,7 +86,8 @@ func tlsPair(t *testing.T) (*deadlineReader, *tls.Conn, *tls.Conn) {
 	if raw == nil {
 		t.Fatal("accept failed")
 	}
-	server := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{cert}})
+	ahead := newReadAhead(raw) // as inbound streams have (startTLS)
+	server := tls.Server(ahead, &tls.Config{Certificates: []tls.Certificate{cert}})
 	client := tls.Client(cc, &tls.Config{InsecureSkipVerify: true})
 	errc := make(chan error, 1)
 	go func() { errc <- client.Handshake() }()
@@ -97,7 +98,7 @@ func tlsPair(t *testing.T) (*deadlineReader, *tls.Conn, *tls.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { server.Close(); client.Close() })
-	dr := &deadlineReader{raw: raw, conn: server, waitable: true}
+	dr := &deadlineReader{raw: raw, conn: server, ahead: ahead, waitable: true}
 	dr.setIdle(time.Minute) // an authenticated stream
 	return dr, server, client
 }

@@ -651,8 +651,9 @@ func (c *inConn) handleStartTLS() error {
 // SASL EXTERNAL and XEP-0344; an unverifiable one only means dialback.
 func (c *inConn) startTLS(cfg *tls.Config) error {
 	// Without SNI the certificate is the header's 'to' (empty, so unused,
-	// on direct TLS).
-	tc := tls.Server(certs.StreamTo(c.raw, c.to), cfg)
+	// on direct TLS). TLS reads the socket through a readAhead.
+	c.dr.ahead = newReadAhead(c.raw)
+	tc := tls.Server(certs.StreamTo(c.dr.ahead, c.to), cfg)
 	ctx, cancel := context.WithTimeout(c.ctx, c.s.Limits.NegotiationTimeout)
 	defer cancel()
 	// The handshake and the chain's verification grow a stack the owner

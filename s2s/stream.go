@@ -156,6 +156,7 @@ func stanzaType(b []byte) string {
 type deadlineReader struct {
 	raw     net.Conn        // the TCP connection, for stop
 	conn    net.Conn        // what is read: raw or TLS over it (owner-only)
+	ahead   *readAhead      // under TLS on inbound streams: what TLS has not read yet (owner-only)
 	at      time.Time       // when the last read that returned bytes ended (owner-only)
 	before  func()          // called before each read, on the owner's goroutine (may be nil)
 	rc      syscall.RawConn // the socket under raw, for WaitIdle (owner-only, once rcKnown)

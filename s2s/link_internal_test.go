@@ -217,15 +217,21 @@ func TestLinkCopiesLentIDs(t *testing.T) {
 	b2.release()
 }
 
-// countConn counts the writes that reach the connection under it.
+// countConn counts the writes (calls) and reads that reach the connection
+// under it.
 type countConn struct {
 	net.Conn
-	calls int
+	calls, reads int
 }
 
 func (c *countConn) Write(p []byte) (int, error) {
 	c.calls++
 	return c.Conn.Write(p)
+}
+
+func (c *countConn) Read(p []byte) (int, error) {
+	c.reads++
+	return c.Conn.Read(p)
 }
 
 // TestLinkWriteGathers: a writer that finds several batches queued writes

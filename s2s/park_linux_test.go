@@ -1,7 +1,6 @@
 package s2s
 
 import (
-	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -14,21 +13,7 @@ import (
 // which with two Ps left a busy link's writer without one: issue 11). A
 // parked stream still resumes when its peer writes.
 func TestParkerWaitsInPoller(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	ours, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ours.Close()
+	ours, peer := tcpPair(t)
 
 	d := &deadlineReader{raw: ours, conn: ours, rc: rawConnOf(ours), rcKnown: true}
 	resumed := make(chan struct{})

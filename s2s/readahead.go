@@ -17,11 +17,14 @@ import (
 // and hands it to TLS as it asks: one call for several records when they
 // have come, one copy in memory for each.
 //
-// Its buffer comes from a pool when a read brings bytes and goes back as
-// soon as TLS has taken them all, so an idle stream holds none (issue 11:
-// buffers only while busy), and a stream holds one only while TLS has not
-// yet asked for bytes that came with what it read: the next records, which
-// the stream's owner reads next.
+// It reads ahead only while the stream is behind its peer: when the last
+// read filled all the room it was given, bytes are likely waiting, and the
+// next read takes up to aheadBytes into a buffer from a pool; otherwise it
+// reads straight into what TLS gave, as TLS alone would. So a stream that
+// keeps up, a handshake and an idle stream never take a buffer (a burst of
+// thousands of stream setups took one each, and the pool's garbage showed
+// as RSS), and a buffer goes back as soon as TLS has taken all it holds
+// (issue 11: buffers only while busy).
 
 // readAhead is the socket under an inbound stream's TLS. Its Read is called
 // by TLS only, on the stream's owner, as is empty.
@@ -30,6 +33,9 @@ type readAhead struct {
 	bufp *[]byte // from aheadBufs while it holds bytes; nil when empty
 	r, w int     // what TLS has not taken: (*bufp)[r:w]
 	err  error   // the error of the read that brought the bytes, once they are taken
+	// behind: the last read from the socket filled its room, so more is
+	// likely waiting; the next one reads ahead.
+	behind bool
 }
 
 // aheadBytes is the most a readAhead reads in one call: four full records.
@@ -50,16 +56,22 @@ func (a *readAhead) Read(p []byte) (int, error) {
 			a.err = nil
 			return 0, err
 		}
-		if len(p) >= aheadBytes/2 {
-			return a.Conn.Read(p) // room enough for several records: no copy
+		if !a.behind || len(p) >= aheadBytes/2 {
+			// Straight into p, without a copy: the stream keeps up, or
+			// p has room for several records.
+			n, err := a.Conn.Read(p)
+			a.behind = n == len(p)
+			return n, err
 		}
 		a.bufp = aheadBufs.Get().(*[]byte)
 		n, err := a.Conn.Read(*a.bufp)
 		if n <= 0 {
+			a.behind = false
 			a.release()
 			return 0, err
 		}
 		a.r, a.w, a.err = 0, n, err
+		a.behind = n > len(p) // reading ahead paid: it brought more than p had room for
 	}
 	n := copy(p, (*a.bufp)[a.r:a.w])
 	a.r += n

@@ -671,6 +671,7 @@ func (c *inConn) startTLS(cfg *tls.Config) error {
 		c.logger().Info("TLS handshake failed", "err", err)
 		return errHandshake
 	}
+	c.dr.ahead.start()
 	// What the stream needs of the peer's certificates, kept in a few
 	// hundred bytes; tc drops its parsed copies (kilobytes) before others
 	// can see it.

@@ -66,6 +66,7 @@ func TestReadAhead(t *testing.T) {
 	t.Run("behind", func(t *testing.T) {
 		c := &chunkConn{chunks: [][]byte{bytes.Clone(data[:100<<10]), bytes.Clone(data[100<<10:])}, err: io.EOF}
 		a := newReadAhead(c)
+		a.start()
 		got := readAll(a, 17<<10) // what crypto/tls asks for: about a record
 		if !bytes.Equal(got, data) {
 			t.Fatalf("read %d bytes, not the %d sent in order", len(got), len(data))
@@ -85,6 +86,7 @@ func TestReadAhead(t *testing.T) {
 		// copy, one socket read per read.
 		c := &chunkConn{chunks: [][]byte{[]byte("<message/>"), []byte("<presence/>"), []byte("<iq/>")}}
 		a := newReadAhead(c)
+		a.start()
 		p := make([]byte, 17<<10)
 		for i, want := range []string{"<message/>", "<presence/>"} {
 			n, err := a.Read(p)
@@ -99,9 +101,27 @@ func TestReadAhead(t *testing.T) {
 			t.Fatalf("%d socket reads for 2 reads, given %v bytes of room, want %d each (no read-ahead, no copy)", c.reads, c.room, len(p))
 		}
 	})
+	t.Run("handshake", func(t *testing.T) {
+		// Before start (during the TLS handshake) a read that fills its
+		// room does not make the next one read ahead.
+		c := &chunkConn{chunks: [][]byte{bytes.Clone(data[:4<<10])}}
+		a := newReadAhead(c)
+		p := make([]byte, 1<<10)
+		for range 4 {
+			if n, err := a.Read(p); n != len(p) || err != nil || !a.empty() {
+				t.Fatalf("read %d, %v, buffer taken %v", n, err, !a.empty())
+			}
+		}
+		for i, r := range c.room {
+			if r != len(p) {
+				t.Fatalf("socket read %d given %d bytes of room, want %d: read ahead before start", i, r, len(p))
+			}
+		}
+	})
 	t.Run("bytes, then their error", func(t *testing.T) {
 		bad := errors.New("reset")
 		a := newReadAhead(&chunkConn{chunks: [][]byte{[]byte("tai"), []byte("l and more")}, err: bad})
+		a.start()
 		p := make([]byte, 3)
 		if n, err := a.Read(p); n != 3 || err != nil || !a.behind {
 			t.Fatalf("first read: %d, %v, behind %v", n, err, a.behind)

@@ -49,9 +49,6 @@ var aheadBufs = sync.Pool{New: func() any { b := make([]byte, aheadBytes); retur
 // newReadAhead puts a readAhead on c.
 func newReadAhead(c net.Conn) *readAhead { return &readAhead{Conn: c} }
 
-// NetConn returns the socket (rawConnOf finds it for WaitIdle and parking).
-func (a *readAhead) NetConn() net.Conn { return a.Conn }
-
 // Read implements net.Conn: from what it holds, else from the socket.
 func (a *readAhead) Read(p []byte) (int, error) {
 	if a.bufp == nil {

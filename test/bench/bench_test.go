@@ -171,6 +171,42 @@ func TestSamplesAndSpread(t *testing.T) {
 	}
 }
 
+// TestTicks: samples added with their send time are summarised by tick,
+// in arrival order, whatever the percentiles did to the samples since.
+func TestTicks(t *testing.T) {
+	var s Samples
+	s.Reserve(8)
+	ms := int64(time.Millisecond)
+	us := time.Microsecond
+	// Tick 0 (3 stanzas) still arrives after tick 1 was sent; tick 1 (1)
+	// is done before tick 2 (2 stanzas), which tick 3 (2) finds busy.
+	for _, a := range []struct {
+		sent int64
+		d    time.Duration
+	}{
+		{0, 100 * us}, {0, 600 * us}, {0, 1500 * us},
+		{ms, 700 * us},
+		{2 * ms, 200 * us}, {2 * ms, 1200 * us},
+		{3 * ms, 300 * us}, {3 * ms, 400 * us},
+	} {
+		s.AddSent(a.sent, a.d)
+	}
+	if p := s.Summary(); p.N != 8 || p.Max != 1.5 {
+		t.Errorf("summary %+v", p)
+	}
+	f := s.Ticks() // after Summary sorted the samples
+	want := TickFigures{Ticks: 4, SizeP50: 2, SizeP99: 3, FirstP50: 0.2, FirstP99: 0.7,
+		LastP50: 0.7, LastP99: 1.5, BusyShare: 0.5}
+	if f != want {
+		t.Errorf("ticks %+v, want %+v", f, want)
+	}
+	var none Samples
+	none.Add(time.Millisecond)
+	if f := none.Ticks(); f.Ticks != 0 || !math.IsNaN(f.LastP99) {
+		t.Errorf("ticks of samples without send times: %+v", f)
+	}
+}
+
 func TestTargets(t *testing.T) {
 	var r Result
 	r.target("cpu", "≤ 1.0 µs", 1.6, "µs", 1, true)

@@ -17,7 +17,10 @@ import (
 // paced at 10% and 50% of the relay's maximum rate on one stream (at least
 // 100,000 samples, and at least 5 s of paced load). The
 // floor forwarder is measured the same way. The added latency of the hop is
-// the relay's percentile minus the direct one.
+// the relay's percentile minus the direct one. Paced phases are also
+// reported by tick (ticks.go): the latency of each tick's first and last
+// stanza, the ticks' sizes, and the share of ticks sent while the one
+// before was still arriving.
 func latency(ctx context.Context, e *env, res *Result) error {
 	samples, minDur := 100_000, 5*time.Second
 	if e.opts.Quick {
@@ -98,6 +101,15 @@ func latency(ctx context.Context, e *env, res *Result) error {
 				}
 				pc := sm.Summary()
 				row[p.name] = map[string]float64{"p50_ms": pc.P50, "p99_ms": pc.P99, "p999_ms": pc.P999, "samples": float64(pc.N), "lost": float64(lost)}
+				if load.rate > 0 {
+					tf := sm.Ticks()
+					cs.add(fmt.Sprintf("%s, %s, by tick", p.name, load.name), map[string]float64{
+						"ticks": float64(tf.Ticks), "size_p50": tf.SizeP50, "size_p99": tf.SizeP99,
+						"first_p50_ms": tf.FirstP50, "first_p99_ms": tf.FirstP99,
+						"last_p50_ms": tf.LastP50, "last_p99_ms": tf.LastP99,
+						"busy_pct": round3(100 * tf.BusyShare),
+					})
+				}
 			}
 			for _, name := range []string{"relay", "floor"} {
 				f := row[name]

@@ -8,11 +8,23 @@ import (
 
 // Samples collects durations for percentiles. The zero value is ready.
 type Samples struct {
-	d []time.Duration
+	d     []time.Duration
+	ticks tickLog // by send time, in arrival order (AddSent)
 }
 
 // Add records one sample.
 func (s *Samples) Add(d time.Duration) { s.d = append(s.d, d) }
+
+// AddSent records one sample of a stanza sent at sent (Unix ns), which
+// also counts in the tick of its send time (see ticks.go).
+func (s *Samples) AddSent(sent int64, d time.Duration) {
+	s.d = append(s.d, d)
+	s.ticks.add(sent, d)
+}
+
+// Ticks summarises the samples by send time (AddSent); NaN figures if
+// they were added without one.
+func (s *Samples) Ticks() TickFigures { return s.ticks.figures() }
 
 // Reserve makes room for n more samples and touches its memory now.
 // Growing a slice of millions of samples while measuring copied it and
@@ -30,7 +42,21 @@ func (s *Samples) Reserve(n int) {
 		room[i] = 0
 	}
 	s.d = d
+	// Ticks are fewer than samples, or as many with one in flight.
+	if m := min(n, maxReservedTicks); cap(s.ticks.ticks)-len(s.ticks.ticks) < m {
+		t := make([]tick, len(s.ticks.ticks), len(s.ticks.ticks)+m)
+		copy(t, s.ticks.ticks)
+		room := t[len(t):cap(t)]
+		for i := 0; i < len(room); i += 128 { // one store per 4 KiB page
+			room[i] = tick{}
+		}
+		s.ticks.ticks = t
+	}
 }
+
+// maxReservedTicks bounds what Reserve sets aside for ticks (4 MiB): a
+// paced phase has one tick per millisecond, far fewer.
+const maxReservedTicks = 1 << 17
 
 // Len is the number of samples.
 func (s *Samples) Len() int { return len(s.d) }

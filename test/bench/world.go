@@ -275,7 +275,7 @@ func (s *Sink) handle(_ *peer.Inbound, el *wire.Element) {
 				s.onError(el.ID, el.Raw, d)
 			}
 		} else if s.record {
-			s.lat.Add(d)
+			s.lat.AddSent(t, d)
 		}
 		s.mu.Unlock()
 	}

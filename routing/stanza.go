@@ -65,8 +65,9 @@ type Stanza struct {
 	Via *Via
 	// Defer lets the link leave its writer asleep: the stream that read the
 	// stanza wakes the link in st.Via.Link (Link.Wake) before it waits for more
-	// input, so that the stanzas of one read go out in one write instead
-	// of one wake-up (and system call) each.
+	// input (before it reads its socket again), so that the stanzas of one
+	// read go out in one write instead of one wake-up (and system call)
+	// each. A link's writer takes such stanzas only when woken.
 	Defer bool
 	// Received is when the relay read the stanza.
 	Received time.Time

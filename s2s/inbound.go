@@ -671,6 +671,7 @@ func (c *inConn) startTLS(cfg *tls.Config) error {
 		c.logger().Info("TLS handshake failed", "err", err)
 		return errHandshake
 	}
+	c.dr.ahead.before = c.dr.before
 	c.dr.ahead.start()
 	// What the stream needs of the peer's certificates, kept in a few
 	// hundred bytes; tc drops its parsed copies (kilobytes) before others
@@ -1167,8 +1168,9 @@ func lentString(b []byte) string {
 const maxOversized = 16
 
 // wakeLinks wakes the links this stream handed stanzas to without waking
-// them (Stanza.Defer): before the stream reads again, and so before it can
-// block. A link in the list twice is woken twice, at no cost.
+// them (Stanza.Defer): before the stream reads its socket again (under TLS,
+// from the readAhead, not before each record TLS already holds), and so
+// before it can block. A link in the list twice is woken twice, at no cost.
 func (c *inConn) wakeLinks() {
 	for i, l := range c.asleep {
 		l.Wake()

@@ -723,7 +723,18 @@ func (l *link) writeLoop(o *outStream) (err error, ended bool) {
 		if written {
 			l.active = time.Now()
 			l.sent = l.active
-			continue
+			if l.mux != nil {
+				continue
+			}
+			// The next pass waits for a wake-up: the producers that
+			// deferred theirs (Stanza.Defer) wake the link once they have
+			// handed over all they read, which the next pass then writes
+			// in one call, rather than in pieces taken as they add them.
+			select {
+			case <-l.wake:
+				continue
+			default:
+			}
 		}
 		l.mu.Lock()
 		draining, stopErr := l.draining, l.stopErr

@@ -324,3 +324,62 @@ func TestHoldConnAllocs(t *testing.T) {
 		t.Errorf("a holdConn write cycle allocates %v times, want none", n)
 	}
 }
+
+// TestLinkWriterWaitsForWake: after a pass that wrote, the writer takes
+// more only when woken. A stream hands stanzas over with Defer and wakes
+// the link once it has handed over all it read (issue 11): a writer that
+// took them as they came wrote them in many small writes, each a system
+// call and a wake-up of the peer. Here the first write blocks until the
+// peer reads, a deferred stanza comes meanwhile, and it waits for Wake.
+func TestLinkWriterWaitsForWake(t *testing.T) {
+	s := testServer(t, config.Limits{IdleTimeout: time.Minute, NegotiationTimeout: time.Second, WriteTimeout: 5 * time.Second,
+		QueueStanzas: 100, QueueBytes: 1 << 20}, []config.Domain{{Name: "a.test"}})
+	l := s.newLink(routing.Pair{From: "a.test", To: "b.test"}, func(error) {})
+	l.up = true
+	ours, theirs := net.Pipe()
+	defer theirs.Close()
+	defer ours.Close()
+	o := &outStream{s: s, raw: ours, conn: ours, w: wire.NewWriter(ours)}
+	done := writeUntilEnd(l, o)
+	enqueue := func(body string) []byte {
+		raw := []byte("<message from='u@a.test' to='v@b.test'><body>" + body + "</body></message>")
+		st := routing.Stanza{Kind: 1, From: "u@a.test", To: "v@b.test", FromDomain: "a.test", ToDomain: "b.test", Raw: raw, Defer: true}
+		if err := l.Enqueue(&st); err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	read := func(want []byte) {
+		t.Helper()
+		theirs.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(theirs, got); err != nil || string(got) != string(want) {
+			t.Fatalf("read %q, %v; want %q", got, err, want)
+		}
+	}
+	// A first stanza, after which the writer waits for work (with no
+	// wake-up left over from its start).
+	zero := enqueue("zero")
+	l.Wake()
+	read(zero)
+	time.Sleep(20 * time.Millisecond)
+
+	first := enqueue("one")
+	l.Wake()
+	for l.writingSince() == 0 { // blocked writing the first to the pipe
+		time.Sleep(time.Millisecond)
+	}
+	second := enqueue("two") // deferred: its stream will wake the link
+	read(first)
+	theirs.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if b := make([]byte, 200); true {
+		if n, err := theirs.Read(b); err == nil {
+			t.Fatalf("the writer wrote %q before the link was woken", b[:n])
+		}
+	}
+	l.Wake()
+	read(second)
+	l.drain()
+	go io.Copy(io.Discard, theirs)
+	<-done
+}

@@ -39,6 +39,10 @@ type readAhead struct {
 	// handshake's reads never read ahead.
 	behind  bool
 	started bool
+	// before, once started, runs before each read from the socket, the
+	// reads that may wait: the stream wakes the links it deferred
+	// (deadlineReader.before), not before each record TLS already holds.
+	before func()
 }
 
 // aheadBytes is the most a readAhead reads in one call: four full records.
@@ -59,11 +63,13 @@ func (a *readAhead) Read(p []byte) (int, error) {
 		if !a.behind || len(p) >= aheadBytes/2 {
 			// Straight into p, without a copy: the stream keeps up, or
 			// p has room for several records.
+			a.wait()
 			n, err := a.Conn.Read(p)
 			a.behind = a.started && n == len(p)
 			return n, err
 		}
 		a.bufp = aheadBufs.Get().(*[]byte)
+		a.wait()
 		n, err := a.Conn.Read(*a.bufp)
 		if n <= 0 {
 			a.behind = false
@@ -79,6 +85,13 @@ func (a *readAhead) Read(p []byte) (int, error) {
 		a.release()
 	}
 	return n, nil
+}
+
+// wait runs before, if set, before a read from the socket.
+func (a *readAhead) wait() {
+	if a.before != nil && a.started {
+		a.before()
+	}
 }
 
 // start lets it read ahead: the TLS handshake is over (its messages are

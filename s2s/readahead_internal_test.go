@@ -158,6 +158,10 @@ func TestReadAheadUnderTLS(t *testing.T) {
 	}
 	counted := &countConn{Conn: dr.ahead.Conn}
 	dr.ahead.Conn = counted
+	// The stream's wake-ups of the links it fed, as inConn sets them up.
+	wakes := 0
+	dr.before = func() { wakes++ }
+	dr.ahead.before = dr.before
 	record := bytes.Repeat([]byte("x"), 16<<10) // crypto/tls's largest record
 	const records = 6
 	go func() {
@@ -188,6 +192,11 @@ func TestReadAheadUnderTLS(t *testing.T) {
 		t.Errorf("%d socket reads for %d records", counted.reads, records)
 	}
 	t.Logf("%d socket reads for %d records", counted.reads, records)
+	// The links are woken before each read that may wait, from the
+	// socket, not before each record TLS already held.
+	if wakes != counted.reads {
+		t.Errorf("%d wake-ups for %d socket reads (%d records)", wakes, counted.reads, records)
+	}
 	if !dr.ahead.empty() {
 		t.Error("the readAhead keeps its buffer once all is read")
 	}

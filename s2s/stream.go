@@ -158,7 +158,7 @@ type deadlineReader struct {
 	conn    net.Conn        // what is read: raw or TLS over it (owner-only)
 	ahead   *readAhead      // under TLS on inbound streams: what TLS has not read yet (owner-only)
 	at      time.Time       // when the last read that returned bytes ended (owner-only)
-	before  func()          // called before each read, on the owner's goroutine (may be nil)
+	before  func()          // called before each read of the socket, on the owner's goroutine (by ahead under TLS; may be nil)
 	rc      syscall.RawConn // the socket under raw, for WaitIdle (owner-only, once rcKnown)
 	rcKnown bool
 	// WaitIdle runs only when waitable (owner-only): on inbound streams,
@@ -196,7 +196,9 @@ type deadlineReader struct {
 var errStopped = errors.New("stream stopped")
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
-	if d.before != nil {
+	if d.before != nil && d.ahead == nil {
+		// Under TLS the readAhead runs it, before the reads from the
+		// socket: a record TLS already holds needs no wait.
 		d.before()
 	}
 	// The idle timeout is not re-armed before every read: that cost two

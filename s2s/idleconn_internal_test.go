@@ -97,7 +97,7 @@ func tlsPair(t *testing.T) (*deadlineReader, *tls.Conn, *tls.Conn) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	ahead.start()
+	ahead.start(nil)
 	t.Cleanup(func() { server.Close(); client.Close() })
 	dr := &deadlineReader{raw: raw, conn: server, ahead: ahead, waitable: true}
 	dr.setIdle(time.Minute) // an authenticated stream

@@ -671,8 +671,7 @@ func (c *inConn) startTLS(cfg *tls.Config) error {
 		c.logger().Info("TLS handshake failed", "err", err)
 		return errHandshake
 	}
-	c.dr.ahead.before = c.dr.before
-	c.dr.ahead.start()
+	c.dr.ahead.start(c.dr.before)
 	// What the stream needs of the peer's certificates, kept in a few
 	// hundred bytes; tc drops its parsed copies (kilobytes) before others
 	// can see it.

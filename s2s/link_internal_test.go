@@ -372,10 +372,9 @@ func TestLinkWriterWaitsForWake(t *testing.T) {
 	second := enqueue("two") // deferred: its stream will wake the link
 	read(first)
 	theirs.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-	if b := make([]byte, 200); true {
-		if n, err := theirs.Read(b); err == nil {
-			t.Fatalf("the writer wrote %q before the link was woken", b[:n])
-		}
+	b := make([]byte, 200)
+	if n, err := theirs.Read(b); err == nil {
+		t.Fatalf("the writer wrote %q before the link was woken", b[:n])
 	}
 	l.Wake()
 	read(second)

@@ -39,7 +39,7 @@ type readAhead struct {
 	// handshake's reads never read ahead.
 	behind  bool
 	started bool
-	// before, once started, runs before each read from the socket, the
+	// before, set by start, runs before each read from the socket, the
 	// reads that may wait: the stream wakes the links it deferred
 	// (deadlineReader.before), not before each record TLS already holds.
 	before func()
@@ -89,15 +89,15 @@ func (a *readAhead) Read(p []byte) (int, error) {
 
 // wait runs before, if set, before a read from the socket.
 func (a *readAhead) wait() {
-	if a.before != nil && a.started {
+	if a.before != nil {
 		a.before()
 	}
 }
 
-// start lets it read ahead: the TLS handshake is over (its messages are
-// small, and thousands of streams setting up at once each took a buffer
-// for them).
-func (a *readAhead) start() { a.started = true }
+// start lets it read ahead, with before (may be nil) run before each read
+// from the socket: the TLS handshake is over (its messages are small, and
+// thousands of streams setting up at once each took a buffer for them).
+func (a *readAhead) start(before func()) { a.started, a.before = true, before }
 
 // empty reports whether it holds no bytes TLS has not taken: only then may
 // the stream wait on the socket (canWait). A nil readAhead is empty.

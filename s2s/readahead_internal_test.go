@@ -66,7 +66,7 @@ func TestReadAhead(t *testing.T) {
 	t.Run("behind", func(t *testing.T) {
 		c := &chunkConn{chunks: [][]byte{bytes.Clone(data[:100<<10]), bytes.Clone(data[100<<10:])}, err: io.EOF}
 		a := newReadAhead(c)
-		a.start()
+		a.start(nil)
 		got := readAll(a, 17<<10) // what crypto/tls asks for: about a record
 		if !bytes.Equal(got, data) {
 			t.Fatalf("read %d bytes, not the %d sent in order", len(got), len(data))
@@ -86,7 +86,7 @@ func TestReadAhead(t *testing.T) {
 		// copy, one socket read per read.
 		c := &chunkConn{chunks: [][]byte{[]byte("<message/>"), []byte("<presence/>"), []byte("<iq/>")}}
 		a := newReadAhead(c)
-		a.start()
+		a.start(nil)
 		p := make([]byte, 17<<10)
 		for i, want := range []string{"<message/>", "<presence/>"} {
 			n, err := a.Read(p)
@@ -121,7 +121,7 @@ func TestReadAhead(t *testing.T) {
 	t.Run("bytes, then their error", func(t *testing.T) {
 		bad := errors.New("reset")
 		a := newReadAhead(&chunkConn{chunks: [][]byte{[]byte("tai"), []byte("l and more")}, err: bad})
-		a.start()
+		a.start(nil)
 		p := make([]byte, 3)
 		if n, err := a.Read(p); n != 3 || err != nil || !a.behind {
 			t.Fatalf("first read: %d, %v, behind %v", n, err, a.behind)
@@ -161,7 +161,7 @@ func TestReadAheadUnderTLS(t *testing.T) {
 	// The stream's wake-ups of the links it fed, as inConn sets them up.
 	wakes := 0
 	dr.before = func() { wakes++ }
-	dr.ahead.before = dr.before
+	dr.ahead.start(dr.before)
 	record := bytes.Repeat([]byte("x"), 16<<10) // crypto/tls's largest record
 	const records = 6
 	go func() {

@@ -107,7 +107,7 @@ func latency(ctx context.Context, e *env, res *Result) error {
 						"ticks": float64(tf.Ticks), "size_p50": tf.SizeP50, "size_p99": tf.SizeP99,
 						"first_p50_ms": tf.FirstP50, "first_p99_ms": tf.FirstP99,
 						"last_p50_ms": tf.LastP50, "last_p99_ms": tf.LastP99,
-						"busy_pct": round3(100 * tf.BusyShare),
+						"busy_pct": 100 * tf.BusyShare,
 					})
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"time"
+	"unsafe"
 )
 
 // Samples collects durations for percentiles. The zero value is ready.
@@ -32,26 +33,26 @@ func (s *Samples) Ticks() TickFigures { return s.ticks.figures() }
 // stalled for 1–76 ms at a time (appending 2.1M durations in a loop),
 // and those stalls showed as latency of whatever path was measured.
 func (s *Samples) Reserve(n int) {
-	if cap(s.d)-len(s.d) >= n {
-		return
-	}
-	d := make([]time.Duration, len(s.d), len(s.d)+n)
-	copy(d, s.d)
-	room := d[len(d):cap(d)]
-	for i := 0; i < len(room); i += 512 { // one store per 4 KiB page
-		room[i] = 0
-	}
-	s.d = d
+	s.d = reserve(s.d, n)
 	// Ticks are fewer than samples, or as many with one in flight.
-	if m := min(n, maxReservedTicks); cap(s.ticks.ticks)-len(s.ticks.ticks) < m {
-		t := make([]tick, len(s.ticks.ticks), len(s.ticks.ticks)+m)
-		copy(t, s.ticks.ticks)
-		room := t[len(t):cap(t)]
-		for i := 0; i < len(room); i += 128 { // one store per 4 KiB page
-			room[i] = tick{}
-		}
-		s.ticks.ticks = t
+	s.ticks.ticks = reserve(s.ticks.ticks, min(n, maxReservedTicks))
+}
+
+// reserve returns v with room for n more elements, its fresh memory
+// touched (one store per 4 KiB page), or v itself if it has the room.
+func reserve[T any](v []T, n int) []T {
+	if cap(v)-len(v) >= n {
+		return v
 	}
+	r := make([]T, len(v), len(v)+n)
+	copy(r, v)
+	room := r[len(r):cap(r)]
+	var zero T
+	step := max(1, 4096/max(1, int(unsafe.Sizeof(zero))))
+	for i := 0; i < len(room); i += step {
+		room[i] = zero
+	}
+	return r
 }
 
 // maxReservedTicks bounds what Reserve sets aside for ticks (4 MiB): a
@@ -70,9 +71,14 @@ func (s *Samples) Quantile(q float64) float64 {
 	if !slices.IsSorted(s.d) {
 		slices.Sort(s.d)
 	}
-	i := int(math.Ceil(q*float64(len(s.d)))) - 1
-	i = max(0, min(i, len(s.d)-1))
-	return ms(s.d[i])
+	return ms(nearestRank(s.d, q))
+}
+
+// nearestRank returns the q-quantile (0 ≤ q ≤ 1) of sorted, not empty, by
+// the nearest-rank method.
+func nearestRank[T any](sorted []T, q float64) T {
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
 // Percentiles are the figures reported for a latency distribution, in ms.

@@ -74,17 +74,15 @@ func (l *tickLog) figures() TickFigures {
 			}
 		}
 	}
-	f.SizeP50, f.SizeP99 = nearestRank(sizes, 0.5), nearestRank(sizes, 0.99)
-	f.FirstP50, f.FirstP99 = nearestRank(first, 0.5), nearestRank(first, 0.99)
-	f.LastP50, f.LastP99 = nearestRank(last, 0.5), nearestRank(last, 0.99)
+	f.SizeP50, f.SizeP99 = quantiles(sizes)
+	f.FirstP50, f.FirstP99 = quantiles(first)
+	f.LastP50, f.LastP99 = quantiles(last)
 	f.BusyShare = float64(busy) / float64(len(l.ticks))
 	return f
 }
 
-// nearestRank returns the q-quantile of v by the nearest-rank method, as
-// Samples.Quantile does; it sorts v.
-func nearestRank(v []float64, q float64) float64 {
+// quantiles sorts v and returns its median and 99th percentile.
+func quantiles(v []float64) (p50, p99 float64) {
 	slices.Sort(v)
-	i := int(math.Ceil(q*float64(len(v)))) - 1
-	return round3(v[max(0, min(i, len(v)-1))])
+	return round3(nearestRank(v, 0.5)), round3(nearestRank(v, 0.99))
 }

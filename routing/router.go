@@ -240,10 +240,11 @@ func (r *Router) Route(st *Stanza) {
 func (r *Router) deliver(st *Stanza) {
 	if st.Via != nil && st.Via.Link != nil {
 		err := st.Via.Link.Enqueue(st)
+		if err == nil {
+			return // the usual case, without errors.Is and its interface comparisons
+		}
 		if !errors.Is(err, ErrClosed) {
-			if err != nil {
-				r.fail(st, err)
-			}
+			r.fail(st, err)
 			return
 		}
 		st.Via.Link = nil // retired: ask the Dialer for its successor

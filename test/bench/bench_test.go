@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -251,6 +253,47 @@ func TestReadProc(t *testing.T) {
 	ps2, _ := ReadProc(os.Getpid())
 	if ps2.CPU <= ps.CPU {
 		t.Errorf("CPU did not grow: %v → %v", ps.CPU, ps2.CPU)
+	}
+}
+
+// TestRunQueueWait: run_delay is read from a schedstat line, and a process
+// that keeps more threads busy than there are cores sees its threads' wait
+// grow by a good part of the time they were kept busy.
+func TestRunQueueWait(t *testing.T) {
+	if d, err := parseRunDelay("220555341 17009611 368\n"); err != nil || d != 17009611*time.Nanosecond {
+		t.Errorf("parseRunDelay: %v, %v", d, err)
+	}
+	if _, err := parseRunDelay("220555341"); err == nil {
+		t.Error("parseRunDelay accepted one field")
+	}
+	before, err := RunQueueWait(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Twice as many spinning threads as cores, for 300 ms: each is
+	// runnable all along and can run about half of it.
+	spin := 2 * runtime.NumCPU()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(spin))
+	const busy = 300 * time.Millisecond
+	var wg sync.WaitGroup
+	for range spin {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for deadline := time.Now().Add(busy); time.Now().Before(deadline); {
+			}
+		}()
+	}
+	wg.Wait()
+	after, err := RunQueueWait(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Half of spin threads × busy in theory; a quarter of it at least.
+	if got, want := after-before, time.Duration(spin)*busy/4; got < want {
+		t.Errorf("run-queue wait grew by %v with %d threads spinning %v on %d cores, want at least %v", got, spin, busy, runtime.NumCPU(), want)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // userHZ is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, which
@@ -69,6 +70,45 @@ func ReadProc(pid int) (ProcStat, error) {
 		}
 	}
 	return ps, nil
+}
+
+// RunQueueWait returns how long the threads of process pid have waited,
+// runnable, for a CPU since they started: the second field of each
+// /proc/<pid>/task/<tid>/schedstat (run_delay, ns), summed. Threads that
+// have exited are no longer counted (Go's rarely exit).
+func RunQueueWait(pid int) (time.Duration, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread has just exited
+		}
+		d, err := parseRunDelay(string(b))
+		if err != nil {
+			return 0, fmt.Errorf("%s/%s/schedstat: %w", dir, t.Name(), err)
+		}
+		sum += d
+	}
+	return sum, nil
+}
+
+// parseRunDelay reads run_delay from a schedstat line: "<on-CPU ns>
+// <run_delay ns> <timeslices>".
+func parseRunDelay(line string) (time.Duration, error) {
+	f := strings.Fields(line)
+	if len(f) < 2 {
+		return 0, fmt.Errorf("%d fields", len(f))
+	}
+	n, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(n), nil
 }
 
 func kib(v string) int64 {

@@ -25,10 +25,11 @@ import (
 // (sender and receivers) and of the forwarding process (relay, floor)
 // waited, runnable, for a CPU meanwhile (startWaits), in ms per second of
 // the phase: on a machine with two cores shared by all of them, a wake-up
-// there waited 10-25 µs at the median, 100-160 µs at the 90th percentile
-// and about 0.8 ms at the 99th (perf sched on this project's 2-core
-// virtual machines, at 50 % of the maximum rate), and a path that wakes
-// more threads per tick meets that tail more often.
+// there waited 9-26 µs at the median, 95-160 µs at the 90th percentile
+// and 0.6-0.8 ms at the 99th, for the relay's threads and the bench's
+// alike (perf sched, 2 s of the relay's 50 % phase on this project's
+// 2-core virtual machines), and a path that wakes more threads per tick
+// meets that tail more often.
 func latency(ctx context.Context, e *env, res *Result) error {
 	samples, minDur := 100_000, 5*time.Second
 	if e.opts.Quick {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -295,6 +296,26 @@ func TestRunQueueWait(t *testing.T) {
 	if got, want := after-before, time.Duration(spin)*busy/4; got < want {
 		t.Errorf("run-queue wait grew by %v with %d threads spinning %v on %d cores, want at least %v", got, spin, busy, runtime.NumCPU(), want)
 	}
+}
+
+// FuzzParseRunDelay: any line either fails or gives its second field.
+func FuzzParseRunDelay(f *testing.F) {
+	for _, s := range []string{"220555341 17009611 368\n", "1 2", "", "1", "1 x 3", "1 -5 0", "1 99999999999999999999 0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		d, err := parseRunDelay(line)
+		if err != nil {
+			return
+		}
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			t.Fatalf("parseRunDelay(%q) = %v from fewer than two fields", line, d)
+		}
+		if n, err := strconv.ParseInt(fields[1], 10, 64); err != nil || time.Duration(n) != d {
+			t.Errorf("parseRunDelay(%q) = %v, not its second field", line, d)
+		}
+	})
 }
 
 func TestNameserver(t *testing.T) {

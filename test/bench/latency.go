@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"runtime/debug"
@@ -23,7 +24,7 @@ import (
 // stanza, the ticks' sizes, and the share of ticks sent while the one
 // before was still arriving; and with how long the threads of the bench
 // (sender and receivers) and of the forwarding process (relay, floor)
-// waited, runnable, for a CPU meanwhile (startWaits), in ms per second of
+// waited, runnable, for a CPU meanwhile (startWait), in ms per second of
 // the phase: on a machine with two cores shared by all of them, a wake-up
 // there waited 9-26 µs at the median, 95-160 µs at the 90th percentile
 // and 0.6-0.8 ms at the 99th, for the relay's threads and the bench's
@@ -106,12 +107,15 @@ func latency(ctx context.Context, e *env, res *Result) error {
 				if load.rate > 0 {
 					n = max(n, int(load.rate*minDur.Seconds()))
 				}
-				waits := startWaits(p.pid)
+				benchWait, fwdWait := startWait(os.Getpid()), startWait(p.pid) // pid 0: no forwarder, unused
 				sm, lost, err := measureLatency(ctx, p.s, p.sink, p.from, "alice@"+InternalDomain, load.rate, n)
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", p.name, load.name, err)
 				}
-				fwdWait, benchWait := waits.perSecond()
+				waited := map[string]float64{"bench_wait_ms_per_s": benchWait.msPerSecond()}
+				if p.pid != 0 {
+					waited["fwd_wait_ms_per_s"] = fwdWait.msPerSecond()
+				}
 				pc := sm.Summary()
 				row[p.name] = map[string]float64{"p50_ms": pc.P50, "p99_ms": pc.P99, "p999_ms": pc.P999, "samples": float64(pc.N), "lost": float64(lost)}
 				if load.rate > 0 {
@@ -120,11 +124,9 @@ func latency(ctx context.Context, e *env, res *Result) error {
 						"ticks": float64(tf.Ticks), "size_p50": tf.SizeP50, "size_p99": tf.SizeP99,
 						"first_p50_ms": tf.FirstP50, "first_p99_ms": tf.FirstP99,
 						"last_p50_ms": tf.LastP50, "last_p99_ms": tf.LastP99,
-						"busy_pct": 100 * tf.BusyShare, "bench_wait_ms_per_s": benchWait,
+						"busy_pct": 100 * tf.BusyShare,
 					}
-					if p.pid != 0 {
-						figs["fwd_wait_ms_per_s"] = fwdWait
-					}
+					maps.Copy(figs, waited)
 					cs.add(fmt.Sprintf("%s, %s, by tick", p.name, load.name), figs)
 				}
 			}
@@ -241,40 +243,32 @@ func waitArrival(ctx context.Context, counter *atomic.Int64, want int64, d time.
 	return true
 }
 
-// waitWindow is the run-queue wait (RunQueueWait) of the bench and of a
-// forwarding process over a phase.
+// waitWindow is the run-queue wait (RunQueueWait) of one process over a
+// phase.
 type waitWindow struct {
-	pid        int
-	t0         time.Time
-	fwd0, own0 time.Duration
-	fwdErr     error
+	pid  int
+	t0   time.Time
+	base time.Duration
+	err  error
 }
 
-// startWaits starts a window for the bench and, unless pid is 0, the
-// process pid.
-func startWaits(pid int) waitWindow {
+// startWait starts a window for process pid.
+func startWait(pid int) waitWindow {
 	w := waitWindow{pid: pid, t0: time.Now()}
-	w.own0, _ = RunQueueWait(os.Getpid())
-	if pid != 0 {
-		w.fwd0, w.fwdErr = RunQueueWait(pid)
-	}
+	w.base, w.err = RunQueueWait(pid)
 	return w
 }
 
-// perSecond returns how long the forwarding process's threads and the
-// bench's waited for a CPU since the window started, in ms per second (NaN
-// for the forwarder when there is none or it could not be read).
-func (w waitWindow) perSecond() (fwd, own float64) {
-	secs := time.Since(w.t0).Seconds()
-	fwd = math.NaN()
-	if w.pid != 0 && w.fwdErr == nil {
-		if d, err := RunQueueWait(w.pid); err == nil {
-			fwd = ms(d-w.fwd0) / secs
-		}
+// msPerSecond returns how long the process's threads waited for a CPU
+// since the window started, in ms per second, or NaN if it could not be
+// read.
+func (w waitWindow) msPerSecond() float64 {
+	if w.err != nil {
+		return math.NaN()
 	}
-	own = math.NaN()
-	if d, err := RunQueueWait(os.Getpid()); err == nil {
-		own = ms(d-w.own0) / secs
+	d, err := RunQueueWait(w.pid)
+	if err != nil {
+		return math.NaN()
 	}
-	return fwd, own
+	return ms(d-w.base) / time.Since(w.t0).Seconds()
 }

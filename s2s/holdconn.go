@@ -3,6 +3,7 @@ package s2s
 import (
 	"net"
 	"sync"
+	"syscall"
 
 	"github.com/fedrelay/fedrelay/s2s/resolve"
 )
@@ -24,6 +25,9 @@ type holdConn struct {
 	net.Conn
 	mu      sync.Mutex // writes come from the link's writer, or from TLS answering the peer on the reader's goroutine
 	holding bool
+	direct  int             // writes not gathered that are under way (they may wait on the socket)
+	rc      syscall.RawConn // the socket, for flushNow (found once)
+	rcKnown bool
 	buf     []byte
 	bufp    *[]byte // where buf came from in holdBufs, to put it back without allocating
 }
@@ -70,8 +74,13 @@ func (c *holdConn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return len(p), nil
 	}
+	c.direct++
 	c.mu.Unlock()
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	c.mu.Lock()
+	c.direct--
+	c.mu.Unlock()
+	return n, err
 }
 
 // hold starts gathering writes. A nil c does nothing, here and below.
@@ -82,6 +91,24 @@ func (c *holdConn) hold() {
 	c.mu.Lock()
 	c.holding = true
 	c.mu.Unlock()
+}
+
+// tryHold starts gathering writes unless a write that is not gathered is
+// under way (it may be waiting on the socket, holding TLS's lock for
+// writing) or writes are gathered already, and reports whether it did.
+// From then on no write through TLS waits on the socket, until release. A
+// nil c never holds.
+func (c *holdConn) tryHold() bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.holding || c.direct > 0 {
+		return false
+	}
+	c.holding = true
+	return true
 }
 
 // held returns how many bytes are gathered.
@@ -107,6 +134,26 @@ func (c *holdConn) flush() error {
 	_, err := c.Conn.Write(c.buf)
 	c.buf = c.buf[:0]
 	return err
+}
+
+// flushNow writes what was gathered as far as the socket takes it without
+// waiting, and keeps holding. It reports whether all of it went; what did
+// not stays gathered, first in line, for flush.
+func (c *holdConn) flushNow() (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.buf) == 0 {
+		return true, nil
+	}
+	if !c.rcKnown {
+		c.rc, c.rcKnown = rawConnOf(c.Conn), true
+	}
+	if c.rc == nil {
+		return false, nil // the writer writes it all
+	}
+	n, err := writeNow(c.rc, c.buf)
+	c.buf = c.buf[:copy(c.buf, c.buf[n:])]
+	return len(c.buf) == 0, err
 }
 
 // release stops holding, dropping what was gathered and not flushed (the

@@ -51,16 +51,23 @@ type link struct {
 	face     policy.Face // for its log records (streamlog.go): fixed when made, as the pair is
 	stopErr  error       // set by stop: close with this stream error
 	wake     chan struct{}
-	up       bool          // authenticated: the queue only waits for the writer
-	stalled  bool          // a stanza waited for room in vain: refuse at once until the writer takes the queue
-	writing  atomic.Int64  // when the writer's current write to the peer began (Unix ns), 0 outside writes
-	space    chan struct{} // closed by take, for Enqueue calls waiting for room
-	gate     *routeGate    // the internal route's, nil towards a remote domain
-	gated    int           // bytes queued before up, counted in gate
-	theirs   bool          // it took a stanza that was not the relay's own
-	remote   bool          // towards a remote domain: counted in Server.remoteLinks (lmu)
-	out      *outStream    // the stream once up (guarded by mu), for the admin API
-	peerMax  int           // the peer's XEP-0478 max-bytes once up, 0 if none (guarded by mu)
+	// wlock is held by whoever writes the link's stanzas: its writer while
+	// it runs (not while it waits between bursts), or a feeding stream
+	// writing them itself (writeInline). The writers' fields (writers)
+	// are guarded by it, and so are carry and inlineErr.
+	wlock     sync.Mutex
+	carry     []*batch      // batches an inline write left partly in the holdConn, for the writer
+	inlineErr error         // an inline write's error, for the writer to end the stream with
+	up        bool          // authenticated: the queue only waits for the writer
+	stalled   bool          // a stanza waited for room in vain: refuse at once until the writer takes the queue
+	writing   atomic.Int64  // when the writer's current write to the peer began (Unix ns), 0 outside writes
+	space     chan struct{} // closed by take, for Enqueue calls waiting for room
+	gate      *routeGate    // the internal route's, nil towards a remote domain
+	gated     int           // bytes queued before up, counted in gate
+	theirs    bool          // it took a stanza that was not the relay's own
+	remote    bool          // towards a remote domain: counted in Server.remoteLinks (lmu)
+	out       *outStream    // the stream once up (guarded by mu), for the admin API
+	peerMax   int           // the peer's XEP-0478 max-bytes once up, 0 if none (guarded by mu)
 	// sm is what the peer has not acknowledged yet, when the stream has
 	// XEP-0198 on (set before the writer and reader start; nil without).
 	sm        *smOut
@@ -352,8 +359,13 @@ func (l *link) refuseOversized() {
 // would wake it (Stanza.Defer) before it wakes its writer anyway.
 const deferLimit = 64 << 10
 
-// Wake implements routing.Link.
-func (l *link) Wake() { l.signal() }
+// Wake implements routing.Link: the feeding stream writes what waits
+// itself if it can without waiting (writeInline), else the writer does.
+func (l *link) Wake() {
+	if !l.writeInline() {
+		l.signal()
+	}
+}
 
 func (l *link) signal() {
 	select {
@@ -690,7 +702,14 @@ var errIdle = errors.New("idle")
 // and ends the stream when a request stays unanswered for
 // limits.ack_timeout.
 func (l *link) writeLoop(o *outStream) (err error, ended bool) {
+	l.wlock.Lock()
+	defer l.wlock.Unlock()
 	for {
+		if l.carry != nil || l.inlineErr != nil {
+			if err := l.finishInline(o); err != nil {
+				return err, true
+			}
+		}
 		if l.ackDue.Swap(false) {
 			if err := l.answerAck(o); err != nil {
 				return err, true
@@ -827,11 +846,14 @@ func (l *link) writeLoop(o *outStream) (err error, ended bool) {
 		}
 		// Between two bursts: this writer waits for the next.
 		l.arm(now, wakeAt)
+		l.wlock.Unlock() // a feeding stream may write meanwhile (writeInline)
 		select {
 		case <-l.wake:
 		case <-l.s.ctx.Done():
+			l.wlock.Lock()
 			return ErrServerClosed, true
 		}
+		l.wlock.Lock()
 	}
 }
 

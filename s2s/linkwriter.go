@@ -51,6 +51,8 @@ func (l *link) startWriting(o *outStream) {
 // prepareWriting sets up what writers share, before the first runs.
 func (l *link) prepareWriting(o *outStream) {
 	now := time.Now()
+	l.wlock.Lock()
+	defer l.wlock.Unlock()
 	l.wo, l.active, l.sent = o, now, now
 	l.tick = time.AfterFunc(time.Hour, l.signal)
 	l.tick.Stop()
@@ -67,6 +69,17 @@ func (l *link) stopWriting() (error, bool) {
 	default:
 	}
 	l.wwg.Wait()
+	// An inline write under way ends first (it never waits on the socket);
+	// what one left for a writer that will not run now is bounced, and
+	// its bytes dropped before the stream's last words are written.
+	l.wlock.Lock()
+	q := l.carry
+	l.carry, l.inlineErr = nil, nil
+	l.wlock.Unlock()
+	if q != nil {
+		l.wo.hold.release()
+		l.failBatches(q, fmt.Errorf("writing to %s: the stream closed", l.pair.To))
+	}
 	l.tick.Stop()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -164,4 +177,121 @@ func earliest(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// A stream that feeds a link defers its wake-up (Stanza.Defer) until it
+// has handed over all it read and is about to read its socket again. The
+// link's writer then ran on another thread: at 50 % of the maximum rate,
+// the hand-over made the relay's threads wait for a CPU (runnable, not
+// running) 510-530 ms per second of load, and a woken writer often waited
+// 100-300 µs while the stream went on reading. So the stream writes the
+// link's batches itself, when that cannot make it wait: no writer is
+// writing (wlock), no stream management or shared stream is involved,
+// what waits fits one write (holdBytes), TLS's records go into the
+// holdConn's buffer (tryHold: no write below TLS is under way, so none can
+// hold TLS's lock while it waits), and the socket takes what it will
+// without waiting (flushNow). What the socket did not take is left to the
+// writer (carry), woken as before, which writes it first and with the
+// write deadline. Measured beside the hand-over, 50 % phase at a fixed
+// rate (see the commit): the first stanza of a tick arrived 0.40 ms after
+// it was sent instead of 0.56 (medians of 4 runs), the relay used 16 %
+// less CPU, and its threads waited 343 ms per second instead of 530.
+
+// writeInline writes what waits on the caller's goroutine if it can
+// without waiting, and reports whether nothing is left for the writer.
+func (l *link) writeInline() bool {
+	if !l.wlock.TryLock() {
+		return false // a writer is writing: it takes what was added
+	}
+	defer l.wlock.Unlock()
+	o := l.wo
+	if o == nil || o.hold == nil || l.sm != nil || l.mux != nil || l.onInbound || l.carry != nil || l.inlineErr != nil || l.ending.Load() {
+		return false
+	}
+	l.mu.Lock()
+	n, quit := l.qbytes, l.draining || l.stopErr != nil
+	l.mu.Unlock()
+	switch {
+	case quit || n > holdBytes:
+		return false
+	case n == 0:
+		return true
+	case !o.hold.tryHold():
+		return false
+	}
+	q := l.take(l.wspare)
+	now := time.Now()
+	l.writing.Store(now.UnixNano())
+	var err error
+	for _, b := range q {
+		l.s.Router.SettleTally(routing.Sending, l.pair, b.recs, &b.tally)
+		if err = o.w.WriteDirect(b.buf); err != nil {
+			break
+		}
+	}
+	all := false
+	if err == nil {
+		all, err = o.hold.flushNow()
+	}
+	switch {
+	case err != nil:
+		o.hold.release()
+		l.writing.Store(0)
+		l.failBatches(q, fmt.Errorf("writing to %s: %w", l.pair.To, err))
+		clear(q)
+		l.wspare = q[:0]
+		l.inlineErr = routing.Timeout(fmt.Errorf("writing to %s: %w", l.pair.To, err))
+		return false
+	case !all:
+		l.carry, l.wspare = q, nil // still holding: the writer flushes the rest
+		return false
+	}
+	o.hold.release()
+	l.writing.Store(0)
+	l.countWritten(q)
+	for _, b := range q {
+		b.release()
+	}
+	clear(q)
+	l.wspare = q[:0]
+	l.active, l.sent = now, now
+	return true
+}
+
+// finishInline writes what an inline write left (carry), waiting on the
+// socket within the write deadline as the writer's writes do, or returns
+// the error an inline write met, which ends the stream.
+func (l *link) finishInline(o *outStream) error {
+	if err := l.inlineErr; err != nil {
+		l.inlineErr = nil
+		return err
+	}
+	q := l.carry
+	l.carry = nil
+	now := time.Now()
+	o.raw.SetWriteDeadline(now.Add(l.s.Limits.WriteTimeout))
+	err := o.hold.flush()
+	o.hold.release()
+	l.writing.Store(0)
+	if err != nil {
+		err = fmt.Errorf("writing to %s: %w", l.pair.To, err)
+		l.failBatches(q, err)
+		return routing.Timeout(err)
+	}
+	l.countWritten(q)
+	for _, b := range q {
+		b.release()
+	}
+	l.active, l.sent = now, now
+	return nil
+}
+
+// failBatches bounces the stanzas of q, which may or may not have reached
+// the peer (as write does), and releases the batches.
+func (l *link) failBatches(q []*batch, err error) {
+	failed := routing.Timeout(err)
+	for _, b := range q {
+		l.s.Router.Settle(routing.Failed, l.pair, b.stanzas(), failed)
+		b.release()
+	}
 }

@@ -9,12 +9,21 @@ import (
 
 // writeNow writes p to the socket rc as far as it takes it without
 // waiting, and returns how much it took. A full socket is not an error.
+//
+// It writes through Control, not RawConn.Write: Write first checks the
+// socket's write deadline, which the link's writer set for its last
+// write, and which has passed when the link's stanzas went out inline for
+// longer than limits.write_timeout (the first version lost a stanza to
+// it: an inline write failed with a timeout that no write had met).
+// Control skips the poller's write lock too, which only a write that may
+// wait needs: the caller holds the holdConn, so every other write to the
+// socket is gathered meanwhile (tryHold refused while one was under way).
 func writeNow(rc syscall.RawConn, p []byte) (int, error) {
 	var (
 		n    int
 		werr error
 	)
-	err := rc.Write(func(fd uintptr) bool {
+	err := rc.Control(func(fd uintptr) {
 		for n < len(p) {
 			m, err := syscall.Write(int(fd), p[n:])
 			if m > 0 {
@@ -30,7 +39,6 @@ func writeNow(rc syscall.RawConn, p []byte) (int, error) {
 				break
 			}
 		}
-		return true // done, whatever came of it: never wait for the poller
 	})
 	if werr == nil {
 		werr = err

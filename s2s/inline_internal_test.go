@@ -90,6 +90,10 @@ func TestLinkWritesInline(t *testing.T) {
 		t.Fatalf("the peer read %q, %v; want %q", got, err, zero)
 	}
 	waitWriterIdle(t, l)
+	// The deadline the writer set for its write has passed, as it has
+	// after limits.write_timeout of inline writes: they never wait, and it
+	// does not apply to them.
+	hc.SetWriteDeadline(time.Now().Add(-time.Second))
 
 	want := enqueueDeferred(t, l, 3, 100)
 	l.Wake()

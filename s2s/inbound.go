@@ -1065,7 +1065,7 @@ func (c *inConn) stanza(el *wire.Element) error {
 	c.s.Router.Route(&c.st)
 	if l := ps.via.Link; l != nil && (len(c.asleep) == 0 || c.asleep[len(c.asleep)-1] != l) {
 		if len(c.asleep) >= 16 {
-			c.wakeLinks() // many pairs in one read: wake them in groups
+			c.wakeAll(true) // many pairs in one read: wake their writers in groups, and read on
 		}
 		c.asleep = append(c.asleep, l)
 	}
@@ -1170,9 +1170,32 @@ const maxOversized = 16
 // them (Stanza.Defer): before the stream reads its socket again (under TLS,
 // from the readAhead, not before each record TLS already holds), and so
 // before it can block. A link in the list twice is woken twice, at no cost.
+//
+// A stream that has caught up with its peer (its last read did not fill
+// the room it had) has nothing else to do: it writes the links' batches
+// itself when it can without waiting (Wake, link.writeInline), which
+// saves handing them to a writer on another thread. One that is behind
+// (more is likely waiting) wakes the writers and reads on, so that the
+// writing runs beside the reading. Paced at 50 % of the maximum rate, in
+// 3-4 alternating runs each (see the commit), the relay's p99 was:
+//
+//	                          260k/s   342k/s
+//	writer always (before)    2.24 ms  3.96-4.07 ms
+//	inline always             1.71     5.23
+//	inline once caught up     1.88     3.47-4.34
 func (c *inConn) wakeLinks() {
+	c.wakeAll(c.dr.ahead != nil && c.dr.ahead.behind)
+}
+
+// wakeAll wakes the links in c.asleep: their writers if behind, else
+// through Wake.
+func (c *inConn) wakeAll(behind bool) {
 	for i, l := range c.asleep {
-		l.Wake()
+		if lk, ok := l.(*link); ok && behind {
+			lk.signal()
+		} else {
+			l.Wake()
+		}
 		c.asleep[i] = nil
 	}
 	c.asleep = c.asleep[:0]

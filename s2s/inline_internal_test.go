@@ -199,3 +199,46 @@ func TestLinkInlineCarryOnStop(t *testing.T) {
 		t.Error("the socket is still held after the writing stopped")
 	}
 }
+
+// TestWakeBehindLeavesWriting: a stream that has caught up with its peer
+// writes the links' batches itself (no writer starts); one that is behind
+// starts the link's writer and reads on (inConn.wakeLinks).
+func TestWakeBehindLeavesWriting(t *testing.T) {
+	defer func(g time.Duration) { idleGrace = g }(idleGrace)
+	idleGrace = 200 * time.Millisecond // the writer started below must not park again before it is seen running
+	l, o, _, theirs := inlineLink(t, config.Limits{IdleTimeout: time.Minute, NegotiationTimeout: time.Second,
+		WriteTimeout: 10 * time.Second, QueueStanzas: 10_000, QueueBytes: 64 << 20})
+	go io.Copy(io.Discard, theirs)
+	l.startWriting(o)
+	parked := func() {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !l.parked.Load(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the writer never parked")
+			}
+		}
+	}
+	parked()
+	c := &inConn{}
+
+	enqueueDeferred(t, l, 3, 100)
+	c.asleep = append(c.asleep, l)
+	c.wakeAll(false)
+	if w := l.written.Load(); w != 3 || !l.parked.Load() {
+		t.Fatalf("caught up: %d of 3 written when the wake-up returned, writer parked %v; want all written inline, no writer", w, l.parked.Load())
+	}
+
+	enqueueDeferred(t, l, 3, 100)
+	c.asleep = append(c.asleep, l)
+	c.wakeAll(true)
+	if l.parked.Load() {
+		t.Fatal("behind: the link's writer was not started")
+	}
+	for deadline := time.Now().Add(5 * time.Second); l.written.Load() != 6; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("behind: %d of 6 written, want the writer to write them", l.written.Load())
+		}
+	}
+	parked()
+	l.stopWriting()
+}

@@ -917,11 +917,7 @@ func (l *link) write(o *outStream, q []*batch) error {
 					b.release()
 				}
 			}
-			failed := routing.Timeout(fmt.Errorf("writing to %s: %w", l.pair.To, err))
-			for _, b := range q[done:] {
-				l.s.Router.Settle(routing.Failed, l.pair, b.stanzas(), failed)
-				b.release()
-			}
+			l.failBatches(q[done:], fmt.Errorf("writing to %s: %w", l.pair.To, err))
 			return err
 		}
 	}

@@ -2,6 +2,7 @@ package s2s
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -42,12 +43,18 @@ func inlineLink(t *testing.T, limits config.Limits) (*link, *outStream, *holdCon
 // has parked: it no longer holds wlock.
 func waitWriterIdle(t *testing.T, l *link) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !l.wlock.TryLock(); time.Sleep(time.Millisecond) {
+	waitUntil(t, l.wlock.TryLock, func() string { return "the writer never stopped writing" })
+	l.wlock.Unlock()
+}
+
+// waitUntil polls cond until it holds, failing with what() after 5 s.
+func waitUntil(t *testing.T, cond func() bool, what func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the writer never stopped writing")
+			t.Fatal(what())
 		}
 	}
-	l.wlock.Unlock()
 }
 
 // enqueueDeferred queues n of the relay's own stanzas of about size bytes
@@ -139,11 +146,8 @@ func TestLinkWritesInline(t *testing.T) {
 	if _, err := io.ReadFull(theirs, got); err != nil || !bytes.Equal(got, sent) {
 		t.Fatalf("the peer read %d bytes (%v), equal to the %d sent in order: %v", len(got), err, len(sent), bytes.Equal(got, sent))
 	}
-	for deadline := time.Now().Add(5 * time.Second); l.written.Load() != n; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d stanzas counted written, want %d", l.written.Load(), n)
-		}
-	}
+	waitUntil(t, func() bool { return l.written.Load() == n },
+		func() string { return fmt.Sprintf("%d stanzas counted written, want %d", l.written.Load(), n) })
 	l.drain()
 	go io.Copy(io.Discard, theirs)
 	if err := <-done; err != nil {
@@ -164,11 +168,7 @@ func TestLinkInlineCarryOnStop(t *testing.T) {
 	l, o, hc, _ := inlineLink(t, config.Limits{IdleTimeout: time.Minute, NegotiationTimeout: time.Second,
 		WriteTimeout: 10 * time.Second, QueueStanzas: 10_000, QueueBytes: 64 << 20})
 	l.startWriting(o)
-	for deadline := time.Now().Add(5 * time.Second); !l.parked.Load(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the writer never parked")
-		}
-	}
+	waitUntil(t, l.parked.Load, func() string { return "the writer never parked" })
 	// Inline writes, the writer never woken, until the socket is full.
 	n := int64(0)
 	for {
@@ -212,11 +212,7 @@ func TestWakeBehindLeavesWriting(t *testing.T) {
 	l.startWriting(o)
 	parked := func() {
 		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); !l.parked.Load(); time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("the writer never parked")
-			}
-		}
+		waitUntil(t, l.parked.Load, func() string { return "the writer never parked" })
 	}
 	parked()
 	c := &inConn{}
@@ -234,11 +230,10 @@ func TestWakeBehindLeavesWriting(t *testing.T) {
 	if l.parked.Load() {
 		t.Fatal("behind: the link's writer was not started")
 	}
-	for deadline := time.Now().Add(5 * time.Second); l.written.Load() != 6; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("behind: %d of 6 written, want the writer to write them", l.written.Load())
-		}
-	}
+	waitUntil(t, func() bool { return l.written.Load() == 6 },
+		func() string {
+			return fmt.Sprintf("behind: %d of 6 written, want the writer to write them", l.written.Load())
+		})
 	parked()
 	l.stopWriting()
 }

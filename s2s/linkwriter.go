@@ -183,7 +183,7 @@ func earliest(a, b time.Time) time.Time {
 // has handed over all it read and is about to read its socket again. The
 // link's writer then ran on another thread: at 50 % of the maximum rate,
 // the hand-over made the relay's threads wait for a CPU (runnable, not
-// running) 510-530 ms per second of load, and a woken writer often waited
+// running) 510-556 ms per second of load, and a woken writer often waited
 // 100-300 µs while the stream went on reading. So the stream writes the
 // link's batches itself, when that cannot make it wait: no writer is
 // writing (wlock), no stream management or shared stream is involved,
@@ -242,10 +242,11 @@ func (l *link) writeInline() bool {
 	case err != nil:
 		o.hold.release()
 		l.writing.Store(0)
-		l.failBatches(q, fmt.Errorf("writing to %s: %w", l.pair.To, err))
+		err = fmt.Errorf("writing to %s: %w", l.pair.To, err)
+		l.failBatches(q, err)
 		clear(q)
 		l.wspare = q[:0]
-		l.inlineErr = routing.Timeout(fmt.Errorf("writing to %s: %w", l.pair.To, err))
+		l.inlineErr = routing.Timeout(err)
 		return false
 	case !all:
 		l.carry, l.wspare = q, nil // still holding: the writer flushes the rest
@@ -253,10 +254,7 @@ func (l *link) writeInline() bool {
 	}
 	o.hold.release()
 	l.writing.Store(0)
-	l.countWritten(q)
-	for _, b := range q {
-		b.release()
-	}
+	l.wroteAll(q)
 	clear(q)
 	l.wspare = q[:0]
 	l.active, l.sent = now, now
@@ -283,12 +281,17 @@ func (l *link) finishInline(o *outStream) error {
 		l.failBatches(q, err)
 		return routing.Timeout(err)
 	}
+	l.wroteAll(q)
+	l.active, l.sent = now, now
+	return nil
+}
+
+// wroteAll counts the batches of q as written and releases them.
+func (l *link) wroteAll(q []*batch) {
 	l.countWritten(q)
 	for _, b := range q {
 		b.release()
 	}
-	l.active, l.sent = now, now
-	return nil
 }
 
 // failBatches bounces the stanzas of q, which may or may not have reached

@@ -2,10 +2,7 @@
 
 package s2s
 
-import (
-	"errors"
-	"syscall"
-)
+import "syscall"
 
 // writeNow writes p to the socket rc as far as it takes it without
 // waiting, and returns how much it took. A full socket is not an error.
@@ -25,17 +22,10 @@ func writeNow(rc syscall.RawConn, p []byte) (int, error) {
 	)
 	err := rc.Control(func(fd uintptr) {
 		for n < len(p) {
-			m, err := syscall.Write(int(fd), p[n:])
-			if m > 0 {
-				n += m
-			}
-			if errors.Is(err, syscall.EINTR) {
-				continue
-			}
-			if err != nil {
-				if !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EWOULDBLOCK) {
-					werr = err
-				}
+			m, again, err := sysWrite(fd, p[n:])
+			n += m
+			if again || err != nil {
+				werr = err
 				break
 			}
 		}

@@ -4,7 +4,6 @@ package s2s
 
 import (
 	"crypto/tls"
-	"errors"
 	"syscall"
 )
 
@@ -14,21 +13,14 @@ import (
 // has to wait, it first drops the input buffers of quiet, if not nil.
 func waitReadable(rc syscall.RawConn, quiet *tls.Conn) error {
 	return rc.Read(func(fd uintptr) bool {
-		for {
-			var b [1]byte
-			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			if errors.Is(err, syscall.EINTR) {
-				continue
-			}
-			if !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EWOULDBLOCK) {
-				return true
-			}
-			// Not ready: wait for the poller, then peek again.
-			if quiet != nil {
-				dropTLSInput(quiet)
-				quiet = nil
-			}
-			return false
+		if sysPeek(fd) {
+			return true
 		}
+		// Not ready: wait for the poller, then peek again.
+		if quiet != nil {
+			dropTLSInput(quiet)
+			quiet = nil
+		}
+		return false
 	})
 }

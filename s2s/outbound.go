@@ -72,7 +72,7 @@ func (s *Server) dial(ctx context.Context, local, remote string) (*resolve.Conn,
 		if err != nil {
 			return nil, err
 		}
-		return newHoldConn(c), nil
+		return newHoldConn(quietSocket(c)), nil
 	}
 	var c *resolve.Conn
 	var err error

@@ -245,7 +245,7 @@ func (s *Server) Serve(l net.Listener, face policy.Face, directTLS bool) error {
 			continue
 		}
 		backoff = 0
-		ic, err := s.newInConn(c, face, directTLS)
+		ic, err := s.newInConn(quietSocket(c), face, directTLS)
 		if errors.Is(err, ErrServerClosed) {
 			c.Close()
 			return err

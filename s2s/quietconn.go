@@ -1,0 +1,144 @@
+package s2s
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// The Go runtime's monitor thread (sysmon) sleeps for as long as every P is
+// idle, and the first system call made after that wakes it, through the
+// scheduler's hook on system calls (entersyscall). Woken that way, it polls
+// every 20 µs (nanosleep(20 µs) with the kernel's 50 µs timer slack, about
+// every 70 µs) until it has found nothing to do 50 times in a row, then
+// backs off. A relay carrying bursts goes idle between them, and its first
+// read of each burst woke the monitor for the whole burst: paced at 50 % of
+// the maximum rate (bursts every millisecond), it woke 3,400 times a
+// second, half of the relay's 8,800 context switches a second, each on a
+// CPU that the relay's own threads, the peer's and the internal server's
+// were waiting for (fedrelay-bench latency, 2-core machine; see the
+// commit). A read or write on a socket that never blocks (the net package
+// makes every socket non-blocking and waits in its poller instead) has no
+// need of that hook, so the relay's sockets read and write with raw system
+// calls (syscall.RawSyscall on Linux): the monitor wakes on its own
+// schedule, not on the relay's traffic.
+//
+// The monitor also preempts goroutines that run for more than 10 ms, and
+// asleep it does not: a relay that turned busy through its poller alone
+// could go on for as long as the monitor's sleep (up to a minute) without
+// it. So one read or write in every loudEvery goes through the hook
+// (through net), which wakes a sleeping monitor: busy for longer than
+// that, the relay has its monitor awake, as any Go program has.
+
+// quietConn is a TCP socket whose reads and writes do not go through the
+// scheduler's system-call hook. It waits in the poller as net does, and
+// honours the same deadlines, closes and errors.
+type quietConn struct {
+	*net.TCPConn
+	rc syscall.RawConn
+}
+
+// quietSocket returns c as a quietConn where this platform has raw system calls
+// for it (quietIO), else c itself.
+func quietSocket(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || !quietIO {
+		return c
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	return &quietConn{TCPConn: tc, rc: rc}
+}
+
+// loudEvery is how often a socket read or write goes through net, which
+// wakes the runtime's monitor if it sleeps; loudAt is when one last did
+// (time since clockBase).
+const loudEvery = 10 * time.Millisecond
+
+var (
+	clockBase = time.Now()
+	loudAt    atomic.Int64
+)
+
+// loud reports whether this read or write is the one in loudEvery that goes
+// through net.
+func loud() bool {
+	now := int64(time.Since(clockBase))
+	last := loudAt.Load()
+	return now-last >= int64(loudEvery) && loudAt.CompareAndSwap(last, now)
+}
+
+// Read implements net.Conn.
+func (c *quietConn) Read(p []byte) (int, error) {
+	if len(p) == 0 || loud() {
+		return c.TCPConn.Read(p)
+	}
+	var (
+		n     int
+		errno error
+	)
+	err := c.rc.Read(func(fd uintptr) bool {
+		var again bool
+		n, again, errno = sysRead(fd, p)
+		return !again
+	})
+	switch {
+	case err != nil:
+		return 0, c.opError("read", err)
+	case errno != nil:
+		return 0, c.opError("read", os.NewSyscallError("read", errno))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Write implements net.Conn: all of p, waiting for room within the write
+// deadline as net does.
+func (c *quietConn) Write(p []byte) (int, error) {
+	if loud() {
+		return c.TCPConn.Write(p)
+	}
+	var (
+		n     int
+		errno error
+	)
+	err := c.rc.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			m, again, e := sysWrite(fd, p[n:])
+			n += m
+			if again {
+				return false
+			}
+			if e != nil {
+				errno = e
+				return true
+			}
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return n, c.opError("write", err)
+	case errno != nil:
+		return n, c.opError("write", os.NewSyscallError("write", errno))
+	}
+	return n, nil
+}
+
+// opError wraps err as net does its own: the poller's errors (deadline,
+// closed) come from RawConn wrapped already, under another operation name.
+func (c *quietConn) opError(op string, err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		oe.Op = op
+		return oe
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}

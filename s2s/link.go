@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -566,6 +567,24 @@ func (l *link) serve() (o *outStream, leave func(), err error) {
 // goroutine, so that its stack is not the idle link's (own's).
 func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	o, err := l.open()
+	// A remote server that cut the connection while the relay
+	// authenticated, once it had accepted the connection, TLS and the
+	// relay's checks of its identity, was most likely busy with something
+	// else: ejabberd 24.12 reset the relay's new stream while it opened
+	// its own, bidirectional one, towards the same domain (interop lab,
+	// 8-secure-federation/bidi). It gets a second connection, once, before
+	// the stanzas bounce; a server that refuses the relay (a stream error,
+	// its </stream>, a failed dialback) does not.
+	var dropped droppedError
+	if errors.As(err, &dropped) && !l.s.Router.Table().IsInternal(l.pair.To) && !l.stopping() {
+		l.log.Info("remote server cut the connection while the relay authenticated; connecting once more", "err", err, "in", dropRetryDelay)
+		select {
+		case <-time.After(dropRetryDelay):
+			o, err = l.open()
+		case <-l.s.ctx.Done():
+			return nil, routing.Timeout(ErrServerClosed)
+		}
+	}
 	// The organisation's own server (a configured route) is not a remote
 	// domain that may be gone for good: while it restarts, the link retries
 	// with a short backoff for up to limits.route_retry, holding the
@@ -674,14 +693,38 @@ func (l *link) open() (*outStream, error) {
 	stop := context.AfterFunc(ctx, o.dr.stop)
 	err = o.authenticate()
 	if !stop() || err != nil {
+		dropped := err != nil && ctx.Err() == nil && cutOff(err)
 		if err == nil {
 			err = ctx.Err()
 		}
 		o.abort(err)
-		return nil, routing.Timeout(fmt.Errorf("authenticating as %s to %s: %w", l.pair.From, l.pair.To, err))
+		err = fmt.Errorf("authenticating as %s to %s: %w", l.pair.From, l.pair.To, err)
+		if dropped {
+			err = droppedError{err}
+		}
+		return nil, routing.Timeout(err)
 	}
 	return o, nil
 }
+
+// droppedError is a setup that failed because the peer cut the connection
+// (reset, or closed it without closing the stream) while the relay
+// authenticated, after it had accepted the connection, TLS and the relay's
+// checks of its identity: setup tries such a remote domain once more.
+type droppedError struct{ error }
+
+func (e droppedError) Unwrap() error { return e.error }
+
+// cutOff reports whether err is the connection cut under a stream: a
+// reset, a broken pipe, or its end before the stream's (not a stream
+// error, not the peer's </stream>).
+func cutOff(err error) bool {
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// dropRetryDelay is how long setup waits before it connects again to a
+// remote domain that cut the connection while the relay authenticated.
+const dropRetryDelay = 100 * time.Millisecond
 
 // stopping reports whether the link was asked to stop or drain.
 func (l *link) stopping() bool {

@@ -236,6 +236,14 @@ func (in *Inbound) handle(el *wire.Element) (restart bool, err error) {
 			in.note(slog.LevelInfo, "db:verify answered invalid (refusing every key)", "pair", pairString(e.Pair()))
 			return false, in.write(func(w *wire.Writer) { w.WriteRaw(e.Response(dialback.TypeInvalid).Append(nil)) })
 		}
+		if e.Kind == dialback.KindResult && e.Type == dialback.TypeRequest && in.s.cutResults.Add(-1) >= 0 {
+			in.note(slog.LevelInfo, "db:result answered with a reset connection", "pair", pairString(e.Pair()))
+			if tc, ok := in.raw.(*net.TCPConn); ok {
+				tc.SetLinger(0)
+			}
+			in.raw.Close()
+			return false, nil
+		}
 		if how, _ := in.s.refuseMux.Load().(string); how != "" && e.Kind == dialback.KindResult && e.Type == dialback.TypeRequest {
 			in.mu.Lock()
 			more := len(in.pairs) > 0

@@ -112,7 +112,8 @@ type Server struct {
 	cancel   context.CancelFunc
 
 	refuseVerify atomic.Bool
-	sm           atomic.Bool // offer XEP-0198 on accepted streams
+	cutResults   atomic.Int64 // how many more db:result requests reset their connection
+	sm           atomic.Bool  // offer XEP-0198 on accepted streams
 	bidi         atomic.Bool
 	refuseMux    atomic.Value // of string: how a db:result for another pair on an authenticated stream is answered ("": accepted)
 	accepted     atomic.Int64 // connections accepted
@@ -261,6 +262,12 @@ func (s *Server) InboundFor(from, to string) *Inbound {
 // type='invalid' while on is true, as if the keys were forged: a peer that
 // refuses a relay's dialback.
 func (s *Server) SetRefuseVerify(on bool) { s.refuseVerify.Store(on) }
+
+// SetCutResults makes the Server reset the connection (TCP RST, no closing
+// element) of the next n streams on which a peer asks it to verify a
+// db:result, instead of answering: a server that drops a connection while
+// the peer authenticates.
+func (s *Server) SetCutResults(n int) { s.cutResults.Store(int64(n)) }
 
 // SetRefuseMultiplex makes the Server refuse, on the streams it accepts, a
 // db:result for a further pair once a pair is authorized on the stream

@@ -154,6 +154,11 @@ func (f *FakeServer) Cut() { f.srv.Cut() }
 // type='invalid', as if the keys were forged.
 func (f *FakeServer) SetRefuseVerify(on bool) { f.srv.SetRefuseVerify(on) }
 
+// SetCutResults makes the fake reset the connection of the next n streams
+// on which a peer sends it a db:result, instead of answering
+// (peer.Server.SetCutResults).
+func (f *FakeServer) SetCutResults(n int) { f.srv.SetCutResults(n) }
+
 // SetRefuseMultiplex makes the fake refuse a further pair on an
 // authenticated stream (peer.Server.SetRefuseMultiplex): "error",
 // "invalid", "ignore", or "" to accept it.

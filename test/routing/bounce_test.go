@@ -246,3 +246,36 @@ func TestQueueBoundOnEstablishedLink(t *testing.T) {
 	}
 	s.Relay.WaitBalanced(t)
 }
+
+// TestRemoteCutWhileAuthenticating: a remote server that resets the
+// connection while the relay authenticates (after the TCP connection and
+// TLS; here at its db:result) gets one more connection before anything
+// bounces, so a stanza arrives over the second; one that does it again
+// gets its stanzas bounced, remote-server-timeout, after those two
+// connections and no third.
+func TestRemoteCutWhileAuthenticating(t *testing.T) {
+	s := harness.StartSite(t, "", "remote.test", "cutter.test")
+
+	s.Remote.SetCutResults(1)
+	out := s.FromInside(t, "remote.test")
+	out.Send(harness.Message("alice@a.test", "x@remote.test", "cut-once", "hi"))
+	s.Remote.WaitID(t, "cut-once")
+	if n := s.Remote.Accepted(); n != 2 {
+		t.Errorf("remote.test accepted %d connections, want 2 (the cut one, then the one that carried the stanza)", n)
+	}
+	notReceived(t, s.Internal, "cut-once") // no bounce came back
+
+	before := s.Remote.Accepted()
+	s.Remote.SetCutResults(2)
+	out2 := s.FromInside(t, "cutter.test")
+	out2.Send(harness.Message("alice@a.test", "x@cutter.test", "cut-twice", "hi"))
+	st := expectError(t, s.Internal, "cut-twice", "message", "wait", "remote-server-timeout")
+	if _, _, text := st.StanzaError(); !strings.Contains(text, "connection reset") {
+		t.Errorf("bounce text %q does not say the connection was reset", text)
+	}
+	time.Sleep(300 * time.Millisecond) // a third connection would come after dropRetryDelay
+	if n := s.Remote.Accepted() - before; n != 2 {
+		t.Errorf("cutter.test accepted %d connections, want 2 (one more after the first cut, no third)", n)
+	}
+	s.Relay.WaitBalanced(t)
+}

@@ -156,18 +156,54 @@ func (c *holdConn) flushNow() (bool, error) {
 	return len(c.buf) == 0, err
 }
 
-// release stops holding, dropping what was gathered and not flushed (the
-// stream failed: what TLS wrote into it cannot be taken back).
+// release stops holding, once what is gathered is written. After the
+// holder's last flush, TLS may still have written into it from another
+// goroutine (the stream's reader answering the peer: a KeyUpdate, an
+// alert): those bytes go now, waiting within the socket's write deadline,
+// not dropped, which would break the TLS stream under the peer. A failure
+// to write them is left for the stream's next read or write to meet.
 func (c *holdConn) release() {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.buf) > 0 {
+		c.Conn.Write(c.buf)
+	}
+	c.stopHolding()
+}
+
+// releaseIfEmpty stops holding if nothing is gathered, and reports whether
+// it did: a holder that must not wait (an inline write) leaves what came
+// after its last flush to one that may.
+func (c *holdConn) releaseIfEmpty() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.buf) > 0 {
+		return false
+	}
+	c.stopHolding()
+	return true
+}
+
+// discard stops holding, dropping what was gathered and not flushed: the
+// stream failed, and what TLS wrote into it cannot be taken back.
+func (c *holdConn) discard() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.stopHolding()
+	c.mu.Unlock()
+}
+
+// stopHolding ends the hold and gives the buffer back; c.mu is held.
+func (c *holdConn) stopHolding() {
 	c.holding = false
 	if c.buf != nil && cap(c.buf) <= holdCap {
 		*c.bufp = c.buf[:0]
 		holdBufs.Put(c.bufp)
 	}
 	c.buf, c.bufp = nil, nil
-	c.mu.Unlock()
 }

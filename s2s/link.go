@@ -941,7 +941,14 @@ func (l *link) write(o *outStream, q []*batch) error {
 	// call per holdBytes; a batch is written once the call that carries
 	// its end returns.
 	o.hold.hold()
-	defer o.hold.release()
+	failed := true
+	defer func() {
+		if failed {
+			o.hold.discard()
+		} else {
+			o.hold.release()
+		}
+	}()
 	done := 0 // q[:done] are written
 	for i, b := range q {
 		l.s.Router.SettleTally(routing.Sending, l.pair, b.recs, &b.tally)
@@ -964,6 +971,7 @@ func (l *link) write(o *outStream, q []*batch) error {
 			return err
 		}
 	}
+	failed = false
 	if l.sm != nil {
 		l.sm.wrote(q, now)
 		return nil

@@ -414,3 +414,50 @@ func BenchmarkLinkEnqueue(b *testing.B) {
 		}
 	}
 }
+
+// TestHoldConnReleaseWritesLateBytes: what TLS writes into a hold after
+// its holder's last flush (the stream's reader answering the peer: a
+// KeyUpdate, an alert) goes out when the hold ends, not dropped, which
+// broke the TLS stream under the peer; a failed stream's hold drops it;
+// and a holder that must not wait is told that bytes remain.
+func TestHoldConnReleaseWritesLateBytes(t *testing.T) {
+	ours, theirs := net.Pipe()
+	defer ours.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(theirs)
+		got <- b
+	}()
+	hc := newHoldConn(ours).(*holdConn)
+
+	hc.hold()
+	hc.Write([]byte("stanzas;"))
+	if err := hc.flush(); err != nil {
+		t.Fatal(err)
+	}
+	hc.Write([]byte("late;")) // after the last flush
+	hc.release()
+
+	if !hc.tryHold() {
+		t.Fatal("tryHold refused after release")
+	}
+	hc.Write([]byte("more;"))
+	if hc.releaseIfEmpty() {
+		t.Fatal("releaseIfEmpty ended a hold with bytes gathered")
+	}
+	if err := hc.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !hc.releaseIfEmpty() {
+		t.Fatal("releaseIfEmpty kept a hold with nothing gathered")
+	}
+
+	hc.hold()
+	hc.Write([]byte("broken;"))
+	hc.discard()
+	hc.Write([]byte("after;")) // not held: straight to the socket
+	ours.Close()
+	if b := string(<-got); b != "stanzas;late;more;after;" {
+		t.Errorf("the peer read %q, want %q", b, "stanzas;late;more;after;")
+	}
+}

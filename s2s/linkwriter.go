@@ -77,7 +77,7 @@ func (l *link) stopWriting() (error, bool) {
 	l.carry, l.inlineErr = nil, nil
 	l.wlock.Unlock()
 	if q != nil {
-		l.wo.hold.release()
+		l.wo.hold.discard()
 		l.failBatches(q, fmt.Errorf("writing to %s: the stream closed", l.pair.To))
 	}
 	l.tick.Stop()
@@ -240,7 +240,7 @@ func (l *link) writeInline() bool {
 	}
 	switch {
 	case err != nil:
-		o.hold.release()
+		o.hold.discard()
 		l.writing.Store(0)
 		err = fmt.Errorf("writing to %s: %w", l.pair.To, err)
 		l.failBatches(q, err)
@@ -252,12 +252,17 @@ func (l *link) writeInline() bool {
 		l.carry, l.wspare = q, nil // still holding: the writer flushes the rest
 		return false
 	}
-	o.hold.release()
-	l.writing.Store(0)
 	l.wroteAll(q)
 	clear(q)
-	l.wspare = q[:0]
 	l.active, l.sent = now, now
+	if !o.hold.releaseIfEmpty() {
+		// TLS wrote into the hold after the flush (the reader answering
+		// the peer): the writer writes that, still holding.
+		l.carry, l.wspare = q[:0], nil
+		return false
+	}
+	l.writing.Store(0)
+	l.wspare = q[:0]
 	return true
 }
 
@@ -274,7 +279,11 @@ func (l *link) finishInline(o *outStream) error {
 	now := time.Now()
 	o.raw.SetWriteDeadline(now.Add(l.s.Limits.WriteTimeout))
 	err := o.hold.flush()
-	o.hold.release()
+	if err != nil {
+		o.hold.discard()
+	} else {
+		o.hold.release()
+	}
 	l.writing.Store(0)
 	if err != nil {
 		err = fmt.Errorf("writing to %s: %w", l.pair.To, err)

@@ -68,24 +68,7 @@ func tlsPair(t *testing.T) (*deadlineReader, *tls.Conn, *tls.Conn) {
 		t.Fatal(err)
 	}
 	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		accepted <- c
-	}()
-	cc, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw := <-accepted
-	if raw == nil {
-		t.Fatal("accept failed")
-	}
+	cc, raw := loopbackPair(t)
 	ahead := newReadAhead(raw) // as inbound streams have (startTLS)
 	server := tls.Server(ahead, &tls.Config{Certificates: []tls.Certificate{cert}})
 	client := tls.Client(cc, &tls.Config{InsecureSkipVerify: true})

@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// quietPair returns the two ends of a loopback TCP connection, the first
-// as quietSocket makes it.
-func quietPair(t *testing.T) (net.Conn, net.Conn) {
+// loopbackPair returns the two ends of a loopback TCP connection: the one
+// dialled and the one accepted.
+func loopbackPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -32,6 +32,14 @@ func quietPair(t *testing.T) (net.Conn, net.Conn) {
 	if peer == nil {
 		t.Fatal("accept failed")
 	}
+	return c, peer
+}
+
+// quietPair returns the two ends of a loopback TCP connection, the first
+// as quietSocket makes it.
+func quietPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	c, peer := loopbackPair(t)
 	q := quietSocket(c)
 	t.Cleanup(func() { q.Close(); peer.Close() })
 	if _, ok := q.(*quietConn); !ok && quietIO {

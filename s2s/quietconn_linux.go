@@ -13,18 +13,7 @@ const quietIO = true
 // sysRead reads once from the non-blocking socket fd into p (not empty):
 // again reports that nothing is there yet (wait in the poller).
 func sysRead(fd uintptr, p []byte) (n int, again bool, err error) {
-	for {
-		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch e {
-		case 0:
-			return int(r), false, nil
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return 0, true, nil
-		}
-		return 0, false, e
-	}
+	return rawIO(syscall.SYS_READ, fd, p)
 }
 
 // sysWrite writes once to the non-blocking socket fd from p: again
@@ -33,8 +22,14 @@ func sysWrite(fd uintptr, p []byte) (n int, again bool, err error) {
 	if len(p) == 0 {
 		return 0, false, nil
 	}
+	return rawIO(syscall.SYS_WRITE, fd, p)
+}
+
+// rawIO makes the read or write system call trap on fd with p (not
+// empty), once, again after an interruption.
+func rawIO(trap, fd uintptr, p []byte) (n int, again bool, err error) {
 	for {
-		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		r, _, e := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		switch e {
 		case 0:
 			return int(r), false, nil

@@ -12,26 +12,21 @@ import (
 const quietIO = false
 
 func sysRead(fd uintptr, p []byte) (n int, again bool, err error) {
-	for {
-		n, err = syscall.Read(int(fd), p)
-		switch {
-		case errors.Is(err, syscall.EINTR):
-			continue
-		case errors.Is(err, syscall.EAGAIN):
-			return 0, true, nil
-		case err != nil:
-			return 0, false, err
-		}
-		return n, false, nil
-	}
+	return ioOnce(syscall.Read, fd, p)
 }
 
 func sysWrite(fd uintptr, p []byte) (n int, again bool, err error) {
 	if len(p) == 0 {
 		return 0, false, nil
 	}
+	return ioOnce(syscall.Write, fd, p)
+}
+
+// ioOnce calls f (read or write) on fd with p once, again after an
+// interruption.
+func ioOnce(f func(int, []byte) (int, error), fd uintptr, p []byte) (n int, again bool, err error) {
 	for {
-		n, err = syscall.Write(int(fd), p)
+		n, err = f(int(fd), p)
 		switch {
 		case errors.Is(err, syscall.EINTR):
 			continue

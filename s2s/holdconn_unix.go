@@ -20,16 +20,7 @@ func writeNow(rc syscall.RawConn, p []byte) (int, error) {
 		n    int
 		werr error
 	)
-	err := rc.Control(func(fd uintptr) {
-		for n < len(p) {
-			m, again, err := sysWrite(fd, p[n:])
-			n += m
-			if again || err != nil {
-				werr = err
-				break
-			}
-		}
-	})
+	err := rc.Control(func(fd uintptr) { n, _, werr = writeSome(fd, p) })
 	if werr == nil {
 		werr = err
 	}

@@ -57,7 +57,7 @@ type link struct {
 	// writing them itself (writeInline). The writers' fields (writers)
 	// are guarded by it, and so are carry and inlineErr.
 	wlock     sync.Mutex
-	carry     []*batch      // batches an inline write left partly in the holdConn, for the writer
+	carry     []*batch      // batches an inline write left partly in the holdConn, for the writer (empty: only bytes TLS added)
 	inlineErr error         // an inline write's error, for the writer to end the stream with
 	up        bool          // authenticated: the queue only waits for the writer
 	stalled   bool          // a stanza waited for room in vain: refuse at once until the writer takes the queue
@@ -567,42 +567,26 @@ func (l *link) serve() (o *outStream, leave func(), err error) {
 // goroutine, so that its stack is not the idle link's (own's).
 func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	o, err := l.open()
-	// A remote server that cut the connection while the relay
-	// authenticated, once it had accepted the connection, TLS and the
-	// relay's checks of its identity, was most likely busy with something
-	// else: ejabberd 24.12 reset the relay's new stream while it opened
-	// its own, bidirectional one, towards the same domain (interop lab,
-	// 8-secure-federation/bidi). It gets a second connection, once, before
-	// the stanzas bounce; a server that refuses the relay (a stream error,
-	// its </stream>, a failed dialback) does not.
-	var dropped droppedError
-	if errors.As(err, &dropped) && !l.s.Router.Table().IsInternal(l.pair.To) && !l.stopping() {
-		l.log.Info("remote server cut the connection while the relay authenticated; connecting once more", "err", err, "in", dropRetryDelay)
+	internal := l.s.Router.Table().IsInternal(l.pair.To)
+	for tries := 1; err != nil; tries++ {
+		wait, again := l.retryAfter(err, tries, internal, started)
+		if !again || l.stopping() {
+			break
+		}
+		if internal {
+			l.log.Debug("internal route not reached; retrying", "err", err, "in", wait)
+		} else {
+			l.log.Info("remote server cut the connection while the relay authenticated; connecting once more", "err", err, "in", wait)
+		}
 		select {
-		case <-time.After(dropRetryDelay):
-			o, err = l.open()
+		case <-time.After(wait):
 		case <-l.s.ctx.Done():
 			return nil, routing.Timeout(ErrServerClosed)
 		}
-	}
-	// The organisation's own server (a configured route) is not a remote
-	// domain that may be gone for good: while it restarts, the link retries
-	// with a short backoff for up to limits.route_retry, holding the
-	// stanzas in its bounded queue, before it gives up and bounces them.
-	if err != nil && l.s.Router.Table().IsInternal(l.pair.To) {
-		deadline := started.Add(l.s.Limits.RouteRetry)
-		for backoff := 100 * time.Millisecond; err != nil && time.Now().Add(backoff).Before(deadline); backoff = min(2*backoff, time.Second) {
-			l.log.Debug("internal route not reached; retrying", "err", err, "in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-l.s.ctx.Done():
-				return nil, routing.Timeout(ErrServerClosed)
-			}
-			if l.stopping() {
-				break
-			}
-			o, err = l.open()
+		if l.stopping() {
+			break
 		}
+		o, err = l.open()
 	}
 	setupEnded()
 	l.reportOutcome(err)
@@ -705,6 +689,34 @@ func (l *link) open() (*outStream, error) {
 		return nil, routing.Timeout(err)
 	}
 	return o, nil
+}
+
+// retryAfter returns how long setup waits before it tries again after its
+// attempt number tries failed with err, and whether it tries again.
+//
+// The organisation's own server (a configured route) is not a remote
+// domain that may be gone for good: while it restarts, the link retries
+// with a backoff from 100 ms to 1 s for up to limits.route_retry, holding
+// the stanzas in its bounded queue, before it gives up and bounces them.
+//
+// A remote server that cut the connection while the relay authenticated,
+// once it had accepted the connection, TLS and the relay's checks of its
+// identity (droppedError), was most likely busy with something else:
+// ejabberd 24.12 reset the relay's new stream while it opened its own,
+// bidirectional one, towards the same domain (interop lab,
+// 8-secure-federation/bidi). It gets a second connection, once, before the
+// stanzas bounce; a server that refuses the relay (a stream error, its
+// </stream>, a failed dialback) does not.
+func (l *link) retryAfter(err error, tries int, internal bool, started time.Time) (time.Duration, bool) {
+	if internal {
+		backoff := time.Second
+		if tries <= 4 {
+			backoff = 100 * time.Millisecond << (tries - 1) // 100, 200, 400, 800 ms
+		}
+		return backoff, time.Now().Add(backoff).Before(started.Add(l.s.Limits.RouteRetry))
+	}
+	var dropped droppedError
+	return dropRetryDelay, tries == 1 && errors.As(err, &dropped)
 }
 
 // droppedError is a setup that failed because the peer cut the connection

@@ -278,18 +278,15 @@ func (l *link) finishInline(o *outStream) error {
 	l.carry = nil
 	now := time.Now()
 	o.raw.SetWriteDeadline(now.Add(l.s.Limits.WriteTimeout))
-	err := o.hold.flush()
-	if err != nil {
+	if err := o.hold.flush(); err != nil {
 		o.hold.discard()
-	} else {
-		o.hold.release()
-	}
-	l.writing.Store(0)
-	if err != nil {
+		l.writing.Store(0)
 		err = fmt.Errorf("writing to %s: %w", l.pair.To, err)
 		l.failBatches(q, err)
 		return routing.Timeout(err)
 	}
+	o.hold.release()
+	l.writing.Store(0)
 	l.wroteAll(q)
 	l.active, l.sent = now, now
 	return nil

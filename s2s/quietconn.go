@@ -110,18 +110,9 @@ func (c *quietConn) Write(p []byte) (int, error) {
 		errno error
 	)
 	err := c.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			m, again, e := sysWrite(fd, p[n:])
-			n += m
-			if again {
-				return false
-			}
-			if e != nil {
-				errno = e
-				return true
-			}
-		}
-		return true
+		m, again, e := writeSome(fd, p[n:])
+		n, errno = n+m, e
+		return !again
 	})
 	switch {
 	case err != nil:
@@ -130,6 +121,19 @@ func (c *quietConn) Write(p []byte) (int, error) {
 		return n, c.opError("write", os.NewSyscallError("write", errno))
 	}
 	return n, nil
+}
+
+// writeSome writes p to the non-blocking socket fd until all of it went,
+// the socket is full (again) or an error, and returns how much it took.
+func writeSome(fd uintptr, p []byte) (n int, again bool, err error) {
+	for n < len(p) {
+		m, again, err := sysWrite(fd, p[n:])
+		n += m
+		if again || err != nil {
+			return n, again, err
+		}
+	}
+	return n, false, nil
 }
 
 // opError wraps err as net does its own: the poller's errors (deadline,

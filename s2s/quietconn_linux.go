@@ -16,12 +16,9 @@ func sysRead(fd uintptr, p []byte) (n int, again bool, err error) {
 	return rawIO(syscall.SYS_READ, fd, p)
 }
 
-// sysWrite writes once to the non-blocking socket fd from p: again
-// reports that the socket took nothing (its buffer is full).
+// sysWrite writes once to the non-blocking socket fd from p (not empty):
+// again reports that the socket took nothing (its buffer is full).
 func sysWrite(fd uintptr, p []byte) (n int, again bool, err error) {
-	if len(p) == 0 {
-		return 0, false, nil
-	}
 	return rawIO(syscall.SYS_WRITE, fd, p)
 }
 

@@ -16,9 +16,6 @@ func sysRead(fd uintptr, p []byte) (n int, again bool, err error) {
 }
 
 func sysWrite(fd uintptr, p []byte) (n int, again bool, err error) {
-	if len(p) == 0 {
-		return 0, false, nil
-	}
 	return ioOnce(syscall.Write, fd, p)
 }
 

@@ -59,7 +59,7 @@ type inConn struct {
 	hdr      dialback.Pair                // the header's from and to, for other goroutines
 	closeErr error
 
-	tlsOn atomic.Bool // tls, for other goroutines
+	tlsOn atomic.Bool // tls, for other goroutines; set after peer, leafSPKI and peerChain
 
 	started time.Time    // accepted (set before the owner starts)
 	certOK  atomic.Bool  // the peer's certificate chain verified (peer != nil)
@@ -68,12 +68,15 @@ type inConn struct {
 	pre     *list.Element // in s.preauth until authenticated (guarded by s.mu)
 	evicted bool          // closed to make room (guarded by s.mu)
 
+	// Set by startTLS, then read by verifications too, only once tlsOn
+	// is set (a verification may start before STARTTLS).
+	peer      *certs.Peer // verified certificate chain, nil if none
+	leafSPKI  []byte      // the peer certificate's key, verified or not, for pins
+	peerChain [][]byte    // the peer's certificates as sent, for DANE (nil without DANE)
+
 	// Owner-only state.
 	tls        bool
-	peer       *certs.Peer // verified certificate chain, nil if none
-	leafSPKI   []byte      // the peer certificate's key, verified or not, for pins (set before verifications start)
-	peerChain  [][]byte    // the peer's certificates as sent, for DANE (likewise; nil without DANE)
-	from, to   string      // stream header addresses (normal form)
+	from, to   string // stream header addresses (normal form)
 	id         string
 	saslDomain string // authenticated by SASL EXTERNAL
 	legacy     bool   // the peer's header had no version (RFC 6120 §4.7.5)
@@ -693,14 +696,17 @@ func (c *inConn) startTLS(cfg *tls.Config) error {
 	c.wmu.Unlock()
 	c.dr.conn = tc
 	c.r.Reset(c.dr)
-	c.tls = true
-	c.tlsOn.Store(true)
 	if verr == nil {
 		c.peer = peer
 		c.certOK.Store(true)
 	} else {
 		c.logger().Debug("peer certificate not usable; dialback only", "err", verr)
 	}
+	// Last: a verification started before STARTTLS (TLS not required)
+	// runs on while the stream restarts, and reads what is set above only
+	// once it sees tlsOn (certTrusted, daneMayHelp).
+	c.tls = true
+	c.tlsOn.Store(true)
 	return nil
 }
 
@@ -762,7 +768,7 @@ func (c *inConn) handleAuth(el *wire.Element) (restart bool, err error) {
 // streamDecision asks the policy about a pair about to be authorized and
 // audits a refusal.
 func (c *inConn) streamDecision(p dialback.Pair, auth policy.Auth) policy.StreamDecision {
-	st := policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(p), TLS: c.tls, Auth: auth}
+	st := policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: c.remoteOf(p), TLS: c.tlsOn.Load(), Auth: auth}
 	d := c.s.Router.Policy().Stream(st)
 	if !d.Allowed {
 		c.audit(d.Record(time.Now(), st, c.localOf(p)))

@@ -121,6 +121,9 @@ func (e *refusedPeer) Error() string { return e.why }
 // domain, or, when the domain's rule pins keys, the certificate's key is
 // pinned (and then only that).
 func (c *inConn) certTrusted(domain string) bool {
+	if !c.tlsOn.Load() {
+		return false // no certificate yet; what startTLS sets is read only after tlsOn
+	}
 	trust := c.s.Router.Policy().Trust(domain)
 	if len(trust.Pins) > 0 {
 		return c.leafSPKI != nil && trust.Pinned(c.leafSPKI)
@@ -147,10 +150,10 @@ func (c *inConn) authOf(domain string) policy.Auth {
 // dialback verification: the certificate did not do, and dialback alone
 // would not be enough.
 func (c *inConn) daneMayHelp(pair dialback.Pair) bool {
-	if c.face != policy.Federation || c.s.DANE == nil || !c.tls || c.authOf(pair.From) == policy.AuthExternal {
+	if c.face != policy.Federation || c.s.DANE == nil || !c.tlsOn.Load() || c.authOf(pair.From) == policy.AuthExternal {
 		return false
 	}
-	st := policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: pair.From, TLS: c.tls, Auth: policy.AuthDialback}
+	st := policy.StreamState{Face: c.face, Dir: c.dirIn(), Remote: pair.From, TLS: true, Auth: policy.AuthDialback}
 	return !c.s.Router.Policy().Stream(st).Allowed
 }
 

@@ -701,12 +701,15 @@ func (l *link) open() (*outStream, error) {
 //
 // A remote server that cut the connection while the relay authenticated,
 // once it had accepted the connection, TLS and the relay's checks of its
-// identity (droppedError), was most likely busy with something else:
-// ejabberd 24.12 reset the relay's new stream while it opened its own,
-// bidirectional one, towards the same domain (interop lab,
-// 8-secure-federation/bidi). It gets a second connection, once, before the
-// stanzas bounce; a server that refuses the relay (a stream error, its
-// </stream>, a failed dialback) does not.
+// identity (droppedError), was most likely busy with something else.
+// ejabberd 24.12 with XEP-0288 takes the relay's bidirectional stream as
+// its own route to the relay's domain as soon as SASL EXTERNAL succeeds; a
+// stanza it routes there before the relay has restarted the stream finds
+// no stream to send on, and ejabberd closes the connection (interop lab,
+// 8-secure-federation/bidi: a FIN or, if the relay's new header crossed
+// it, a reset). It gets a second connection, once, before the stanzas
+// bounce; a server that refuses the relay (a stream error, its </stream>,
+// a failed dialback) does not.
 func (l *link) retryAfter(err error, tries int, internal bool, started time.Time) (time.Duration, bool) {
 	if internal {
 		backoff := time.Second

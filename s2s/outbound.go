@@ -268,6 +268,16 @@ func (o *outStream) authenticateAside() error {
 		if string(el.NS) == NSSASL && string(el.Local) == "success" {
 			o.auth = policy.AuthExternal
 			if err := o.restart(); err != nil {
+				if errors.Is(err, io.EOF) {
+					// Nothing where the new header belongs: the
+					// connection ended under the stream that was open,
+					// without its </stream>: a cut, which setup tries
+					// once more (link.retryAfter). ejabberd 24.12 does
+					// that when it routes a stanza over the stream
+					// before the restart (interop lab,
+					// 8-secure-federation/bidi).
+					return fmt.Errorf("the connection ended after SASL success, before the peer's new stream header: %w", io.ErrUnexpectedEOF)
+				}
 				return err
 			}
 			o.db = o.newDialback()

@@ -28,6 +28,7 @@ type holdConn struct {
 	direct  int             // writes not gathered that are under way (they may wait on the socket)
 	rc      syscall.RawConn // the socket, for flushNow (found once)
 	rcKnown bool
+	now     rawCall // flushNow's write (under mu)
 	buf     []byte
 	bufp    *[]byte // where buf came from in holdBufs, to put it back without allocating
 }
@@ -151,7 +152,7 @@ func (c *holdConn) flushNow() (bool, error) {
 	if c.rc == nil {
 		return false, nil // the writer writes it all
 	}
-	n, err := writeNow(c.rc, c.buf)
+	n, err := writeNow(c.rc, &c.now, c.buf)
 	c.buf = c.buf[:copy(c.buf, c.buf[n:])]
 	return len(c.buf) == 0, err
 }

@@ -15,12 +15,16 @@ import "syscall"
 // Control skips the poller's write lock too, which only a write that may
 // wait needs: the caller holds the holdConn, so every other write to the
 // socket is gathered meanwhile (tryHold refused while one was under way).
-func writeNow(rc syscall.RawConn, p []byte) (int, error) {
-	var (
-		n    int
-		werr error
-	)
-	err := rc.Control(func(fd uintptr) { n, _, werr = writeSome(fd, p) })
+//
+// call holds the call's state (the caller serialises its use).
+func writeNow(rc syscall.RawConn, call *rawCall, p []byte) (int, error) {
+	if call.now == nil {
+		call.now = call.writeNow
+	}
+	call.p = p
+	err := rc.Control(call.now)
+	n, werr := call.n, call.errno
+	call.p, call.n, call.errno = nil, 0, nil
 	if werr == nil {
 		werr = err
 	}

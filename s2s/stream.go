@@ -154,13 +154,14 @@ func stanzaType(b []byte) string {
 // stop, from any goroutine, makes the current and every later Read fail:
 // it is how others wake a connection's owner to close it.
 type deadlineReader struct {
-	raw     net.Conn        // the TCP connection, for stop
-	conn    net.Conn        // what is read: raw or TLS over it (owner-only)
-	ahead   *readAhead      // under TLS on inbound streams: what TLS has not read yet (owner-only)
-	at      time.Time       // when the last read that returned bytes ended (owner-only)
-	before  func()          // called before each read of the socket, on the owner's goroutine (by ahead under TLS; may be nil)
-	rc      syscall.RawConn // the socket under raw, for WaitIdle (owner-only, once rcKnown)
-	rcKnown bool
+	raw      net.Conn        // the TCP connection, for stop
+	conn     net.Conn        // what is read: raw or TLS over it (owner-only)
+	ahead    *readAhead      // under TLS on inbound streams: what TLS has not read yet (owner-only)
+	at       time.Time       // when the last read that returned bytes ended (owner-only)
+	before   func()          // called before each read of the socket, on the owner's goroutine (by ahead under TLS; may be nil)
+	rc       syscall.RawConn // the socket under raw, for WaitIdle (owner-only, once rcKnown)
+	rcKnown  bool
+	readable readableWait // WaitIdle's wait (owner-only)
 	// WaitIdle runs only when waitable (owner-only): on inbound streams,
 	// with until their negotiation deadline, and on outbound links once up
 	// (until zero: no deadline). waiting says it is running, so that

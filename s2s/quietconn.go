@@ -60,6 +60,22 @@ type rawCall struct {
 	now   func(fd uintptr)      // bound to writeNow (holdConn.flushNow)
 }
 
+// do reads into p (or writes all of p) through rc with the bound callback:
+// the system call's result, and the poller's error (deadline, closed).
+func (c *rawCall) do(rc syscall.RawConn, write bool, p []byte) (n int, errno, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.p = p
+	if write {
+		err = rc.Write(c.write)
+	} else {
+		err = rc.Read(c.read)
+	}
+	n, errno = c.n, c.errno
+	c.p, c.n, c.errno = nil, 0, nil
+	return n, errno, err
+}
+
 func (c *rawCall) readOnce(fd uintptr) bool {
 	var again bool
 	c.n, again, c.errno = sysRead(fd, c.p)
@@ -114,12 +130,7 @@ func (c *quietConn) Read(p []byte) (int, error) {
 	if len(p) == 0 || loud() {
 		return c.TCPConn.Read(p)
 	}
-	c.r.mu.Lock()
-	c.r.p = p
-	err := c.rc.Read(c.r.read)
-	n, errno := c.r.n, c.r.errno
-	c.r.p, c.r.n, c.r.errno = nil, 0, nil
-	c.r.mu.Unlock()
+	n, errno, err := c.r.do(c.rc, false, p)
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -137,12 +148,7 @@ func (c *quietConn) Write(p []byte) (int, error) {
 	if loud() {
 		return c.TCPConn.Write(p)
 	}
-	c.w.mu.Lock()
-	c.w.p = p
-	err := c.rc.Write(c.w.write)
-	n, errno := c.w.n, c.w.errno
-	c.w.p, c.w.n, c.w.errno = nil, 0, nil
-	c.w.mu.Unlock()
+	n, errno, err := c.w.do(c.rc, true, p)
 	switch {
 	case err != nil:
 		return n, c.opError("write", err)

@@ -28,7 +28,7 @@ type holdConn struct {
 	direct  int             // writes not gathered that are under way (they may wait on the socket)
 	rc      syscall.RawConn // the socket, for flushNow (found once)
 	rcKnown bool
-	now     rawCall // flushNow's write (under mu)
+	now     rawCall // flushNow's write
 	buf     []byte
 	bufp    *[]byte // where buf came from in holdBufs, to put it back without allocating
 }

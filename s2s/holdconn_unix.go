@@ -15,16 +15,8 @@ import "syscall"
 // Control skips the poller's write lock too, which only a write that may
 // wait needs: the caller holds the holdConn, so every other write to the
 // socket is gathered meanwhile (tryHold refused while one was under way).
-//
-// call holds the call's state (the caller serialises its use).
 func writeNow(rc syscall.RawConn, call *rawCall, p []byte) (int, error) {
-	if call.now == nil {
-		call.now = call.writeNow
-	}
-	call.p = p
-	err := rc.Control(call.now)
-	n, werr := call.n, call.errno
-	call.p, call.n, call.errno = nil, 0, nil
+	n, werr, err := call.do(rc, rawWriteNow, p, nil)
 	if werr == nil {
 		werr = err
 	}

@@ -179,14 +179,6 @@ func (d *deadlineReader) waitUntil(deadline time.Time, quiet bool) error {
 	return err
 }
 
-// readableWait is waitReadable's state with its callback, bound once per
-// stream: RawConn.Read takes a func, which escapes, and a closure per wait
-// cost two allocations for every burst a stream waited for.
-type readableWait struct {
-	quiet *tls.Conn
-	ready func(fd uintptr) bool // bound to peek (unix)
-}
-
 // rawConnOf returns the socket under c, or nil.
 func rawConnOf(c net.Conn) syscall.RawConn {
 	for range 4 {

@@ -8,4 +8,4 @@ import (
 )
 
 // waitReadable cannot wait without reading here: Read does the waiting.
-func waitReadable(syscall.RawConn, *readableWait, *tls.Conn) error { return nil }
+func waitReadable(syscall.RawConn, *rawCall, *tls.Conn) error { return nil }

@@ -1,6 +1,7 @@
 package s2s
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -44,51 +45,75 @@ type quietConn struct {
 	r, w rawCall // a read and a write under way, each under its mutex
 }
 
-// rawCall is the state of one raw read or write through a RawConn, with
-// its callback bound once. RawConn takes a func, which escapes: a closure
-// per call cost two or three allocations for every read and write of a
-// socket (a third of the relay's allocations in the latency scenario, as
-// many as crypto/tls's own). Its user serialises the calls (mu, or its own
-// lock).
+// rawCall is one raw system call on a socket through its RawConn, with
+// the call's state beside a callback bound once. RawConn takes a func,
+// which escapes: a closure per call cost two or three allocations for
+// every read, write and wait of a socket (most of the relay's allocations
+// in the latency scenario). The calls of one rawCall are serialised by mu.
 type rawCall struct {
 	mu    sync.Mutex
+	op    rawOp
 	p     []byte
+	quiet *tls.Conn // rawWait: TLS whose input buffers go before waiting
 	n     int
 	errno error
-	read  func(fd uintptr) bool // bound to readOnce
-	write func(fd uintptr) bool // bound to writeAll
-	now   func(fd uintptr)      // bound to writeNow (holdConn.flushNow)
+	step  func(fd uintptr) bool // bound to c.run: RawConn.Read and Write
+	once  func(fd uintptr)      // bound to c.runOnce: RawConn.Control
 }
 
-// do reads into p (or writes all of p) through rc with the bound callback:
-// the system call's result, and the poller's error (deadline, closed).
-func (c *rawCall) do(rc syscall.RawConn, write bool, p []byte) (n int, errno, err error) {
+// rawOp is what a rawCall does.
+type rawOp uint8
+
+const (
+	rawRead     rawOp = iota // read once into p, waiting for input (RawConn.Read)
+	rawWrite                 // write all of p, waiting for room (RawConn.Write)
+	rawWriteNow              // write what the socket takes of p at once (RawConn.Control)
+	rawWait                  // wait for input, reading nothing (RawConn.Read)
+)
+
+// do runs op on rc with p (and quiet, for rawWait): the system call's
+// result, and the poller's error (deadline, closed).
+func (c *rawCall) do(rc syscall.RawConn, op rawOp, p []byte, quiet *tls.Conn) (n int, errno, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.p = p
-	if write {
-		err = rc.Write(c.write)
-	} else {
-		err = rc.Read(c.read)
+	if c.step == nil {
+		c.step, c.once = c.run, c.runOnce
+	}
+	c.op, c.p, c.quiet = op, p, quiet
+	switch op {
+	case rawRead, rawWait:
+		err = rc.Read(c.step)
+	case rawWrite:
+		err = rc.Write(c.step)
+	case rawWriteNow:
+		err = rc.Control(c.once)
 	}
 	n, errno = c.n, c.errno
-	c.p, c.n, c.errno = nil, 0, nil
+	c.p, c.quiet, c.n, c.errno = nil, nil, 0, nil
 	return n, errno, err
 }
 
-func (c *rawCall) readOnce(fd uintptr) bool {
+// run makes the call once on fd and reports whether it is done (false:
+// wait in the poller, then run again).
+func (c *rawCall) run(fd uintptr) bool {
 	var again bool
-	c.n, again, c.errno = sysRead(fd, c.p)
+	switch c.op {
+	case rawRead:
+		c.n, again, c.errno = sysRead(fd, c.p)
+	case rawWrite, rawWriteNow:
+		var m int
+		m, again, c.errno = writeSome(fd, c.p[c.n:])
+		c.n += m
+	case rawWait:
+		if again = !sysPeek(fd); again && c.quiet != nil {
+			dropTLSInput(c.quiet)
+			c.quiet = nil
+		}
+	}
 	return !again
 }
 
-func (c *rawCall) writeAll(fd uintptr) bool {
-	m, again, e := writeSome(fd, c.p[c.n:])
-	c.n, c.errno = c.n+m, e
-	return !again
-}
-
-func (c *rawCall) writeNow(fd uintptr) { c.n, _, c.errno = writeSome(fd, c.p) }
+func (c *rawCall) runOnce(fd uintptr) { c.run(fd) }
 
 // quietSocket returns c as a quietConn where this platform has raw system calls
 // for it (quietIO), else c itself.
@@ -101,10 +126,7 @@ func quietSocket(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	q := &quietConn{TCPConn: tc, rc: rc}
-	q.r.read = q.r.readOnce
-	q.w.write = q.w.writeAll
-	return q
+	return &quietConn{TCPConn: tc, rc: rc}
 }
 
 // loudEvery is how often a socket read or write goes through net, which
@@ -130,7 +152,7 @@ func (c *quietConn) Read(p []byte) (int, error) {
 	if len(p) == 0 || loud() {
 		return c.TCPConn.Read(p)
 	}
-	n, errno, err := c.r.do(c.rc, false, p)
+	n, errno, err := c.r.do(c.rc, rawRead, p, nil)
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -148,7 +170,7 @@ func (c *quietConn) Write(p []byte) (int, error) {
 	if loud() {
 		return c.TCPConn.Write(p)
 	}
-	n, errno, err := c.w.do(c.rc, true, p)
+	n, errno, err := c.w.do(c.rc, rawWrite, p, nil)
 	switch {
 	case err != nil:
 		return n, c.opError("write", err)

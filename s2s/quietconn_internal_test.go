@@ -183,7 +183,7 @@ func TestRawCallsAllocateNothing(t *testing.T) {
 	q, peer := quietPair(t)
 	hc := newHoldConn(q).(*holdConn)
 	rc := rawConnOf(q)
-	var wait readableWait
+	var wait rawCall
 	p, buf := []byte("<message/>"), make([]byte, 64)
 	cases := []struct {
 		name string

@@ -7,3 +7,4 @@ const quietIO = false
 
 func sysRead(uintptr, []byte) (int, bool, error)  { panic("unreachable") }
 func sysWrite(uintptr, []byte) (int, bool, error) { panic("unreachable") }
+func sysPeek(uintptr) bool                        { panic("unreachable") }

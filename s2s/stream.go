@@ -161,7 +161,7 @@ type deadlineReader struct {
 	before   func()          // called before each read of the socket, on the owner's goroutine (by ahead under TLS; may be nil)
 	rc       syscall.RawConn // the socket under raw, for WaitIdle (owner-only, once rcKnown)
 	rcKnown  bool
-	readable readableWait // WaitIdle's wait (owner-only)
+	readable rawCall // WaitIdle's wait (owner-only)
 	// WaitIdle runs only when waitable (owner-only): on inbound streams,
 	// with until their negotiation deadline, and on outbound links once up
 	// (until zero: no deadline). waiting says it is running, so that

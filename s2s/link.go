@@ -570,7 +570,7 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 	internal := l.s.Router.Table().IsInternal(l.pair.To)
 	for tries := 1; err != nil; tries++ {
 		wait, again := l.retryAfter(err, tries, internal, started)
-		if !again || l.stopping() {
+		if !again || l.stopped() {
 			break
 		}
 		if internal {
@@ -583,7 +583,7 @@ func (l *link) setup(started time.Time, setupEnded func()) (*outStream, error) {
 		case <-l.s.ctx.Done():
 			return nil, routing.Timeout(ErrServerClosed)
 		}
-		if l.stopping() {
+		if l.stopped() {
 			break
 		}
 		o, err = l.open()
@@ -741,11 +741,13 @@ func cutOff(err error) bool {
 // remote domain that cut the connection while the relay authenticated.
 const dropRetryDelay = 100 * time.Millisecond
 
-// stopping reports whether the link was asked to stop or drain.
-func (l *link) stopping() bool {
+// stopped reports whether the link was asked to stop. A draining link is
+// not: it still tries to deliver what it holds, retries included, until
+// Shutdown's deadline stops it (kill).
+func (l *link) stopped() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.stopErr != nil || l.draining
+	return l.stopErr != nil
 }
 
 // errIdle ends a link that carried nothing for limits.idle_timeout.

@@ -147,3 +147,63 @@ limits: {max_streams_per_ip: 1000, drain_timeout: 10s}`, internal.Addr)
 		t.Logf("instance-%d: %s", i, r.Stats())
 	}
 }
+
+// TestDrainingLinkRetries: an instance shut down gracefully while its link
+// to an internal route is between two setup attempts (the internal server
+// refuses connections for a moment) keeps retrying until Shutdown's
+// deadline, and delivers what it holds once the server accepts again,
+// verified by another instance that shares the dialback secret, instead of
+// bouncing it at the first failure after the drain began (the race that
+// made TestThreeInstances bounce 7-8 stanzas now and then).
+func TestDrainingLinkRetries(t *testing.T) {
+	dns := harness.StartDNS(t)
+	internal := harness.NewFakeServer(t, "internal a.test", "a.test")
+	remote := harness.NewFakeServer(t, "remote remote.test", "remote.test")
+	proxy := harness.StartProxy(t, internal.Addr)
+	conf := fmt.Sprintf(`domains: [{name: a.test, route: %q}]
+dialback: {secret: "one secret shared by every instance 0123456789"}
+limits: {route_retry: 10s}`, proxy.Addr)
+	draining := harness.StartRelay(t, conf, harness.WithDNS(dns), harness.WithName("draining"))
+	other := harness.StartRelay(t, conf, harness.WithDNS(dns), harness.WithName("other"))
+	// The internal server verifies the draining instance's keys at the
+	// other one: the draining instance no longer accepts connections.
+	internal.SetAuthoritative(other.InternalAddr)
+	dns.SetSRV(t, "remote.test", remote.Addr)
+
+	proxy.SetMode(harness.Refuse)
+	in := remote.Dial(t, draining.FederationAddr, "remote.test", "a.test")
+	const n = 5
+	for i := range n {
+		in.Send(harness.Message("bob@remote.test", "alice@a.test", fmt.Sprint("held-", i), "hi"))
+	}
+	st := draining.Router.Stats()
+	harness.Eventually(t, func() bool { return st.Accepted.Load() == n && proxy.Accepted() >= 1 },
+		"the stanzas to be held and the route tried")
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- draining.Shutdown(ctx)
+	}()
+	// The inbound stream ends at once (its peer closes on
+	// system-shutdown), so the link is told to drain; the route is refused
+	// at least once more after that.
+	in.ExpectStreamError("system-shutdown")
+	in.Close()
+	harness.Eventually(t, func() bool { return draining.Server.Stats().InboundOpen.Load() == 0 }, "the inbound stream to end")
+	tried := proxy.Accepted()
+	harness.Eventually(t, func() bool { return proxy.Accepted() > tried }, "a retry during the drain")
+	proxy.SetMode(harness.Forward)
+
+	for i := range n {
+		internal.WaitID(t, fmt.Sprint("held-", i))
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if b := remote.Count(func(st harness.Stanza) bool { return st.Type == "error" }); b != 0 {
+		t.Errorf("%d bounces", b)
+	}
+	harness.Balanced(t, draining, other)
+}
